@@ -1,0 +1,85 @@
+"""create_app(settings) -> Starlette: routes, the GraphQL endpoint, middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from api.graphql_view import GraphQLView
+from api.middleware import BodySizeLimitMiddleware
+from api.observability import RequestContextMiddleware
+from api.schema import build_schema
+from api.settings import Settings
+from api.state import AppState
+
+
+def create_app(settings: Settings | None = None, state: AppState | None = None) -> Starlette:
+    settings = settings or Settings()
+    state = state or AppState.build(settings)
+    graphql = GraphQLView(
+        state,
+        schema=build_schema(settings),
+        graphql_ide="graphiql" if settings.graphiql else None,
+        allow_queries_via_get=True,
+    )
+
+    async def healthz(request: Request) -> JSONResponse:
+        ok = await state.db.ping()
+        return JSONResponse(
+            {"status": "ok" if ok else "database unavailable"}, status_code=200 if ok else 503
+        )
+
+    async def jwks(request: Request) -> JSONResponse:
+        return JSONResponse(state.keys.jwks(), headers={"cache-control": "public, max-age=300"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await state.db.dispose()
+
+    middleware = [
+        Middleware(RequestContextMiddleware, metrics=state.metrics),
+        Middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-request-id"],
+            )
+        )
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.yibao = state
+    return app
+
+
+def app_factory() -> Starlette:
+    """Entry point for uvicorn workers (``--factory``): settings come from the environment."""
+    from api.observability import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,152 @@
+"""Login, refresh-token rotation with reuse detection, logout, and access-token checks."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from api.auth.models import Account, AuthSession, RefreshToken, Role
+from api.auth.providers import IdentityProvider, check_code
+from api.auth.tokens import TokenCodec
+from api.errors import BadUserInput, Unauthenticated
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The caller of one request, as proven by a live access token."""
+
+    account_id: int
+    role: Role
+    session_id: str
+    person_id: int | None
+
+
+async def _issue_pair(
+    session: AsyncSession, codec: TokenCodec, account: Account, session_id: str, now: datetime
+) -> TokenPair:
+    assert account.id is not None
+    jti = str(uuid.uuid4())
+    session.add(
+        RefreshToken(jti=jti, session_id=session_id, issued_at=now, expires_at=now + codec.refresh_ttl)
+    )
+    access = codec.issue_access(
+        account_id=account.id, role=account.role, session_id=session_id, person_id=account.person_id, now=now
+    )
+    refresh = codec.issue_refresh(account_id=account.id, session_id=session_id, jti=jti, now=now)
+    return TokenPair(access, refresh, int(codec.access_ttl.total_seconds()))
+
+
+async def login(
+    session: AsyncSession,
+    codec: TokenCodec,
+    providers: dict[str, IdentityProvider],
+    provider_name: str,
+    code: str,
+    now: datetime | None = None,
+) -> TokenPair:
+    now = now or datetime.now(UTC)
+    provider = providers.get(provider_name)
+    if provider is None:
+        raise BadUserInput("不支持的登录方式", field="provider")
+    identity = await provider.authenticate(check_code(code))
+    account = (
+        await session.execute(
+            select(Account).where(
+                col(Account.provider) == identity.provider, col(Account.subject) == identity.subject
+            )
+        )
+    ).scalar_one_or_none()
+    if account is None:
+        if provider_name == "demo":
+            raise Unauthenticated("演示数据尚未加载", reason="demo_account_missing")
+        # A first WeChat login creates a resident account; binding it to an insured person is a
+        # separate, real-name step.
+        account = Account(provider=identity.provider, subject=identity.subject, role=Role.RESIDENT)
+        session.add(account)
+        await session.flush()
+    if account.disabled:
+        raise Unauthenticated("账号已停用", reason="account_disabled")
+    auth_session = AuthSession(id=str(uuid.uuid4()), account_id=account.id, created_at=now)  # type: ignore[arg-type]
+    session.add(auth_session)
+    pair = await _issue_pair(session, codec, account, auth_session.id, now)
+    await session.commit()
+    return pair
+
+
+async def _revoke_session(session: AsyncSession, session_id: str, reason: str, now: datetime) -> None:
+    await session.execute(
+        update(AuthSession)
+        .where(col(AuthSession.id) == session_id, col(AuthSession.revoked_at).is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
+
+
+async def refresh(
+    session: AsyncSession, codec: TokenCodec, token: str, now: datetime | None = None
+) -> TokenPair:
+    now = now or datetime.now(UTC)
+    claims = codec.verify_refresh(token)
+    # Spend the token atomically: of two concurrent refreshes with one token, exactly one wins.
+    spent = await session.execute(
+        update(RefreshToken)
+        .where(
+            col(RefreshToken.jti) == claims.jti,
+            col(RefreshToken.session_id) == claims.session_id,
+            col(RefreshToken.used_at).is_(None),
+        )
+        .values(used_at=now)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        known = await session.get(RefreshToken, claims.jti)
+        if known is not None:
+            # A spent token came back: someone holds a copy. End the whole login for everyone.
+            await _revoke_session(session, known.session_id, "refresh_token_reuse", now)
+            await session.commit()
+            raise Unauthenticated("登录凭证已失效，请重新登录", reason="refresh_token_reused")
+        raise Unauthenticated("登录凭证无效，请重新登录", reason="unknown_refresh_token")
+    auth_session = await session.get(AuthSession, claims.session_id)
+    account = await session.get(Account, claims.account_id)
+    if auth_session is None or auth_session.revoked_at is not None:
+        await session.rollback()
+        raise Unauthenticated("登录已退出，请重新登录", reason="session_revoked")
+    if account is None or account.disabled:
+        await session.rollback()
+        raise Unauthenticated("账号已停用", reason="account_disabled")
+    pair = await _issue_pair(session, codec, account, auth_session.id, now)
+    await session.commit()
+    return pair
+
+
+async def logout(session: AsyncSession, codec: TokenCodec, token: str, now: datetime | None = None) -> None:
+    claims = codec.verify_refresh(token)
+    await _revoke_session(session, claims.session_id, "logout", now or datetime.now(UTC))
+    await session.commit()
+
+
+async def authenticate(session: AsyncSession, codec: TokenCodec, token: str) -> Viewer:
+    """Checks an access token and that its login has not been revoked since it was issued."""
+    claims = codec.verify_access(token)
+    revoked_at = (
+        await session.execute(
+            select(col(AuthSession.revoked_at)).where(col(AuthSession.id) == claims.session_id)
+        )
+    ).first()
+    if revoked_at is None or revoked_at[0] is not None:
+        raise Unauthenticated("登录已退出，请重新登录", reason="session_revoked")
+    try:
+        role = Role(claims.role)
+    except ValueError as exc:
+        raise Unauthenticated("登录凭证无效，请重新登录", reason="invalid_claims") from exc
+    return Viewer(claims.account_id, role, claims.session_id, claims.person_id)

@@ -1,0 +1,148 @@
+"""GraphQL over HTTP (the GraphQL-over-HTTP spec) on strawberry's ASGI view, plus stable error codes.
+
+- ``Accept: application/graphql-response+json``: that media type; a request error (unparsable or
+  invalid document, bad variables) answers 400 and has no ``data``; a field error answers 200.
+- ``Accept: application/json`` (or none): 200 for every well-formed GraphQL response, as the spec asks.
+- A body that is not a GraphQL request at all (malformed JSON, wrong content type): 400 with a JSON body.
+- Every error carries ``extensions.code``; an unexpected exception is logged and masked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.extensions import SchemaExtension
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.types import ExecutionResult
+
+from api.context import Context
+from api.errors import AppError, ErrorCode
+from api.state import AppState
+from graphql import GraphQLError, GraphQLSyntaxError
+
+log = logging.getLogger(__name__)
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+
+def _with_code(error: GraphQLError, code: ErrorCode, message: str | None = None) -> GraphQLError:
+    return GraphQLError(
+        message or error.message,
+        error.nodes,
+        error.source,
+        error.positions,
+        error.path,
+        extensions={"code": code.value},
+    )
+
+
+def classify(error: GraphQLError) -> GraphQLError:
+    """Gives every error a stable ``extensions.code``; masks anything unexpected."""
+    original = error.original_error
+    if isinstance(original, AppError):
+        return GraphQLError(
+            original.message,
+            error.nodes,
+            error.source,
+            error.positions,
+            error.path,
+            extensions=original.extensions,
+        )
+    if (error.extensions or {}).get("code"):
+        return error
+    if isinstance(error, GraphQLSyntaxError):
+        return _with_code(error, ErrorCode.GRAPHQL_PARSE_FAILED)
+    if error.path is None:
+        # Before execution: variables that do not coerce (the scalar raised), or a document that the
+        # validation rules (including depth, alias and token limits) refused.
+        if original is not None or error.message.startswith("Variable "):
+            return _with_code(error, ErrorCode.BAD_USER_INPUT)
+        return _with_code(error, ErrorCode.GRAPHQL_VALIDATION_FAILED)
+    if original is None or isinstance(original, GraphQLError):
+        return _with_code(error, ErrorCode.BAD_USER_INPUT)  # a value the schema could not accept or serialise
+    log.error("unexpected error in GraphQL execution", exc_info=original)
+    return _with_code(error, ErrorCode.INTERNAL_SERVER_ERROR, "服务器内部错误，请稍后再试")
+
+
+class ErrorCodes(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [classify(error) for error in result.errors]
+            context = self.execution_context.context
+            if isinstance(context, Context):
+                for error in result.errors:
+                    code = (error.extensions or {}).get("code", "UNKNOWN")
+                    context.state.metrics.graphql_errors.labels(str(code)).inc()
+
+
+def _wants_graphql_response_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return GRAPHQL_RESPONSE_JSON in accept
+
+
+def _error_body(message: str, code: ErrorCode) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code.value}}]}
+
+
+class GraphQLView(GraphQL[Context, None]):
+    def __init__(self, state: AppState, **kwargs: Any) -> None:
+        self.state = state
+        super().__init__(**kwargs)
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        context = Context(request, response, self.state)
+        if isinstance(request, Request):
+            request.state.graphql_context = context  # closed by __call__ once the response is built
+        return context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        graphql_json = _wants_graphql_response_json(request)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            code = ErrorCode.BAD_REQUEST
+            status = exc.status_code
+            if status == 400 and request.method == "GET" and "mutation" in exc.reason.lower():
+                status = 405  # the spec: a mutation over GET is "method not allowed"
+            response = JSONResponse(
+                _error_body(exc.reason, code),
+                status_code=status,
+                media_type=GRAPHQL_RESPONSE_JSON if graphql_json else "application/json",
+                headers={"allow": "POST"} if status == 405 else None,
+            )
+        finally:
+            context = getattr(request.state, "graphql_context", None)
+            if context is not None:
+                await context.close()
+        if graphql_json and response.media_type == "application/json":
+            response.headers["content-type"] = GRAPHQL_RESPONSE_JSON + "; charset=utf-8"
+            if getattr(request.state, "graphql_request_error", False):
+                response.status_code = 400
+        await response(scope, receive, send)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        if result.errors:
+            # Parse errors end the operation before schema extensions see the result: classify here too.
+            result.errors = [classify(error) for error in result.errors]
+        response = process_result(result)
+        errors = result.errors or []
+        # Field errors always carry a path; errors without one (parse, validation, variables) are
+        # request errors: execution never began, and the spec says the response has no data entry.
+        if result.data is None and errors and all(error.path is None for error in errors):
+            response.pop("data", None)
+            request.state.graphql_request_error = True
+        return response

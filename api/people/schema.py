@@ -1,0 +1,323 @@
+"""GraphQL: the insured person (`me`, and later `relative`) with records as Relay connections."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import strawberry
+
+from api.auth.permissions import IsResident
+from api.context import Info
+from api.errors import NotFound
+from api.people import dataloaders, idnumbers, service
+from api.people.models import AccountFlow, Contribution, Enrolment, Facility, InsuredPerson, Settlement
+from api.relay import Connection
+
+INSURANCE_TYPE_LABELS = {"employee": "职工基本医疗保险", "resident": "城乡居民基本医疗保险"}
+FACILITY_LEVEL_LABELS = {
+    "village": "村卫生室",
+    "primary": "一级/乡镇卫生院",
+    "secondary": "二级",
+    "tertiary": "三级",
+}
+CATEGORY_LABELS = {
+    "general_outpatient": "普通门诊",
+    "chronic_outpatient": "门诊慢特病",
+    "two_diseases_outpatient": "两病门诊",
+    "inpatient": "住院",
+    "pharmacy": "购药",
+    "special_drug": "大病特药",
+}
+FLOW_KIND_LABELS = {
+    "allocation": "划入",
+    "settlement": "消费支出",
+    "family_transfer": "家庭共济",
+    "interest": "利息",
+}
+
+
+@strawberry.type(name="Facility", description="A designated medical institution or pharmacy (定点医药机构).")
+class FacilityType:
+    id: strawberry.ID
+    code: str
+    name: str
+    level: str
+    level_label: str
+    kind: str
+    region_code: str
+
+    @classmethod
+    def from_row(cls, row: Facility) -> FacilityType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            code=row.code,
+            name=row.name,
+            level=row.level,
+            level_label=FACILITY_LEVEL_LABELS.get(row.level, row.level),
+            kind=row.kind,
+            region_code=row.region_code,
+        )
+
+
+@strawberry.type(name="Settlement", description="One settled visit (结算) and how the bill split.")
+class SettlementType:
+    id: strawberry.ID
+    settled_at: dt.datetime
+    year: int
+    category: str
+    category_label: str
+    visit_scope: str
+    total_fen: int
+    compliant_fen: int
+    deductible_fen: int
+    basic_fen: int = strawberry.field(description="Paid by basic medical insurance (统筹基金).")
+    critical_illness_fen: int = strawberry.field(description="Paid by critical-illness insurance (大病保险).")
+    assistance_fen: int = strawberry.field(description="Paid by medical assistance (医疗救助).")
+    personal_account_fen: int
+    cash_fen: int
+    policy_version: str = strawberry.field(description="The policy version the amounts were computed with.")
+    source: str
+    _facility_id: strawberry.Private[int]
+
+    @strawberry.field
+    async def facility(self, info: Info) -> FacilityType:
+        row = await dataloaders.facilities(info.context).load(self._facility_id)
+        if row is None:
+            raise NotFound("未找到医药机构")
+        return FacilityType.from_row(row)
+
+    @classmethod
+    def from_row(cls, row: Settlement) -> SettlementType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            settled_at=row.settled_at,
+            year=row.year,
+            category=row.category,
+            category_label=CATEGORY_LABELS.get(row.category, row.category),
+            visit_scope=row.visit_scope,
+            total_fen=row.total_fen,
+            compliant_fen=row.compliant_fen,
+            deductible_fen=row.deductible_fen,
+            basic_fen=row.basic_fen,
+            critical_illness_fen=row.critical_illness_fen,
+            assistance_fen=row.assistance_fen,
+            personal_account_fen=row.personal_account_fen,
+            cash_fen=row.cash_fen,
+            policy_version=row.policy_version,
+            source=row.source,
+            _facility_id=row.facility_id,
+        )
+
+
+@strawberry.type(name="Contribution", description="A contribution (缴费记录).")
+class ContributionType:
+    id: strawberry.ID
+    year: int
+    period: str
+    insurance_type: str
+    paid_at: dt.datetime
+    amount_fen: int
+    subsidy_fen: int
+
+    @classmethod
+    def from_row(cls, row: Contribution) -> ContributionType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            year=row.year,
+            period=row.period,
+            insurance_type=row.insurance_type,
+            paid_at=row.paid_at,
+            amount_fen=row.amount_fen,
+            subsidy_fen=row.subsidy_fen,
+        )
+
+
+@strawberry.type(name="AccountFlow", description="A movement on the personal account (个人账户).")
+class AccountFlowType:
+    id: strawberry.ID
+    occurred_at: dt.datetime
+    kind: str
+    kind_label: str
+    amount_fen: int
+    balance_after_fen: int
+
+    @classmethod
+    def from_row(cls, row: AccountFlow) -> AccountFlowType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            occurred_at=row.occurred_at,
+            kind=row.kind,
+            kind_label=FLOW_KIND_LABELS.get(row.kind, row.kind),
+            amount_fen=row.amount_fen,
+            balance_after_fen=row.balance_after_fen,
+        )
+
+
+@strawberry.type(name="PersonalAccount")
+class PersonalAccountType:
+    balance_fen: int
+    updated_at: dt.datetime
+
+
+@strawberry.type(name="Enrolment", description="A period of insurance (参保信息).")
+class EnrolmentType:
+    insurance_type: str
+    insurance_type_label: str
+    region_code: str
+    employer: str | None
+    start_on: dt.date
+    end_on: dt.date | None
+
+    @classmethod
+    def from_row(cls, row: Enrolment) -> EnrolmentType:
+        return cls(
+            insurance_type=row.insurance_type,
+            insurance_type_label=INSURANCE_TYPE_LABELS.get(row.insurance_type, row.insurance_type),
+            region_code=row.region_code,
+            employer=row.employer,
+            start_on=row.start_on,
+            end_on=row.end_on,
+        )
+
+
+@strawberry.type(name="YearTotal", description="One insurance year's contributions and spending.")
+class YearTotalType:
+    year: int
+    contributions_fen: int
+    contribution_subsidy_fen: int
+    settlement_count: int
+    total_fen: int
+    basic_fen: int
+    critical_illness_fen: int
+    assistance_fen: int
+    personal_account_fen: int
+    cash_fen: int
+
+
+@strawberry.type(
+    name="InsuredPerson", description="An insured person (参保人). The ID number is always masked."
+)
+class InsuredPersonType:
+    id: strawberry.ID
+    name: str
+    id_number_masked: str
+    gender: str
+    birth_date: dt.date
+    insurance_type: str
+    insurance_type_label: str
+    region_code: str
+    assistance_category: str | None
+    chronic_diseases: list[str]
+    _person_id: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: InsuredPerson, info: Info) -> InsuredPersonType:
+        assert row.id is not None
+        id_number = info.context.state.id_numbers.decrypt(row.id_number_cipher)
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            id_number_masked=idnumbers.mask(id_number),
+            gender=row.gender,
+            birth_date=row.birth_date,
+            insurance_type=row.insurance_type,
+            insurance_type_label=INSURANCE_TYPE_LABELS.get(row.insurance_type, row.insurance_type),
+            region_code=row.region_code,
+            assistance_category=row.assistance_category,
+            chronic_diseases=list(row.chronic_diseases),
+            _person_id=row.id,
+        )
+
+    async def _page(
+        self,
+        info: Info,
+        records: service.RecordList,
+        first: int | None,
+        after: str | None,
+        from_: dt.date | None,
+        to: dt.date | None,
+    ) -> Any:
+        async with info.context.db() as session:
+            return await service.list_records(
+                session,
+                info.context.state.cursors,
+                records,
+                self._person_id,
+                first=first,
+                after=after,
+                start=from_,
+                end=to,
+            )
+
+    @strawberry.field(description="Settlements (消费记录), newest first. Dates are Asia/Shanghai, inclusive.")
+    async def settlements(
+        self,
+        info: Info,
+        first: int | None = 20,
+        after: str | None = None,
+        from_: Annotated[dt.date | None, strawberry.argument(name="from")] = None,
+        to: dt.date | None = None,
+    ) -> Connection[SettlementType]:
+        page = await self._page(info, service.SETTLEMENTS, first, after, from_, to)
+        return Connection.from_page(page, SettlementType.from_row, after=after)
+
+    @strawberry.field(description="Contributions (缴费记录), newest first.")
+    async def contributions(
+        self,
+        info: Info,
+        first: int | None = 20,
+        after: str | None = None,
+        from_: Annotated[dt.date | None, strawberry.argument(name="from")] = None,
+        to: dt.date | None = None,
+    ) -> Connection[ContributionType]:
+        page = await self._page(info, service.CONTRIBUTIONS, first, after, from_, to)
+        return Connection.from_page(page, ContributionType.from_row, after=after)
+
+    @strawberry.field(description="Personal-account flows (个人账户收支), newest first.")
+    async def account_flows(
+        self,
+        info: Info,
+        first: int | None = 20,
+        after: str | None = None,
+        from_: Annotated[dt.date | None, strawberry.argument(name="from")] = None,
+        to: dt.date | None = None,
+    ) -> Connection[AccountFlowType]:
+        page = await self._page(info, service.ACCOUNT_FLOWS, first, after, from_, to)
+        return Connection.from_page(page, AccountFlowType.from_row, after=after)
+
+    @strawberry.field
+    async def personal_account(self, info: Info) -> PersonalAccountType | None:
+        async with info.context.db() as session:
+            account = await service.personal_account(session, self._person_id)
+        if account is None:
+            return None
+        return PersonalAccountType(balance_fen=account.balance_fen, updated_at=account.updated_at)
+
+    @strawberry.field(description="Enrolment periods (参保信息), newest first.")
+    async def enrolments(self, info: Info) -> list[EnrolmentType]:
+        async with info.context.db() as session:
+            rows = await service.enrolments(session, self._person_id)
+        return [EnrolmentType.from_row(row) for row in rows]
+
+    @strawberry.field(description="Totals per insurance year, newest first.")
+    async def year_totals(self, info: Info) -> list[YearTotalType]:
+        async with info.context.db() as session:
+            totals = await service.year_totals(session, self._person_id)
+        return [YearTotalType(**vars(total)) for total in totals]
+
+
+async def load_person(info: Info, person_id: int) -> InsuredPersonType:
+    async with info.context.db() as session:
+        row = await service.get_person(session, person_id)
+    return InsuredPersonType.from_row(row, info)
+
+
+@strawberry.type
+class PeopleQuery:
+    @strawberry.field(permission_classes=[IsResident], description="The insured person who is logged in.")
+    async def me(self, info: Info) -> InsuredPersonType:
+        viewer = await info.context.require_viewer()
+        if viewer.person_id is None:
+            raise NotFound("账号尚未绑定参保人，请先完成实名认证")
+        return await load_person(info, viewer.person_id)

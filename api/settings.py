@@ -1,0 +1,90 @@
+"""Runtime configuration, read from the environment (prefix ``YIBAO_``) by pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_PROVIDER = "demo"
+WECHAT_PROVIDER = "wechat"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YIBAO_", extra="ignore")
+
+    data_dir: Path = Path(".yibao")
+    database_url: str | None = None
+    """SQLAlchemy async URL; default: SQLite file ``yibao.db`` in the data dir."""
+    key_dir: Path | None = None
+    """Token-signing keys and the data-encryption key; default: ``<data_dir>/keys``."""
+    data_key: SecretStr | None = None
+    """Base64 of 32 bytes; overrides ``<key_dir>/data.key`` (encrypts ID numbers, keys look-up hashes)."""
+
+    production: bool = False
+    identity_providers: list[str] = Field(default_factory=lambda: [DEMO_PROVIDER, WECHAT_PROVIDER])
+    graphiql: bool = True
+    introspection: bool = True
+    cors_origins: list[str] = Field(default_factory=list)
+
+    access_token_ttl_s: int = Field(default=900, ge=30, le=900)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=300, le=90 * 24 * 3600)
+    issuer: str = "yibao"
+
+    wechat_code2session_url: str = "https://api.weixin.qq.com/sns/jscode2session"
+    wechat_app_id: str = "wx-yibao-demo"
+    wechat_app_secret: SecretStr = SecretStr("")
+    wechat_timeout_s: float = Field(default=5.0, gt=0, le=30)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    query_max_depth: int = Field(default=12, ge=3)
+    query_max_tokens: int = Field(default=3000, ge=100)
+    query_max_aliases: int = Field(default=30, ge=1)
+    login_rate_limit: int = Field(default=20, ge=1)
+    """Logins allowed per client address per minute."""
+
+    demo_people: int = Field(default=3000, ge=50)
+    demo_seed: int = 20260101
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("identity_providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {DEMO_PROVIDER, WECHAT_PROVIDER}
+        if unknown:
+            raise ValueError(f"unknown identity providers: {sorted(unknown)}")
+        return value
+
+    @model_validator(mode="after")
+    def _production_is_locked_down(self) -> Settings:
+        if not self.production:
+            return self
+        problems = []
+        if DEMO_PROVIDER in self.identity_providers:
+            problems.append("the demo identity provider is enabled (YIBAO_IDENTITY_PROVIDERS)")
+        if self.graphiql:
+            problems.append("GraphiQL is enabled (YIBAO_GRAPHIQL)")
+        if self.introspection:
+            problems.append("introspection is enabled (YIBAO_INTROSPECTION)")
+        if WECHAT_PROVIDER in self.identity_providers and not self.wechat_app_secret.get_secret_value():
+            problems.append("the WeChat provider has no app secret (YIBAO_WECHAT_APP_SECRET)")
+        if problems:
+            raise ValueError("production mode refuses to start: " + "; ".join(problems))
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'yibao.db').resolve()}"
+
+    @cached_property
+    def resolved_key_dir(self) -> Path:
+        return self.key_dir if self.key_dir is not None else self.data_dir / "keys"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

@@ -1,0 +1,141 @@
+"""Shared fixtures: one migrated database with a small demo county per test run, the ASGI app on it,
+and an httpx client that talks real HTTP semantics to the app.
+
+The suite runs on SQLite by default. With YIBAO_TEST_POSTGRES_URL set (CI's PostgreSQL leg) it creates
+a fresh PostgreSQL database for the run, runs the same tests against it, and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from api.app import create_app
+from api.demo import load_demo_county
+from api.migrate import upgrade
+from api.settings import Settings
+from api.state import AppState
+
+TEST_PEOPLE = 120
+
+
+def _postgres_database() -> tuple[str, str] | None:
+    base = os.environ.get("YIBAO_TEST_POSTGRES_URL")
+    if not base:
+        return None
+    name = f"yibao_test_{uuid.uuid4().hex[:10]}"
+    return base, name
+
+
+async def _admin_pg(base_url: str, sql: str) -> None:
+    import asyncpg
+
+    dsn = base_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    pg = _postgres_database()
+    if pg is None:
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'yibao.db'}"
+        return
+    base, name = pg
+    asyncio.run(_admin_pg(base, f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(_admin_pg(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Settings:
+    data_dir: Path = tmp_path_factory.mktemp("data")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        demo_people=TEST_PEOPLE,
+        login_rate_limit=10_000,
+        log_json=False,
+    )
+
+
+@pytest.fixture(scope="session")
+async def state(settings: Settings) -> AsyncIterator[AppState]:
+    upgrade(settings.resolved_database_url)
+    app_state = AppState.build(settings)
+    await load_demo_county(app_state, people=settings.demo_people, seed=settings.demo_seed)
+    yield app_state
+    await app_state.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, state: AppState) -> Starlette:
+    return create_app(settings, state)
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=(f"10.0.{uuid.uuid4().int % 250}.1", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://yibao.test") as http:
+        yield http
+
+
+class GraphQLClient:
+    """Thin helper: POSTs a document, returns the decoded body; the raw response stays available."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.token: str | None = None
+        self.last: httpx.Response | None = None
+
+    async def __call__(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        accept: str = "application/graphql-response+json",
+    ) -> dict[str, Any]:
+        headers = {"accept": accept}
+        bearer = token or self.token
+        if bearer:
+            headers["authorization"] = f"Bearer {bearer}"
+        self.last = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+        assert self.last.status_code != 500, self.last.text
+        body: dict[str, Any] = self.last.json()
+        return body
+
+    async def login(self, code: str) -> dict[str, Any]:
+        body = await self(
+            'mutation($code: String!) { login(provider: "demo", code: $code) '
+            "{ accessToken refreshToken expiresIn } }",
+            {"code": code},
+        )
+        assert "errors" not in body, body
+        tokens: dict[str, Any] = body["data"]["login"]
+        self.token = tokens["accessToken"]
+        return tokens
+
+
+@pytest.fixture
+def gql(client: httpx.AsyncClient) -> GraphQLClient:
+    return GraphQLClient(client)
+
+
+def error_codes(body: dict[str, Any]) -> list[str]:
+    return [error.get("extensions", {}).get("code") for error in body.get("errors", [])]
