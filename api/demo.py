@@ -573,19 +573,20 @@ _CITY_STRIDE = 7_919  # prime, coprime with _CITY_DAYS: spreads consecutive bloc
 _CITY_REGIONS = 22
 
 
-def city_person(index: int) -> tuple[str, dt.date, str]:
-    """The index-th city resident's (region, birth date, gender), unique by construction.
+def city_person(index: int) -> tuple[str, str, dt.date, str]:
+    """The index-th city resident's (ID number, region, birth date, gender), unique by construction.
 
     Every (region, birth date) block holds 500 sequence numbers, and blocks map one-to-one onto
     dates, so no two people share an ID number and nothing has to be remembered to ensure it.
     """
     region = f"3404{index % _CITY_REGIONS + 1:02d}"
-    within = index // _CITY_REGIONS
-    block, seq = divmod(within, 500)
+    block, seq = divmod(index // _CITY_REGIONS, 500)
     if block >= _CITY_DAYS:
         raise ValueError("the city generator holds at most 381 million people")
     birth = DEMO_TODAY - dt.timedelta(days=1 + block * _CITY_STRIDE % _CITY_DAYS)
-    return region, birth, "M" if seq % 2 else "F"
+    gender = "M" if seq % 2 else "F"
+    first17 = f"{region}{birth:%Y%m%d}{seq * 2 + (1 if gender == 'M' else 0):03d}"
+    return first17 + idnumbers.check_digit(first17), region, birth, gender
 
 
 def generate_city(out: Path, *, people: int, seed: int) -> None:
@@ -598,13 +599,11 @@ def generate_city(out: Path, *, people: int, seed: int) -> None:
         writer = csv.writer(handle)
         writer.writerow(["name", "id_number", "gender", "birth_date", "insurance_type", "region_code"])
         for index in tqdm(range(people), unit="person", desc="city", mininterval=1.0):
-            region, birth, gender = city_person(index)
-            seq = (index // _CITY_REGIONS) % 500
-            first17 = f"{region}{birth:%Y%m%d}{seq * 2 + (1 if gender == 'M' else 0):03d}"
+            id_number, region, birth, gender = city_person(index)
             writer.writerow(
                 [
                     fake.name(),
-                    first17 + idnumbers.check_digit(first17),
+                    id_number,
                     gender,
                     birth.isoformat(),
                     "employee" if rng.random() < 0.3 else "resident",

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -98,6 +99,12 @@ class GraphQLView(GraphQL[Context, None]):
     def __init__(self, state: AppState, **kwargs: Any) -> None:
         self.state = state
         super().__init__(**kwargs)
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return json.loads(data)
+        except UnicodeDecodeError as exc:  # strawberry only turns JSONDecodeError into a 400
+            raise json.JSONDecodeError("the request body is not UTF-8", "", 0) from exc
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         context = Context(request, response, self.state)

@@ -171,7 +171,9 @@ class KeyRing:
     def public_key(self, kid: str) -> Ed25519PublicKey | None:
         key = self._keys.get(kid)
         if key is None:
-            self._maybe_reload()
+            # Maybe another machine just rotated. A stat() is cheap, and the manifest is re-read only
+            # when it changed, so unknown kids cannot make us do real work.
+            self.reload()
             key = self._keys.get(kid)
         return key.public_key if key else None
 

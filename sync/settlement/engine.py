@@ -129,17 +129,17 @@ class Visit:
                     ir.integer("amount_fen", lo=-MAX_FEN * 10, hi=MAX_FEN * 10),
                     ir.string("item_class"),
                     ir.integer("self_pay_permille", lo=-1000, hi=10**6) if ir.has("self_pay_permille") else 0,
-                    ir.opt_raw("code") or "",
-                    ir.opt_raw("name") or "",
+                    _text(ir, "code"),
+                    _text(ir, "name"),
                 )
             )
             ir.done()
-        chronic = r.opt_raw("chronic_diseases") or []
-        two = r.opt_raw("two_diseases") or []
-        if not isinstance(chronic, list) or not isinstance(two, list):
-            raise r.error(
-                "chronic_diseases" if not isinstance(chronic, list) else "two_diseases", "must be a list"
-            )
+        codes = {}
+        for key in ("chronic_diseases", "two_diseases"):
+            value = r.opt_raw(key) or []
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise r.error(key, "must be a list of code strings")
+            codes[key] = frozenset(value)
         visit = cls(
             visit_date=r.date("visit_date"),
             region=r.string("region"),
@@ -150,8 +150,8 @@ class Visit:
             category=r.string("category"),
             items=tuple(items),
             assistance_category=r.opt_string("assistance_category"),
-            chronic_diseases=frozenset(chronic),
-            two_diseases=frozenset(two),
+            chronic_diseases=codes["chronic_diseases"],
+            two_diseases=codes["two_diseases"],
             personal_account_balance_fen=(
                 r.integer("personal_account_balance_fen", lo=-MAX_FEN * 10, hi=MAX_FEN * 10)
                 if r.has("personal_account_balance_fen")
@@ -161,6 +161,15 @@ class Visit:
         )
         r.done()
         return visit
+
+
+def _text(r: Reader, key: str) -> str:
+    value = r.opt_raw(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise r.error(key, "must be a string")
+    return value
 
 
 @dataclass(slots=True, frozen=True)

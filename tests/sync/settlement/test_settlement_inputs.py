@@ -122,6 +122,11 @@ def test_totals_past_a_cap_are_cap_reached_not_an_error() -> None:
         ({**GOOD.to_dict(), "visit_date": "2025-13-01"}, "visit.visit_date"),
         ({**GOOD.to_dict(), "use_personal_account": "yes"}, "visit.use_personal_account"),
         ({**GOOD.to_dict(), "surprise": 1}, "visit.surprise"),
+        ({**GOOD.to_dict(), "two_diseases": [{}]}, "visit.two_diseases"),
+        (
+            {**GOOD.to_dict(), "items": [{"amount_fen": 10, "item_class": "class_a", "code": 7}]},
+            "visit.items[0].code",
+        ),
         ({k: v for k, v in GOOD.to_dict().items() if k != "category"}, "visit.category"),
     ],
 )

@@ -1,0 +1,229 @@
+"""Login, tokens and their abuse: forged, expired, algorithm confusion, `alg: none`, refresh reuse."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from api.auth import keys as keystore
+from api.auth.keys import KeyRing, KeyStoreError
+from api.auth.tokens import TokenCodec
+from api.settings import Settings
+from api.state import AppState
+from tests.conftest import GraphQLClient, error_codes
+
+ME = "{ me { name } }"
+REFRESH = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken expiresIn } }"
+LOGOUT = "mutation($t: String!) { logout(refreshToken: $t) }"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims_of(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
+
+
+async def _reason(gql: GraphQLClient, token: str) -> str:
+    body = await gql(ME, token=token)
+    assert error_codes(body) == ["UNAUTHENTICATED"], body
+    return str(body["errors"][0]["extensions"].get("reason"))
+
+
+async def test_login_gives_short_lived_eddsa_tokens(gql: GraphQLClient, state: AppState) -> None:
+    tokens = await gql.login("resident")
+    header = jwt.get_unverified_header(tokens["accessToken"])
+    assert header["alg"] == "EdDSA" and header["kid"] == state.keys.active.kid
+    assert 0 < tokens["expiresIn"] <= 900
+    claims = _claims_of(tokens["accessToken"])
+    assert claims["typ"] == "access" and claims["role"] == "resident"
+    assert "name" in (await gql(ME))["data"]["me"]
+
+
+@pytest.mark.parametrize(
+    ("provider", "code", "expected"),
+    [
+        ("demo", "nobody", "UNAUTHENTICATED"),
+        ("facebook", "resident", "BAD_USER_INPUT"),
+        ("demo", "", "BAD_USER_INPUT"),
+    ],
+)
+async def test_bad_logins(gql: GraphQLClient, provider: str, code: str, expected: str) -> None:
+    body = await gql(
+        "mutation($p: String!, $c: String!) { login(provider: $p, code: $c) { accessToken } }",
+        {"p": provider, "c": code},
+    )
+    assert error_codes(body) == [expected]
+
+
+async def test_forged_token_signed_by_another_key(gql: GraphQLClient, state: AppState) -> None:
+    tokens = await gql.login("resident")
+    claims = _claims_of(tokens["accessToken"])
+    claims["role"] = "admin"
+    forged = jwt.encode(
+        claims, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": state.keys.active.kid}
+    )
+    assert await _reason(gql, forged) == "invalid_token"
+
+
+async def test_tampered_payload_fails_signature(gql: GraphQLClient) -> None:
+    tokens = await gql.login("resident")
+    head, _payload, signature = tokens["accessToken"].split(".")
+    claims = _claims_of(tokens["accessToken"])
+    claims["pid"] = 4
+    tampered = ".".join([head, _b64(json.dumps(claims).encode()), signature])
+    assert await _reason(gql, tampered) == "invalid_token"
+
+
+async def test_expired_token(gql: GraphQLClient, state: AppState) -> None:
+    tokens = await gql.login("resident")
+    claims = _claims_of(tokens["accessToken"])
+    past = datetime.now(UTC) - timedelta(hours=1)
+    claims.update(iat=int(past.timestamp()), exp=int((past + timedelta(minutes=15)).timestamp()))
+    key = state.keys.active
+    expired = jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
+    assert await _reason(gql, expired) == "token_expired"
+
+
+async def test_hs256_signed_with_the_public_key_is_refused(gql: GraphQLClient, state: AppState) -> None:
+    tokens = await gql.login("resident")
+    claims = _claims_of(tokens["accessToken"])
+    public_pem = state.keys.active.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": state.keys.active.kid}).encode())
+    body = _b64(json.dumps(claims).encode())
+    import hashlib
+    import hmac
+
+    mac = hmac.new(public_pem, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    assert await _reason(gql, f"{header}.{body}.{_b64(mac)}") == "algorithm_not_allowed"
+
+
+async def test_alg_none_is_refused(gql: GraphQLClient, state: AppState) -> None:
+    tokens = await gql.login("resident")
+    claims = _claims_of(tokens["accessToken"])
+    header = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": state.keys.active.kid}).encode())
+    unsigned = f"{header}.{_b64(json.dumps(claims).encode())}."
+    assert await _reason(gql, unsigned) == "algorithm_not_allowed"
+
+
+@pytest.mark.parametrize("header", ["Basic abc", "Bearer", "Bearer not.a.jwt", "Bearer " + "x" * 3000])
+async def test_garbage_authorization_headers(gql: GraphQLClient, header: str) -> None:
+    response = await gql.http.post("/graphql", json={"query": ME}, headers={"authorization": header})
+    assert response.status_code == 200
+    assert error_codes(response.json()) == ["UNAUTHENTICATED"]
+
+
+async def test_refresh_token_is_not_an_access_token(gql: GraphQLClient) -> None:
+    tokens = await gql.login("resident")
+    assert await _reason(gql, tokens["refreshToken"]) == "wrong_token_type"
+    body = await gql(REFRESH, {"t": tokens["accessToken"]})
+    assert error_codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(gql: GraphQLClient) -> None:
+    first = await gql.login("spouse")
+    second = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    assert second["refreshToken"] != first["refreshToken"]
+    third = (await gql(REFRESH, {"t": second["refreshToken"]}))["data"]["refreshToken"]
+    assert "name" in (await gql(ME, token=third["accessToken"]))["data"]["me"]
+
+    # The first refresh token comes back: someone copied it. The whole login ends.
+    reused = await gql(REFRESH, {"t": first["refreshToken"]})
+    assert error_codes(reused) == ["UNAUTHENTICATED"]
+    assert reused["errors"][0]["extensions"]["reason"] == "refresh_token_reused"
+    assert error_codes(await gql(REFRESH, {"t": third["refreshToken"]})) == ["UNAUTHENTICATED"]
+    assert await _reason(gql, third["accessToken"]) == "session_revoked"
+
+    # Another login of the same person is a different family and keeps working.
+    other = await gql.login("spouse")
+    assert "name" in (await gql(ME, token=other["accessToken"]))["data"]["me"]
+
+
+async def test_logout_revokes_access_and_refresh(gql: GraphQLClient) -> None:
+    tokens = await gql.login("stranger")
+    assert (await gql(LOGOUT, {"t": tokens["refreshToken"]}))["data"]["logout"] is True
+    assert await _reason(gql, tokens["accessToken"]) == "session_revoked"
+    assert error_codes(await gql(REFRESH, {"t": tokens["refreshToken"]})) == ["UNAUTHENTICATED"]
+
+
+def test_key_rotation_keeps_old_tokens_valid(tmp_path: Path) -> None:
+    keystore.rotate(tmp_path, demo=True)
+    ring = KeyRing(tmp_path)
+    codec = TokenCodec(ring, issuer="yibao", access_ttl=timedelta(minutes=15), refresh_ttl=timedelta(days=1))
+    now = datetime.now(UTC)
+    old_kid = ring.active.kid
+    old = codec.issue_access(account_id=1, role="resident", session_id="s", person_id=1, now=now)
+    stale = KeyRing(tmp_path)  # another worker, opened before the rotation
+
+    new_kid = keystore.rotate(tmp_path)
+    ring.reload()
+    assert ring.active.kid == new_kid != old_kid
+    new = codec.issue_access(account_id=1, role="resident", session_id="s", person_id=1, now=now)
+    assert jwt.get_unverified_header(new)["kid"] == new_kid
+    assert codec.verify_access(old).account_id == codec.verify_access(new).account_id == 1
+    assert {k["kid"] for k in ring.jwks()["keys"]} == {old_kid, new_kid}
+
+    # The other worker verifies the new key's tokens: meeting an unknown kid makes it re-read the keys.
+    stale_codec = TokenCodec(
+        stale, issuer="yibao", access_ttl=timedelta(minutes=15), refresh_ttl=timedelta(days=1)
+    )
+    assert stale_codec.verify_access(new).account_id == 1
+
+    # After the longest token lifetime, pruning drops the retired key and its tokens stop verifying.
+    dropped = keystore.prune(tmp_path, keep_for=timedelta(0), now=now + timedelta(seconds=1))
+    assert dropped == [old_kid]
+    fresh = KeyRing(tmp_path)
+    assert TokenCodec(
+        fresh, issuer="yibao", access_ttl=timedelta(minutes=15), refresh_ttl=timedelta(days=1)
+    ).verify_access(new)
+
+
+def test_production_refuses_demo_settings(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="demo identity provider"):
+        Settings(production=True, data_dir=tmp_path)
+    with pytest.raises(ValidationError, match="GraphiQL"):
+        Settings(production=True, identity_providers=["wechat"], wechat_app_secret="s", introspection=False)
+    ok = Settings(
+        production=True,
+        identity_providers=["wechat"],
+        wechat_app_secret="s",
+        graphiql=False,
+        introspection=False,
+        data_dir=tmp_path,
+    )
+    # ...and refuses demo (auto-generated) keys.
+    keystore.rotate(ok.resolved_key_dir, demo=True)
+    with pytest.raises(KeyStoreError, match="demo key"):
+        AppState.build(ok)
+
+
+async def test_login_is_rate_limited_per_client(app: object, settings: Settings) -> None:
+    import httpx
+
+    limited = settings.model_copy(update={"login_rate_limit": 3})
+    from api.app import create_app
+
+    state = app.state.yibao  # type: ignore[attr-defined]
+    state_limited = AppState(**{**vars(state), "settings": limited})
+    limited_app = create_app(limited, state_limited)
+    transport = httpx.ASGITransport(app=limited_app, client=("192.0.2.77", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://yibao.test") as http:
+        gql = GraphQLClient(http)
+        codes = []
+        for _ in range(5):
+            body = await gql('mutation { login(provider: "demo", code: "nobody") { accessToken } }')
+            codes.append(error_codes(body)[0])
+    assert codes[:3] == ["UNAUTHENTICATED"] * 3
+    assert codes[3:] == ["RATE_LIMITED"] * 2
