@@ -32,6 +32,23 @@ def _prepare(settings: Settings) -> None:
     except (KeyStoreError, RuntimeError) as exc:
         sys.exit(f"yibao: {exc}")
     upgrade(settings.resolved_database_url)
+    _seed_policies(settings)
+
+
+def _seed_policies(settings: Settings) -> None:
+    """Policy versions added to the shipped file since the last start (the migration seeded the rest)."""
+    from api.db import Database
+    from api.settlement.service import seed_default_policies
+
+    async def run() -> None:
+        db = Database(settings)
+        try:
+            async with db.session() as session:
+                await seed_default_policies(session)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
 
 
 def _load_demo(settings: Settings, *, force: bool = False) -> bool:

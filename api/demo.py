@@ -19,6 +19,7 @@ from typing import Any
 from faker import Faker
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from tqdm import tqdm
 
 from api.auth.models import Account, Role
@@ -34,8 +35,9 @@ from api.people.models import (
     PersonalAccount,
     Settlement,
 )
+from api.settlement import service as settlement_service
 from api.state import AppState
-from sync.settlement import BillItem, PolicySet, Visit, YearToDate, compute, load_default_policies
+from sync.settlement import BillItem, PolicySet, Visit, YearToDate, compute
 
 COUNTY = "340421"  # 凤台县, Huainan (Anhui): the county of seed 000
 COUNTY_NAME = "凤台县"
@@ -322,7 +324,10 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
         rng = random.Random(seed)
         fake = Faker("zh_CN")
         fake.seed_instance(seed)
-        policies = load_default_policies()
+        # Settle with the versions stored in the database (seeded from the shipped file), as the
+        # server does: every demo settlement names a version that exists in policy_versions.
+        await settlement_service.seed_default_policies(session)
+        policies = await settlement_service.policy_set(session)
 
         facility_rows = build_facilities(fake)
         facility_ids = await _insert(session, Facility, facility_rows, ids=True)
@@ -390,13 +395,15 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
             plans = plan_visits(rng, person, by_level)
             ytd: dict[int, YearToDate] = {}
             settled: list[tuple[VisitPlan, Any]] = []
+            ytd_columns: list[dict[str, Any]] = []
             allocations = sorted(ledger, key=lambda e: e[0])
             for plan in plans:
                 while allocations and allocations[0][0] <= plan.when:
                     balance += allocations.pop(0)[1]
-                result = _settle(policies, person, plan, level_of, ytd, balance)
+                result, columns = _settle(policies, person, plan, level_of, ytd, balance)
                 balance -= result.personal_account_fen
                 settled.append((plan, result))
+                ytd_columns.append(columns)
             visit_rows = [
                 {
                     "person_id": pid,
@@ -415,8 +422,9 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
                     "cash_fen": r.cash_fen,
                     "policy_version": r.policy_version_id,
                     "source": "hospital",
+                    **columns,
                 }
-                for plan, r in settled
+                for (plan, r), columns in zip(settled, ytd_columns, strict=True)
             ]
             settlements.append((pid, visit_rows))
             if person.insurance_type == "employee":
@@ -439,7 +447,43 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
             cursor += len(rows)
         await _insert(session, AccountFlow, _flows(flows, settlement_ids))
         await _insert(session, Account, _accounts(person_ids, demo_people, by_level))
+        await load_demo_family(session, dict(zip((p.key for p in demo_people), person_ids, strict=True)))
     return True
+
+
+async def load_demo_family(session: AsyncSession, person_ids: dict[str, int]) -> None:
+    """亲情账户: `resident` acts for her father `elder` (over 75, no smartphone) through a proxy link
+    that a reviewer approved on the household register, with every permission granted."""
+    from api.family.models import FamilyLink, LinkMethod, LinkStatus, Permission, Relationship
+    from api.family.service import pair_key
+
+    rows = await session.execute(
+        select(col(Account.subject), col(Account.id)).where(col(Account.provider) == "demo")
+    )
+    accounts: dict[str, int] = {
+        subject: account_id for subject, account_id in rows.all() if account_id is not None
+    }
+    holder, relative = person_ids["resident"], person_ids["elder"]
+    decided = dt.datetime(2025, 3, 3, 2, 0, tzinfo=dt.UTC)
+    link = FamilyLink(
+        ref=uuid.UUID(int=random.Random(holder).getrandbits(128)).hex[:16],
+        holder_person_id=holder,
+        relative_person_id=relative,
+        relationship=Relationship.PARENT.value,
+        method=LinkMethod.PROXY.value,
+        status=LinkStatus.ACTIVE.value,
+        pair_key=pair_key(holder, relative),
+        requested_by_account_id=accounts["resident"],
+        evidence="户口簿及父亲签字的委托书（演示数据）",
+        decided_by_account_id=accounts["reviewer"],
+        decision_note="材料齐全，同意代办",
+        created_at=decided - dt.timedelta(days=1),
+        decided_at=decided,
+    )
+    link.set_wanted(set(Permission))
+    link.set_granted(set(Permission))
+    session.add(link)
+    await session.flush()
 
 
 def _settle(
@@ -449,7 +493,7 @@ def _settle(
     level_of: dict[int, str],
     ytd: dict[int, YearToDate],
     balance: int,
-) -> Any:
+) -> tuple[Any, dict[str, Any]]:
     day = plan.when.astimezone(SHANGHAI).date()
     level = level_of[plan.facility_index]
     visit = Visit(
@@ -467,9 +511,11 @@ def _settle(
         personal_account_balance_fen=max(balance, 0),
         use_personal_account=person.insurance_type == "employee",
     )
-    result = compute(policies, visit, ytd.get(day.year), today=DEMO_TODAY)
+    before = ytd.get(day.year) or YearToDate(day.year)
+    result = compute(policies, visit, before, today=DEMO_TODAY)
     ytd[day.year] = result.ytd
-    return result
+    version = policies.get(result.policy_version_id)
+    return result, settlement_service.ytd_columns(version, visit, before, result)
 
 
 def _contributions(rng: random.Random, person: DemoPerson, pid: int, year: int) -> Iterator[dict[str, Any]]:

@@ -7,30 +7,34 @@ from typing import Any
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.max_aliases import create_validator as alias_validator
+from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 from strawberry.types import ExecutionContext
 
 from api.auth.schema import AuthMutation
+from api.family.schema import FamilyMutation, FamilyQuery
 from api.graphql_view import ErrorCodes
 from api.people.schema import PeopleQuery
 from api.settings import Settings
+from api.settlement.schema import SettlementMutation, SettlementQuery
+from api.vouchers.schema import VoucherMutation
 from graphql import GraphQLError
 
 
 @strawberry.type
-class Query(PeopleQuery):
+class Query(PeopleQuery, FamilyQuery, SettlementQuery):
     pass
 
 
 @strawberry.type
-class Mutation(AuthMutation):
+class Mutation(AuthMutation, FamilyMutation, VoucherMutation, SettlementMutation):
     pass
 
 
@@ -44,12 +48,17 @@ class YibaoSchema(strawberry.Schema):
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
+    # The depth and alias rules are built once: QueryDepthLimiter and MaxAliasesLimiter would make new
+    # rule classes per request, and the validation cache, keyed by the rules, would never hit.
+    limits = (
+        depth_validator(settings.query_max_depth, None, None),
+        alias_validator(settings.query_max_aliases),
+    )
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ErrorCodes,
         lambda: MaxTokensLimiter(max_token_count=settings.query_max_tokens),
         lambda: ParserCache(maxsize=256),
-        lambda: QueryDepthLimiter(max_depth=settings.query_max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.query_max_aliases),
+        lambda: AddValidationRules(list(limits)),
         lambda: ValidationCache(maxsize=256),
     ]
     if not settings.introspection:

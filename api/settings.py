@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     login_rate_limit: int = Field(default=20, ge=1)
     """Logins allowed per client address per minute."""
 
+    family_max_links: int = Field(default=5, ge=1, le=20)
+    """Relatives one holder may link (pending requests count)."""
+    family_request_ttl_h: int = Field(default=72, ge=1)
+    """How long a relative has to confirm a link request."""
+    family_proxy_ttl_h: int = Field(default=15 * 24, ge=1)
+    """How long a proxy request (代办) waits for a reviewer."""
+    family_proof_failures_limit: int = Field(default=5, ge=1)
+    """Wrong name/ID-number pairs one account may submit per hour (against ID enumeration)."""
+    voucher_ttl_s: int = Field(default=60, ge=10, le=600)
+    voucher_rate_limit: int = Field(default=30, ge=1)
+    """Vouchers and device certificates one account may get per minute."""
+    voucher_skew_s: int = Field(default=30, ge=0, le=300)
+    device_cert_validity_days: int = Field(default=30, ge=1, le=30)
+
     demo_people: int = Field(default=3000, ge=50)
     demo_seed: int = 20260101
     log_level: str = "INFO"

@@ -14,6 +14,7 @@ from api.pagination import CursorCodec
 from api.people.idnumbers import IdNumberVault
 from api.secrets import DataKeys
 from api.settings import Settings
+from api.vouchers.keys import VoucherKeys
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AppState:
     id_numbers: IdNumberVault
     cursors: CursorCodec
     metrics: Metrics
+    voucher_keys: VoucherKeys
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -48,4 +50,5 @@ class AppState:
             id_numbers=IdNumberVault(data_keys),
             cursors=CursorCodec(data_keys.cursor_mac),
             metrics=Metrics(),
+            voucher_keys=VoucherKeys(keys),
         )

@@ -129,6 +129,11 @@ class Settlement(SQLModel, table=True):
     personal_account_fen: int = money_field()
     cash_fen: int = money_field()
     policy_version: str = Field(max_length=64)
+    # What this settlement added to the year-to-date totals beyond the amounts above, so that
+    # api.settlement.service.year_to_date is a plain sum (deductible_fen and basic_fen count in ytd_pool).
+    ytd_pool: str = Field(default="", max_length=32)
+    critical_oop_fen: int = money_field(default=0)
+    assistance_threshold_fen: int = money_field(default=0)
     source: str = Field(default="hospital", max_length=16)
     client_ref: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     """Client-made id of a settlement pushed by a terminal; unique, for exactly-once."""

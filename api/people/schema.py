@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import strawberry
@@ -78,17 +79,17 @@ class SettlementType:
     cash_fen: int
     policy_version: str = strawberry.field(description="The policy version the amounts were computed with.")
     source: str
-    _facility_id: strawberry.Private[int]
+    _facility: strawberry.Private[Facility | None]
+    """Loaded for the whole page at once by the list's resolver, through the request's dataloader."""
 
     @strawberry.field
-    async def facility(self, info: Info) -> FacilityType:
-        row = await dataloaders.facilities(info.context).load(self._facility_id)
-        if row is None:
+    def facility(self) -> FacilityType:
+        if self._facility is None:
             raise NotFound("未找到医药机构")
-        return FacilityType.from_row(row)
+        return FacilityType.from_row(self._facility)
 
     @classmethod
-    def from_row(cls, row: Settlement) -> SettlementType:
+    def from_row(cls, row: Settlement, facility: Facility | None) -> SettlementType:
         return cls(
             id=strawberry.ID(str(row.id)),
             settled_at=row.settled_at,
@@ -106,7 +107,7 @@ class SettlementType:
             cash_fen=row.cash_fen,
             policy_version=row.policy_version,
             source=row.source,
-            _facility_id=row.facility_id,
+            _facility=facility,
         )
 
 
@@ -195,6 +196,11 @@ class YearTotalType:
     cash_fen: int
 
 
+AccessCheck = Callable[[Info, str], Awaitable[None]]
+"""Runs before each record list of a person reached through someone else (a family link): checks the
+link's permissions as they are now and writes the audit entry. Raises to refuse."""
+
+
 @strawberry.type(
     name="InsuredPerson", description="An insured person (参保人). The ID number is always masked."
 )
@@ -210,9 +216,16 @@ class InsuredPersonType:
     assistance_category: str | None
     chronic_diseases: list[str]
     _person_id: strawberry.Private[int]
+    _access_check: strawberry.Private[AccessCheck | None] = None
+
+    async def _check(self, info: Info, what: str) -> None:
+        if self._access_check is not None:
+            await self._access_check(info, what)
 
     @classmethod
-    def from_row(cls, row: InsuredPerson, info: Info) -> InsuredPersonType:
+    def from_row(
+        cls, row: InsuredPerson, info: Info, access_check: AccessCheck | None = None
+    ) -> InsuredPersonType:
         assert row.id is not None
         id_number = info.context.state.id_numbers.decrypt(row.id_number_cipher)
         return cls(
@@ -227,6 +240,7 @@ class InsuredPersonType:
             assistance_category=row.assistance_category,
             chronic_diseases=list(row.chronic_diseases),
             _person_id=row.id,
+            _access_check=access_check,
         )
 
     async def _page(
@@ -238,6 +252,7 @@ class InsuredPersonType:
         from_: dt.date | None,
         to: dt.date | None,
     ) -> Any:
+        await self._check(info, records.name)
         async with info.context.db() as session:
             return await service.list_records(
                 session,
@@ -260,7 +275,14 @@ class InsuredPersonType:
         to: dt.date | None = None,
     ) -> Connection[SettlementType]:
         page = await self._page(info, service.SETTLEMENTS, first, after, from_, to)
-        return Connection.from_page(page, SettlementType.from_row, after=after)
+        # One batched look-up for the page's facilities; resolving each settlement's facility is then
+        # synchronous, which spares graphql-core 50 awaitables per page.
+        ids = sorted({row.facility_id for row in page.rows})
+        loaded = await dataloaders.facilities(info.context).load_many(ids)
+        by_id = dict(zip(ids, loaded, strict=True))
+        return Connection.from_page(
+            page, lambda row: SettlementType.from_row(row, by_id[row.facility_id]), after=after
+        )
 
     @strawberry.field(description="Contributions (缴费记录), newest first.")
     async def contributions(
@@ -288,6 +310,7 @@ class InsuredPersonType:
 
     @strawberry.field
     async def personal_account(self, info: Info) -> PersonalAccountType | None:
+        await self._check(info, "personal_account")
         async with info.context.db() as session:
             account = await service.personal_account(session, self._person_id)
         if account is None:
@@ -296,12 +319,14 @@ class InsuredPersonType:
 
     @strawberry.field(description="Enrolment periods (参保信息), newest first.")
     async def enrolments(self, info: Info) -> list[EnrolmentType]:
+        await self._check(info, "enrolments")
         async with info.context.db() as session:
             rows = await service.enrolments(session, self._person_id)
         return [EnrolmentType.from_row(row) for row in rows]
 
     @strawberry.field(description="Totals per insurance year, newest first.")
     async def year_totals(self, info: Info) -> list[YearTotalType]:
+        await self._check(info, "year_totals")
         async with info.context.db() as session:
             totals = await service.year_totals(session, self._person_id)
         return [YearTotalType(**vars(total)) for total in totals]

@@ -41,6 +41,8 @@ def test_qr_round_trip_and_version(form: str, link: bool) -> None:
     # Pure alphanumeric text: every character is in the QR alphanumeric set, so the densest mode applies.
     assert all(c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:" for c in code)
     img = qr.make_image(fill_color="black", back_color="white").get_image().convert("L")
-    found = zxingcpp.read_barcodes(img)
+    # Read as a clinic scanner set to QR does: with every format enabled, zxing now and then also
+    # "finds" a short 1D barcode inside the QR modules (2 in 300 runs here).
+    found = zxingcpp.read_barcodes(img, formats=zxingcpp.BarcodeFormat.QRCode)
     assert [r.text for r in found] == [code]
     assert found[0].format == zxingcpp.BarcodeFormat.QRCode

@@ -1,0 +1,456 @@
+"""Family links (亲情账户): proof, consent, permissions, unlinking, and the access audit.
+
+Link state is read from the database on every request (never from a token or process memory), so a
+narrowed permission or an unlink takes effect on the very next request in every worker.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from api import ratelimit
+from api.auth.models import Account, RateLimitWindow, Role
+from api.auth.service import Viewer
+from api.dbtypes import utcnow
+from api.errors import BadUserInput, Conflict, Forbidden, NotFound, RateLimited
+from api.family.models import (
+    OPEN_STATUSES,
+    AccessAudit,
+    FamilyLink,
+    LinkMethod,
+    LinkStatus,
+    Permission,
+    Relationship,
+)
+from api.pagination import SHANGHAI, CursorCodec, Page
+from api.people import idnumbers
+from api.people import service as people
+from api.people.idnumbers import IdNumberVault
+from api.people.models import InsuredPerson
+from api.settings import Settings
+from api.vouchers import revocations
+
+ADULT_AGE = 18
+PROOF_WINDOW_S = 3600
+AUDIT = people.RecordList("access_audit", AccessAudit, "occurred_at")
+
+
+def person_of(viewer: Viewer) -> int:
+    if viewer.person_id is None:
+        raise NotFound("账号尚未绑定参保人，请先完成实名认证")
+    return viewer.person_id
+
+
+def parse_id(value: str | int, field: str = "linkId") -> int:
+    try:
+        parsed = int(value)
+    except (TypeError, ValueError):
+        raise BadUserInput("编号格式有误", field=field) from None
+    if not 0 < parsed < 2**63:
+        raise BadUserInput("编号格式有误", field=field)
+    return parsed
+
+
+def age_on(birth: date, day: date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def today(now: datetime) -> date:
+    return now.astimezone(SHANGHAI).date()
+
+
+def pair_key(a: int, b: int) -> str:
+    low, high = sorted((a, b))
+    return f"{low}:{high}"
+
+
+async def _proof_failures(session: AsyncSession, key: str, now: float) -> int:
+    window_start = int(now) // PROOF_WINDOW_S * PROOF_WINDOW_S
+    count = (
+        await session.execute(
+            select(col(RateLimitWindow.count)).where(
+                col(RateLimitWindow.key) == key, col(RateLimitWindow.window_start) == window_start
+            )
+        )
+    ).scalar_one_or_none()
+    return int(count or 0)
+
+
+async def _prove(
+    session: AsyncSession, vault: IdNumberVault, settings: Settings, viewer: Viewer, name: str, id_number: str
+) -> InsuredPerson:
+    """The relative whose name and ID number were given. Only failed proofs count against the limit
+    (a family links a handful of people, an enumerator fails thousands of times), but once over it
+    even a right guess is refused, so the limit cannot be walked around by guessing right."""
+    key = f"family-proof:{viewer.account_id}"
+    limit = settings.family_proof_failures_limit
+    clock = time.time()
+    if await _proof_failures(session, key, clock) >= limit:
+        raise RateLimited(
+            "核验失败次数过多，请一小时后再试", retry_after_s=PROOF_WINDOW_S - int(clock) % PROOF_WINDOW_S
+        )
+    try:
+        lookup = vault.lookup_hash(id_number)
+    except idnumbers.InvalidIdNumber:
+        raise BadUserInput("身份证号码格式有误", field="idNumber") from None
+    person = (
+        await session.execute(select(InsuredPerson).where(col(InsuredPerson.id_number_hash) == lookup))
+    ).scalar_one_or_none()
+    if person is None or person.name != name.strip():
+        await ratelimit.hit(session, key, limit=limit, window_s=PROOF_WINDOW_S, now=clock)
+        # One message for "no such person" and "wrong name": no oracle for who is insured.
+        raise BadUserInput("姓名与身份证号码不匹配，请核对后重试", field="idNumber")
+    return person
+
+
+async def _has_own_login(session: AsyncSession, person_id: int) -> bool:
+    found = await session.execute(
+        select(col(Account.id)).where(
+            col(Account.person_id) == person_id,
+            col(Account.role) == Role.RESIDENT.value,
+            col(Account.disabled).is_(False),
+        )
+    )
+    return found.first() is not None
+
+
+async def _expire_stale(session: AsyncSession, now: datetime, *conditions: object) -> None:
+    await session.execute(
+        update(FamilyLink)
+        .where(
+            col(FamilyLink.status) == LinkStatus.PENDING.value,
+            col(FamilyLink.expires_at) < now,
+            *conditions,  # type: ignore[arg-type]
+        )
+        .values(status=LinkStatus.EXPIRED.value, pair_key=None)
+    )
+
+
+async def request_link(
+    session: AsyncSession,
+    vault: IdNumberVault,
+    settings: Settings,
+    viewer: Viewer,
+    *,
+    relationship: Relationship,
+    name: str,
+    id_number: str,
+    permissions: Iterable[Permission],
+    proxy: bool = False,
+    evidence: str | None = None,
+    now: datetime | None = None,
+) -> FamilyLink:
+    now = now or utcnow()
+    holder_id = person_of(viewer)
+    wanted = set(permissions)
+    if not wanted:
+        raise BadUserInput("请至少申请一项权限", field="permissions")
+    relative = await _prove(session, vault, settings, viewer, name, id_number)
+    assert relative.id is not None
+    if relative.id == holder_id:
+        raise BadUserInput("不能关联本人", field="idNumber")
+    holder = await people.get_person(session, holder_id)
+
+    minor = age_on(relative.birth_date, today(now)) < ADULT_AGE
+    if relationship == Relationship.GUARDIAN and not minor:
+        raise BadUserInput("监护关系仅适用于未成年人", field="relationship")
+    evidence = (evidence or "").strip() or None
+    if minor:
+        if relationship not in (Relationship.CHILD, Relationship.GUARDIAN):
+            raise BadUserInput("未成年人只能以子女或被监护人身份关联", field="relationship")
+        if holder.household_id is None or holder.household_id != relative.household_id:
+            raise Forbidden("未成年人须与申请人同一户籍，方可由监护人关联", reason="not_same_household")
+        method, status, expires_at = LinkMethod.HOUSEHOLD, LinkStatus.ACTIVE, None
+    elif proxy:
+        if evidence is None:
+            raise BadUserInput("代办申请须说明并上传证明材料", field="evidence")
+        if len(evidence) > 500:
+            raise BadUserInput("证明材料说明不能超过500字", field="evidence")
+        method, status = LinkMethod.PROXY, LinkStatus.PENDING
+        expires_at = now + timedelta(hours=settings.family_proxy_ttl_h)
+    else:
+        if not await _has_own_login(session, relative.id):
+            raise BadUserInput("对方尚未开通账号，无法在线确认；请提交代办申请", field="proxy")
+        method, status = LinkMethod.CONFIRMATION, LinkStatus.PENDING
+        expires_at = now + timedelta(hours=settings.family_request_ttl_h)
+
+    key = pair_key(holder_id, relative.id)
+    await _expire_stale(session, now, col(FamilyLink.pair_key) == key)
+    await _expire_stale(session, now, col(FamilyLink.holder_person_id) == holder_id)
+    existing = (
+        await session.execute(select(FamilyLink).where(col(FamilyLink.pair_key) == key))
+    ).scalar_one_or_none()
+    if existing is not None:
+        cycle = existing.holder_person_id == relative.id
+        await session.rollback()
+        if cycle:
+            raise Conflict("对方已将您关联为亲属，不能反向关联", reason="cycle")
+        raise Conflict("已关联该亲属或已有待处理的申请", reason="duplicate")
+    open_links = (
+        await session.execute(
+            select(func.count())
+            .select_from(FamilyLink)
+            .where(
+                col(FamilyLink.holder_person_id) == holder_id,
+                col(FamilyLink.status).in_(OPEN_STATUSES),
+            )
+        )
+    ).scalar_one()
+    if open_links >= settings.family_max_links:
+        await session.rollback()
+        raise Conflict(f"最多可关联{settings.family_max_links}位亲属", reason="cap_reached")
+
+    link = FamilyLink(
+        ref=secrets.token_bytes(8).hex(),
+        holder_person_id=holder_id,
+        relative_person_id=relative.id,
+        relationship=relationship.value,
+        method=method.value,
+        status=status.value,
+        pair_key=key,
+        requested_by_account_id=viewer.account_id,
+        evidence=evidence if method == LinkMethod.PROXY else None,
+        created_at=now,
+        expires_at=expires_at,
+        decided_at=now if status == LinkStatus.ACTIVE else None,
+    )
+    link.set_wanted(wanted)
+    if status == LinkStatus.ACTIVE:
+        link.set_granted(wanted)  # a guardian acts for a minor in the household without consent
+    session.add(link)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # Another worker opened a link for the same pair between our check and our insert.
+        await session.rollback()
+        raise Conflict("已关联该亲属或已有待处理的申请", reason="duplicate") from None
+    return link
+
+
+async def _get(session: AsyncSession, link_id: str | int) -> FamilyLink:
+    link = await session.get(FamilyLink, parse_id(link_id), populate_existing=True)
+    if link is None:
+        raise NotFound("未找到该亲属关联")
+    return link
+
+
+def _permissions(values: Iterable[Permission] | None, limit: set[Permission]) -> set[Permission]:
+    if values is None:
+        return set(limit)
+    chosen = set(values)
+    if not chosen <= limit:
+        raise BadUserInput("不能授予对方未申请的权限", field="permissions")
+    return chosen
+
+
+async def _check_pending(session: AsyncSession, link: FamilyLink, now: datetime) -> None:
+    if link.status == LinkStatus.PENDING.value and link.expires_at is not None and link.expires_at < now:
+        link.status, link.pair_key = LinkStatus.EXPIRED.value, None
+        await session.commit()
+        raise Conflict("申请已过期，请重新发起", reason="expired")
+    if link.status != LinkStatus.PENDING.value:
+        raise Conflict("该申请已处理", reason=f"link_{link.status}")
+
+
+async def respond(
+    session: AsyncSession,
+    viewer: Viewer,
+    link_id: str | int,
+    accept: bool,
+    permissions: Iterable[Permission] | None = None,
+    now: datetime | None = None,
+) -> FamilyLink:
+    """The adult relative confirms (granting what was asked, or less) or declines."""
+    now = now or utcnow()
+    me = person_of(viewer)
+    link = await _get(session, link_id)
+    if link.relative_person_id != me:
+        raise NotFound("未找到该亲属关联")
+    if link.method != LinkMethod.CONFIRMATION.value:
+        raise Forbidden("该申请由经办人员审核", reason="not_confirmable")
+    await _check_pending(session, link, now)
+    link.decided_at = now
+    link.expires_at = None
+    if accept:
+        link.set_granted(_permissions(permissions, link.wanted()))
+        link.status = LinkStatus.ACTIVE.value
+    else:
+        link.status, link.pair_key = LinkStatus.DECLINED.value, None
+    await session.commit()
+    return link
+
+
+async def pending_proxy_links(session: AsyncSession, now: datetime | None = None) -> Sequence[FamilyLink]:
+    now = now or utcnow()
+    await _expire_stale(session, now, col(FamilyLink.method) == LinkMethod.PROXY.value)
+    await session.commit()
+    statement = (
+        select(FamilyLink)
+        .where(
+            col(FamilyLink.method) == LinkMethod.PROXY.value,
+            col(FamilyLink.status) == LinkStatus.PENDING.value,
+        )
+        .order_by(col(FamilyLink.created_at), col(FamilyLink.id))
+        .limit(200)
+    )
+    return (await session.execute(statement)).scalars().all()
+
+
+async def decide_proxy(
+    session: AsyncSession,
+    viewer: Viewer,
+    link_id: str | int,
+    approve: bool,
+    note: str | None,
+    permissions: Iterable[Permission] | None = None,
+    now: datetime | None = None,
+) -> FamilyLink:
+    """A reviewer approves or rejects a proxy request, with the note recorded beside the evidence."""
+    now = now or utcnow()
+    note = (note or "").strip() or None
+    if note is not None and len(note) > 500:
+        raise BadUserInput("审核意见不能超过500字", field="note")
+    link = await _get(session, link_id)
+    if link.method != LinkMethod.PROXY.value:
+        raise NotFound("未找到该代办申请")
+    await _check_pending(session, link, now)
+    if not approve and note is None:
+        raise BadUserInput("驳回须说明理由", field="note")
+    link.decided_by_account_id, link.decision_note, link.decided_at = viewer.account_id, note, now
+    link.expires_at = None
+    if approve:
+        link.set_granted(_permissions(permissions, link.wanted()))
+        link.status = LinkStatus.ACTIVE.value
+    else:
+        link.status, link.pair_key = LinkStatus.REJECTED.value, None
+    await session.commit()
+    return link
+
+
+async def list_links(
+    session: AsyncSession, viewer: Viewer, include_closed: bool = False, now: datetime | None = None
+) -> Sequence[FamilyLink]:
+    """Links where the caller is the holder or the relative."""
+    now = now or utcnow()
+    me = person_of(viewer)
+    mine = or_(col(FamilyLink.holder_person_id) == me, col(FamilyLink.relative_person_id) == me)
+    await _expire_stale(session, now, mine)
+    await session.commit()
+    statement = select(FamilyLink).where(mine)
+    if not include_closed:
+        statement = statement.where(col(FamilyLink.status).in_(OPEN_STATUSES))
+    statement = statement.order_by(col(FamilyLink.created_at).desc(), col(FamilyLink.id).desc()).limit(100)
+    return (await session.execute(statement)).scalars().all()
+
+
+async def update_permissions(
+    session: AsyncSession, viewer: Viewer, link_id: str | int, permissions: Iterable[Permission]
+) -> FamilyLink:
+    """The holder sets what they ask for (dropping a permission takes effect at once; asking for more
+    waits for a grant); the relative, or a reviewer for a proxy link, grants within what was asked."""
+    chosen = set(permissions)
+    link = await _get(session, link_id)
+    if link.status not in OPEN_STATUSES:
+        raise Conflict("该亲属关联已失效", reason=f"link_{link.status}")
+    if viewer.person_id is not None and viewer.person_id == link.holder_person_id:
+        if not chosen:
+            raise BadUserInput("请至少保留一项权限，或解除关联", field="permissions")
+        link.set_wanted(chosen)
+        link.set_granted(link.granted() & chosen)
+    elif (viewer.person_id is not None and viewer.person_id == link.relative_person_id) or (
+        viewer.role in (Role.REVIEWER, Role.ADMIN) and link.method == LinkMethod.PROXY.value
+    ):
+        if link.status != LinkStatus.ACTIVE.value:
+            raise Conflict("申请尚未生效", reason="link_pending")
+        link.set_granted(_permissions(chosen, link.wanted()))
+    else:
+        raise NotFound("未找到该亲属关联")
+    await session.commit()
+    return link
+
+
+async def unlink(session: AsyncSession, viewer: Viewer, link_id: str | int) -> FamilyLink:
+    """Either side ends the link at once; its vouchers and device certificates are revoked with it."""
+    me = person_of(viewer)
+    link = await _get(session, link_id)
+    if me not in (link.holder_person_id, link.relative_person_id):
+        raise NotFound("未找到该亲属关联")
+    if link.status not in OPEN_STATUSES:
+        return link  # already closed: unlinking twice is not an error
+    was_active = link.status == LinkStatus.ACTIVE.value
+    link.status, link.pair_key = LinkStatus.REMOVED.value, None
+    link.removed_at, link.removed_by_account_id = utcnow(), viewer.account_id
+    link.set_granted(set())
+    assert link.id is not None
+    if was_active:
+        await revocations.revoke_link(session, link.id, link.ref, "unlinked")
+    await session.commit()
+    return link
+
+
+async def require_link(
+    session: AsyncSession, viewer: Viewer, link_id: str | int, permission: Permission | None
+) -> FamilyLink:
+    """The holder's active link, with `permission` granted now. Other capabilities act through this."""
+    link = await _get(session, link_id)
+    if viewer.person_id is None or link.holder_person_id != viewer.person_id:
+        raise NotFound("未找到该亲属关联")  # someone else's link: do not confirm that it exists
+    if link.status != LinkStatus.ACTIVE.value:
+        raise Forbidden("该亲属关联未生效或已解除", reason=f"link_{link.status}")
+    if permission is not None and permission not in link.granted():
+        raise Forbidden("亲属未授予此项权限", reason=f"missing_{permission.value}")
+    return link
+
+
+def audit(
+    session: AsyncSession, viewer: Viewer, link: FamilyLink, action: str, detail: str | None = None
+) -> None:
+    """Records an access to the relative's data; it commits with the caller's transaction."""
+    session.add(
+        AccessAudit(
+            person_id=link.relative_person_id,
+            actor_account_id=viewer.account_id,
+            actor_person_id=viewer.person_id,
+            link_id=link.id,
+            action=action,
+            detail=detail[:200] if detail else None,
+        )
+    )
+
+
+async def access_checked(
+    session: AsyncSession, viewer: Viewer, link_id: str | int, permission: Permission | None, action: str
+) -> FamilyLink:
+    """require_link + audit, committed: the audit entry exists before any data leaves."""
+    link = await require_link(session, viewer, link_id, permission)
+    audit(session, viewer, link, action)
+    await session.commit()
+    return link
+
+
+async def list_audit(
+    session: AsyncSession, cursors: CursorCodec, viewer: Viewer, *, first: int | None, after: str | None
+) -> Page[AccessAudit]:
+    return await people.list_records(
+        session, cursors, AUDIT, person_of(viewer), first=first, after=after, start=None, end=None
+    )
+
+
+async def link_by_ref(session: AsyncSession, ref: str) -> FamilyLink | None:
+    return (await session.execute(select(FamilyLink).where(col(FamilyLink.ref) == ref))).scalar_one_or_none()
+
+
+async def people_by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, InsuredPerson]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = (await session.execute(select(InsuredPerson).where(col(InsuredPerson.id).in_(wanted)))).scalars()
+    return {row.id: row for row in rows if row.id is not None}

@@ -1,0 +1,426 @@
+"""Settlement rules on the server: stored policy versions, year-to-date totals, 预结算 estimates.
+
+No HTTP, no GraphQL. The computation itself is the shared engine (``sync.settlement``); this module
+decides what the engine is fed: the policy versions stored in the database, and everything about the
+person that a client must not be trusted with (insurance type, age group, assistance category,
+chronic diseases, region, the real year-to-date totals, the personal-account balance).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import tomllib
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from api.errors import BadUserInput, Conflict, NotFound
+from api.pagination import SHANGHAI
+from api.people.models import Facility, InsuredPerson, PersonalAccount, Settlement
+from api.settlement.models import PolicyVersionRow
+from sync.settlement import (
+    BillItem,
+    PolicyError,
+    PolicySet,
+    PolicyVersion,
+    SettlementInputError,
+    SettlementResult,
+    Visit,
+    YearToDate,
+    compute,
+    load_default_policies,
+    load_policies,
+)
+
+VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_POLICY_TEXT = 200_000  # characters of JSON/TOML for one version; the default file is ~12,000
+MAX_ESTIMATE_ITEMS = 500  # a resident's pre-settlement bill; terminals settle bigger ones
+
+
+def shanghai_today() -> dt.date:
+    return dt.datetime.now(SHANGHAI).date()
+
+
+def _local_midnight_utc(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), SHANGHAI).astimezone(dt.UTC)
+
+
+def engine_error(exc: PolicyError | SettlementInputError, *, prefix: str | None = None) -> BadUserInput:
+    """The engine's error as BAD_USER_INPUT naming its dotted field (English detail kept as-is)."""
+    field = exc.field
+    if prefix is not None:
+        field = prefix + field.split(".", 1)[1] if "." in field else prefix.rstrip(".")
+    kind = "政策版本" if isinstance(exc, PolicyError) else "结算信息"
+    return BadUserInput(f"{kind}有误：{field}：{exc.message}", field=field)
+
+
+# ------------------------------------------------------------------------------ policy versions
+
+
+def _canonical(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def version_row(version: PolicyVersion, *, created_by: int | None) -> PolicyVersionRow:
+    body = version.to_dict()
+    return PolicyVersionRow(
+        id=version.id,
+        region=version.region,
+        name=version.name,
+        effective_from=version.effective_from,
+        effective_to=version.effective_to,
+        body=body,
+        digest=hashlib.sha256(_canonical(body).encode()).hexdigest(),
+        created_by=created_by,
+    )
+
+
+async def seed_default_policies(session: AsyncSession) -> list[str]:
+    """Stores the versions of the shipped policy file that the database lacks (by id); idempotent.
+
+    Stored versions win over the file: a version is never rewritten once stored, so a changed file
+    must add a new version id rather than edit an old one. Commits; returns the ids it added."""
+    defaults = load_default_policies()
+    stored = set((await session.execute(select(col(PolicyVersionRow.id)))).scalars())
+    missing = [v for v in defaults.versions if v.id not in stored]
+    if not missing:
+        return []
+    session.add_all(version_row(v, created_by=None) for v in missing)
+    try:
+        await session.commit()
+    except IntegrityError:  # another worker seeded them first: same file, same rows
+        await session.rollback()
+        return []
+    return [v.id for v in missing]
+
+
+# Parsed PolicySets keyed by the (id, digest) of every stored version: versions are immutable apart
+# from the digest-changing close of an open-ended one, so a matching key is always the same data.
+# Per process only as a parse cache; every request still reads the key from the database.
+_POLICY_CACHE: OrderedDict[tuple[tuple[str, str], ...], PolicySet] = OrderedDict()
+_POLICY_CACHE_SIZE = 8
+
+
+async def policy_set(session: AsyncSession) -> PolicySet:
+    """Every stored version, as the engine's PolicySet."""
+    key = tuple(
+        (row[0], row[1])
+        for row in await session.execute(
+            select(col(PolicyVersionRow.id), col(PolicyVersionRow.digest)).order_by(col(PolicyVersionRow.id))
+        )
+    )
+    cached = _POLICY_CACHE.get(key)
+    if cached is not None:
+        _POLICY_CACHE.move_to_end(key)
+        return cached
+    rows = (await session.execute(select(col(PolicyVersionRow.body)))).scalars().all()
+    try:
+        policies = PolicySet([PolicyVersion.from_dict(body) for body in rows])
+    except PolicyError as exc:  # stored versions were validated on the way in: this is corruption
+        raise RuntimeError(f"stored policy versions are inconsistent: {exc}") from exc
+    _POLICY_CACHE[key] = policies
+    while len(_POLICY_CACHE) > _POLICY_CACHE_SIZE:
+        _POLICY_CACHE.popitem(last=False)
+    return policies
+
+
+async def list_versions(session: AsyncSession, region: str | None = None) -> Sequence[PolicyVersionRow]:
+    statement = select(PolicyVersionRow).order_by(
+        col(PolicyVersionRow.region), col(PolicyVersionRow.effective_from)
+    )
+    if region is not None:
+        statement = statement.where(col(PolicyVersionRow.region) == region)
+    return (await session.execute(statement)).scalars().all()
+
+
+def parse_version_input(value: Mapping[str, Any] | str, field: str) -> dict[str, Any]:
+    """One version from the admin's input: a JSON object, or JSON/TOML text. A TOML policy file with
+    ``[[versions]]`` is accepted when it holds exactly one version."""
+    data: Any = value
+    if isinstance(value, str):
+        if len(value) > MAX_POLICY_TEXT:
+            raise BadUserInput(f"政策文本过长（最多{MAX_POLICY_TEXT}个字符）", field=field)
+        text = value.strip()
+        try:
+            data = json.loads(text) if text.startswith("{") else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise BadUserInput(f"政策文本不是有效的JSON或TOML：{exc}", field=field) from None
+    if not isinstance(data, Mapping):
+        raise BadUserInput("政策版本必须是一个对象", field=field)
+    if "versions" in data:
+        versions = data["versions"]
+        if set(data) - {"schema", "versions"} or not isinstance(versions, list) or len(versions) != 1:
+            raise BadUserInput("一次只能创建一个政策版本", field=f"{field}.versions")
+        data = versions[0]
+        if not isinstance(data, Mapping):
+            raise BadUserInput("政策版本必须是一个对象", field=field)
+    return dict(data)
+
+
+async def create_version(
+    session: AsyncSession,
+    raw: Mapping[str, Any],
+    *,
+    created_by: int,
+    today: dt.date | None = None,
+) -> PolicyVersionRow:
+    """Stores a new version after validating it with the engine together with every stored version.
+
+    The rule that keeps past settlements true: a new version starts strictly after today (Asia/Shanghai),
+    so no settlement of an already-passed day changes its version. If the region has an open-ended
+    version that started earlier, it is closed at the new start date, and only if no stored
+    settlement computed with it is dated on or after that date (terminals may date visits ahead).
+    ``raw`` may name ``extends = "<stored id>"`` to restate only what changed.
+    """
+    today = today or shanghai_today()
+    vid = raw.get("id")
+    if not isinstance(vid, str) or not VERSION_ID.fullmatch(vid):
+        raise BadUserInput(
+            "版本编号只能包含字母、数字和 . _ -，最长64个字符，且以字母或数字开头", field="version.id"
+        )
+    if await session.get(PolicyVersionRow, vid) is not None:
+        raise Conflict(f"政策版本 {vid} 已存在，已生效的版本不能修改，请使用新的版本编号", field="version.id")
+    region = raw.get("region")
+    try:
+        start = _raw_date(raw.get("effective_from"), "version.effective_from")
+    except PolicyError as exc:
+        raise engine_error(exc) from None
+    if start <= today:
+        raise BadUserInput(
+            f"新版本的生效日期必须晚于今天（{today.isoformat()}）：已经发生的结算按当时的版本计算，不能改变",
+            field="version.effective_from",
+        )
+
+    rows = list((await session.execute(select(PolicyVersionRow))).scalars())
+    rows.sort(key=lambda r: (r.effective_from, r.id))
+    closing = next(
+        (r for r in rows if r.region == region and r.effective_to is None and r.effective_from < start), None
+    )
+    bodies = []
+    for row in rows:
+        body = dict(row.body)
+        if row is closing:
+            body["effective_to"] = start.isoformat()
+        bodies.append(body)
+    index = len(bodies)
+    try:
+        version = load_policies({"schema": 1, "versions": [*bodies, raw]}).get(vid)
+    except PolicyError as exc:
+        mine = f"versions[{index}]"
+        if exc.field == mine or exc.field.startswith(mine + "."):
+            raise engine_error(exc, prefix="version.") from None
+        # Only the overlap check names another index: the new version's dates collide with it.
+        raise BadUserInput(f"生效期与已有版本重叠：{exc.message}", field="version.effective_from") from None
+
+    if closing is not None:
+        later = await session.execute(
+            select(func.count())
+            .select_from(Settlement)
+            .where(
+                col(Settlement.policy_version) == closing.id,
+                col(Settlement.settled_at) >= _local_midnight_utc(start),
+            )
+        )
+        if later.scalar_one():
+            raise BadUserInput(
+                f"已有按版本 {closing.id} 结算的费用发生在 {start.isoformat()} 或之后，新版本不能从该日起生效",
+                field="version.effective_from",
+            )
+        closed = version_row(
+            PolicyVersion.from_dict({**closing.body, "effective_to": start.isoformat()}), created_by=None
+        )
+        # Conditional update: two admins superseding the same version at once cannot both close it.
+        result = await session.execute(
+            update(PolicyVersionRow)
+            .where(col(PolicyVersionRow.id) == closing.id, col(PolicyVersionRow.effective_to).is_(None))
+            .values(effective_to=start, body=closed.body, digest=closed.digest)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            await session.rollback()
+            raise Conflict("该地区的政策版本刚被修改，请刷新后重试", field="version.effective_from")
+    row = version_row(version, created_by=created_by)
+    session.add(row)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict(f"政策版本 {vid} 已存在", field="version.id") from None
+    return row
+
+
+def _raw_date(value: object, field: str) -> dt.date:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise PolicyError(field, "must be a date (YYYY-MM-DD)")
+
+
+# ------------------------------------------------------------------------------- year to date
+
+
+def ytd_columns(
+    version: PolicyVersion, visit: Visit, before: YearToDate, result: SettlementResult
+) -> dict[str, Any]:
+    """The year-to-date columns a stored settlement carries, beside its amounts: the pool its
+    deductible and basic payment count in, and the 大病 / assistance-threshold increments, which no
+    stored amount determines (the threshold applied depends on the person's category at the time)."""
+    return {
+        "ytd_pool": version.rules_for(visit.insurance_type).categories[visit.category].pool,
+        "critical_oop_fen": result.ytd.critical_oop_fen - before.critical_oop_fen,
+        "assistance_threshold_fen": result.ytd.assistance_threshold_used_fen
+        - before.assistance_threshold_used_fen,
+    }
+
+
+async def year_to_date(
+    session: AsyncSession, person_id: int, year: int, *, before: dt.datetime | None = None
+) -> YearToDate:
+    """The person's totals of insurance year ``year`` from their stored settlements (those settled
+    before ``before`` if given), exactly as the engine would have carried them from visit to visit:
+    every total is a sum of per-settlement increments, so the answer is one indexed GROUP BY and does
+    not depend on the order in which late (offline) settlements arrived."""
+    s = Settlement
+    filters = [col(s.person_id) == person_id, col(s.year) == year]
+    if before is not None:
+        filters.append(col(s.settled_at) < before)
+    rows = await session.execute(
+        select(
+            col(s.ytd_pool),
+            func.sum(col(s.deductible_fen)),
+            func.sum(col(s.basic_fen)),
+            func.sum(col(s.critical_oop_fen)),
+            func.sum(col(s.critical_illness_fen)),
+            func.sum(col(s.assistance_threshold_fen)),
+            func.sum(col(s.assistance_fen)),
+        )
+        .where(*filters)
+        .group_by(col(s.ytd_pool))
+    )
+    deductible: dict[str, int] = {}
+    basic: dict[str, int] = {}
+    critical_oop = critical_paid = threshold = assistance = 0
+    for pool, ded, bas, oop, crit, thr, aid in rows:
+        # The engine only creates a pool key when something was added to it; mirror that exactly.
+        if int(ded):
+            deductible[pool] = int(ded)
+        if int(bas):
+            basic[pool] = int(bas)
+        critical_oop += int(oop)
+        critical_paid += int(crit)
+        threshold += int(thr)
+        assistance += int(aid)
+    return YearToDate(year, deductible, basic, critical_oop, critical_paid, threshold, assistance)
+
+
+# ---------------------------------------------------------------------------------- estimates
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    amount_fen: int
+    item_class: str = "class_a"
+    self_pay_permille: int = 0
+    code: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class EstimateRequest:
+    category: str
+    items: Sequence[ItemInput]
+    facility_id: int | None = None
+    facility_level: str | None = None
+    locality: str = "local"
+    visit_date: dt.date | None = None
+    use_personal_account: bool = True
+
+
+@dataclass(frozen=True)
+class Estimate:
+    person_id: int
+    visit: Visit
+    version: PolicyVersion
+    ytd_before: YearToDate
+    result: SettlementResult
+
+
+def age_group(birth: dt.date, on: dt.date) -> str:
+    """child under 18, elderly from 60 (the retirement age the default policy's bonus assumes)."""
+    age = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+    if age < 18:
+        return "child"
+    return "elderly" if age >= 60 else "adult"
+
+
+TWO_DISEASE_CODES = frozenset({"hypertension", "diabetes"})
+
+
+async def estimate(
+    session: AsyncSession, person_id: int, request: EstimateRequest, *, today: dt.date | None = None
+) -> Estimate:
+    """预结算: what the person would pay for this bill today, with their real year-to-date totals.
+
+    Nothing is stored. Raises BadUserInput naming the field for any bad input."""
+    today = today or shanghai_today()
+    person = await session.get(InsuredPerson, person_id)
+    if person is None:
+        raise NotFound("未找到参保人信息")
+    if (request.facility_id is None) == (request.facility_level is None):
+        raise BadUserInput("请提供医药机构或机构等级（二选一）", field="input.facilityId")
+    level = request.facility_level
+    if request.facility_id is not None:
+        facility = await session.get(Facility, request.facility_id)
+        if facility is None:
+            raise BadUserInput("未找到该医药机构", field="input.facilityId")
+        level = facility.level
+    assert level is not None
+    if len(request.items) > MAX_ESTIMATE_ITEMS:
+        raise BadUserInput(f"费用明细最多{MAX_ESTIMATE_ITEMS}项", field="visit.items")
+    day = request.visit_date or today
+    if day < person.birth_date:
+        raise BadUserInput("就诊日期早于出生日期", field="visit.visit_date")
+    account = await session.get(PersonalAccount, person_id)
+    balance = max(account.balance_fen, 0) if account is not None else 0
+    visit = Visit(
+        visit_date=day,
+        region=person.region_code,
+        insurance_type=person.insurance_type,
+        age_group=age_group(person.birth_date, day),
+        facility_level=level,
+        locality=request.locality,
+        category=request.category,
+        items=tuple(
+            BillItem(i.amount_fen, i.item_class, i.self_pay_permille, i.code or "", i.name or "")
+            for i in request.items
+        ),
+        assistance_category=person.assistance_category,
+        chronic_diseases=frozenset(person.chronic_diseases),
+        # 两病 under management are recorded as chronic-disease codes "hypertension" / "diabetes".
+        two_diseases=frozenset(person.chronic_diseases) & TWO_DISEASE_CODES,
+        personal_account_balance_fen=balance,
+        use_personal_account=request.use_personal_account and account is not None,
+    )
+    policies = await policy_set(session)
+    # Totals of the visit's year up to the end of the visit day: a back-dated estimate sees the year
+    # as it was then, a forward-dated one everything settled so far.
+    ytd = await year_to_date(
+        session, person_id, day.year, before=_local_midnight_utc(day + dt.timedelta(days=1))
+    )
+    try:
+        result = compute(policies, visit, ytd, today=today)
+    except SettlementInputError as exc:
+        raise engine_error(exc) from None
+    return Estimate(person_id, visit, policies.get(result.policy_version_id), ytd, result)

@@ -1,0 +1,353 @@
+"""E-vouchers (医保码): issuing online codes, certifying devices, verifying codes online, revoking.
+
+The code format and the offline verifier are the pure `sync.vouchers`; this module adds who may get a
+code for whom (family links, enrolment), the opaque person references, the certificates issued, and
+a replay store in the database so that a code is accepted once across every worker.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import qrcode
+from qrcode.constants import ERROR_CORRECT_M
+from qrcode.image.pil import PilImage
+from qrcode.image.svg import SvgPathImage
+from qrcode.util import QRData
+from sqlalchemy import delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from api import ratelimit
+from api.auth.service import Viewer
+from api.dbtypes import utcnow
+from api.errors import BadUserInput, Forbidden, NotFound
+from api.family import service as family
+from api.family.models import FamilyLink, Permission
+from api.people import service as people
+from api.people.models import InsuredPerson
+from api.settings import Settings
+from api.vouchers import revocations
+from api.vouchers.keys import VoucherKeys
+from api.vouchers.models import DeviceCertificateRecord, VoucherReplay, VoucherSubject
+from sync.vouchers import (
+    MAX_CODE_CHARS,
+    VerificationResult,
+    VoucherFormatError,
+    issue_device_certificate,
+    issue_online_code,
+    new_ref,
+    public_key_from_b64,
+    public_key_to_b64,
+    verify_code,
+)
+from sync.vouchers.format import (
+    OFFLINE_PREFIX,
+    ONLINE_PREFIX,
+    from_text,
+    parse_offline_payload,
+    parse_online_payload,
+)
+from sync.vouchers.verify import Reason
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Whose voucher: the caller's own, or a relative's through an active link."""
+
+    person_id: int
+    link: FamilyLink | None
+
+
+@dataclass(frozen=True)
+class IssuedVoucher:
+    code: str
+    expires_at: datetime
+    kid: str
+    link_id: int | None
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    record: DeviceCertificateRecord
+    certificate: bytes
+
+
+@dataclass(frozen=True)
+class Verification:
+    result: VerificationResult
+    person: InsuredPerson | None
+    link: FamilyLink | None
+
+
+async def _subject(
+    session: AsyncSession, viewer: Viewer, link_id: str | None, action: str, today_ok: datetime
+) -> Subject:
+    if link_id is None:
+        subject = Subject(family.person_of(viewer), None)
+    else:
+        link = await family.require_link(session, viewer, link_id, Permission.SHOW_VOUCHER)
+        family.audit(session, viewer, link, action)
+        subject = Subject(link.relative_person_id, link)
+    await _require_insured(session, subject.person_id, today_ok)
+    return subject
+
+
+async def _require_insured(session: AsyncSession, person_id: int, now: datetime) -> None:
+    day = family.today(now)
+    periods = await people.enrolments(session, person_id)
+    if not any(p.start_on <= day and (p.end_on is None or p.end_on >= day) for p in periods):
+        raise Forbidden("参保关系已终止，无法出示医保码", reason="not_insured")
+
+
+async def person_ref(session: AsyncSession, person_id: int) -> bytes:
+    """The 8-byte reference codes name for this person; minted once (insert-if-absent)."""
+    existing = await session.get(VoucherSubject, person_id)
+    if existing is None:
+        table = VoucherSubject.__table__  # type: ignore[attr-defined]
+        await session.execute(
+            _insert(session)(table)
+            .values(person_id=person_id, ref=new_ref().hex())
+            .on_conflict_do_nothing(index_elements=["person_id"])
+        )
+        existing = await session.get(VoucherSubject, person_id, populate_existing=True)
+        assert existing is not None
+    return bytes.fromhex(existing.ref)
+
+
+def _insert(session: AsyncSession) -> type[postgresql.Insert] | type[sqlite.Insert]:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert  # type: ignore[return-value]
+
+
+async def issue_voucher(
+    session: AsyncSession,
+    settings: Settings,
+    keys: VoucherKeys,
+    viewer: Viewer,
+    link_id: str | None,
+    now: datetime | None = None,
+) -> IssuedVoucher:
+    now = now or utcnow()
+    await ratelimit.hit(
+        session, f"voucher:{viewer.account_id}", limit=settings.voucher_rate_limit, window_s=60
+    )
+    subject = await _subject(session, viewer, link_id, "issue_voucher", now)
+    ref = await person_ref(session, subject.person_id)
+    kid, private_key = keys.signer()
+    link_ref = bytes.fromhex(subject.link.ref) if subject.link else None
+    issued_at = int(now.timestamp())
+    code = issue_online_code(private_key, kid, ref, link_ref, issued_at, settings.voucher_ttl_s)
+    await session.commit()
+    return IssuedVoucher(
+        code=code,
+        expires_at=datetime.fromtimestamp(issued_at + settings.voucher_ttl_s, UTC),
+        kid=kid,
+        link_id=subject.link.id if subject.link else None,
+    )
+
+
+async def certify_device(
+    session: AsyncSession,
+    settings: Settings,
+    keys: VoucherKeys,
+    viewer: Viewer,
+    public_key: str,
+    link_id: str | None,
+    now: datetime | None = None,
+) -> IssuedCertificate:
+    now = (now or utcnow()).replace(microsecond=0)
+    if len(public_key) > 64:
+        raise BadUserInput("设备公钥格式有误", field="publicKey")
+    try:
+        device_key = public_key_from_b64(public_key)
+    except ValueError:
+        raise BadUserInput("设备公钥须为32字节Ed25519公钥的base64编码", field="publicKey") from None
+    await ratelimit.hit(
+        session, f"voucher:{viewer.account_id}", limit=settings.voucher_rate_limit, window_s=60
+    )
+    subject = await _subject(session, viewer, link_id, "certify_device", now)
+    ref = await person_ref(session, subject.person_id)
+    kid, private_key = keys.signer()
+    serial = new_ref()
+    validity = timedelta(days=settings.device_cert_validity_days)
+    certificate = issue_device_certificate(
+        private_key,
+        kid,
+        device_key,
+        ref,
+        bytes.fromhex(subject.link.ref) if subject.link else None,
+        now,
+        validity_s=int(validity.total_seconds()),
+        serial=serial,
+    )
+    record = DeviceCertificateRecord(
+        serial=serial.hex(),
+        person_id=subject.person_id,
+        link_id=subject.link.id if subject.link else None,
+        account_id=viewer.account_id,
+        device_key=public_key_to_b64(device_key),
+        kid=kid,
+        not_before=now,
+        not_after=now + validity,
+        created_at=now,
+    )
+    session.add(record)
+    await session.commit()
+    return IssuedCertificate(record, certificate)
+
+
+async def report_device_lost(
+    session: AsyncSession, viewer: Viewer, *, certificate_serial: str | None, device_key: str | None
+) -> Sequence[DeviceCertificateRecord]:
+    """Revokes the certificates of a lost phone that the caller obtained or that name the caller."""
+    if (certificate_serial is None) == (device_key is None):
+        raise BadUserInput("请提供证书序列号或设备公钥其中一项", field="certificateSerial")
+    statement = select(DeviceCertificateRecord)
+    if certificate_serial is not None:
+        statement = statement.where(col(DeviceCertificateRecord.serial) == certificate_serial.strip().lower())
+    else:
+        try:
+            normalized = public_key_to_b64(public_key_from_b64(device_key or ""))
+        except ValueError:
+            raise BadUserInput("设备公钥格式有误", field="deviceKey") from None
+        statement = statement.where(col(DeviceCertificateRecord.device_key) == normalized)
+    owners = [col(DeviceCertificateRecord.account_id) == viewer.account_id]
+    if viewer.person_id is not None:
+        owners.append(col(DeviceCertificateRecord.person_id) == viewer.person_id)
+    certs = (await session.execute(statement.where(or_(*owners)))).scalars().all()
+    if not certs:
+        raise NotFound("未找到该设备的证书")
+    await revocations.revoke_certificates(session, certs, "device_lost", utcnow())
+    await session.commit()
+    return certs
+
+
+class DatabaseReplayGuard:
+    """ReplayGuard on the database: insert-if-absent on the replay key, shared by all workers.
+
+    Async, unlike the protocol in sync.vouchers (the database is async here); `verify` calls it as the
+    last step, exactly where verify_code would, so only otherwise valid codes take a row.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def check_and_remember(self, key: bytes, expires_at: int, now: int | None = None) -> bool:
+        now = int(utcnow().timestamp()) if now is None else now
+        table = VoucherReplay.__table__  # type: ignore[attr-defined]
+        await self.session.execute(delete(table).where(table.c.expires_at < now))
+        result = await self.session.execute(
+            _insert(self.session)(table)
+            .values(key=key.hex(), expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+        await self.session.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _claimed_refs(code: str) -> tuple[str | None, str | None, str | None]:
+    """(serial, link ref, person ref) as the code claims them, unauthenticated: only used to pick
+    which revocation entries to load; verify_code then checks everything in the normative order."""
+    try:
+        prefix, payload = from_text(code)
+        if prefix == ONLINE_PREFIX:
+            oc = parse_online_payload(payload)
+            return None, oc.link_ref.hex() if oc.link_ref else None, oc.person_ref.hex()
+        if prefix == OFFLINE_PREFIX:
+            cert = parse_offline_payload(payload).certificate
+            return cert.serial.hex(), cert.link_ref.hex() if cert.link_ref else None, cert.person_ref.hex()
+    except (VoucherFormatError, ValueError, TypeError):
+        pass
+    return None, None, None
+
+
+async def verify(
+    session: AsyncSession, settings: Settings, keys: VoucherKeys, code: str, now: datetime | None = None
+) -> Verification:
+    now = now or utcnow()
+    if len(code) > MAX_CODE_CHARS:
+        return Verification(VerificationResult(Reason.MALFORMED), None, None)
+    serial, link_ref, claimed_person = _claimed_refs(code)
+    revoked = await revocations.revocations_for(
+        session, cert_serial=serial, link_ref=link_ref, person_ref=claimed_person
+    )
+    result = verify_code(
+        code,
+        issuer_keys=keys.public_keys(),
+        revocations=revoked,
+        now=now,
+        skew_s=settings.voucher_skew_s,
+        replay_guard=None,
+    )
+    if not result.valid:
+        return Verification(result, None, None)
+    assert result.person_ref is not None and result.replay_key is not None and result.expires_at is not None
+    subject = (
+        await session.execute(
+            select(VoucherSubject).where(col(VoucherSubject.ref) == result.person_ref.hex())
+        )
+    ).scalar_one_or_none()
+    if subject is None:  # signed by us, yet nobody has this ref: treat as revoked, never as valid
+        return Verification(_with(result, Reason.REVOKED, "person"), None, None)
+    guard = DatabaseReplayGuard(session)
+    if not await guard.check_and_remember(
+        result.replay_key, result.expires_at + settings.voucher_skew_s, int(now.timestamp())
+    ):
+        return Verification(_with(result, Reason.REPLAYED), None, None)
+    person = await people.get_person(session, subject.person_id)
+    link = await family.link_by_ref(session, result.link_ref.hex()) if result.link_ref else None
+    return Verification(result, person, link)
+
+
+def _with(result: VerificationResult, reason: Reason, detail: str | None = None) -> VerificationResult:
+    return replace(result, reason=reason, detail=detail)
+
+
+async def issuer_public_keys(keys: VoucherKeys) -> dict[str, str]:
+    """{kid: base64url raw public key}: shipped to terminals by sync."""
+    return keys.public_keys_b64()
+
+
+def mask_name(name: str) -> str:
+    """张*明 for three characters, 张* for two, 欧**锋 for four: enough to recognise, not to identify."""
+    if len(name) <= 1:
+        return name
+    if len(name) == 2:
+        return name[0] + "*"
+    return name[0] + "*" * (len(name) - 2) + name[-1]
+
+
+_MODE_ALPHA_NUM: Literal[2] = 2  # qrcode.util.MODE_ALPHA_NUM, typed for the stubs
+
+
+@dataclass
+class QrCode:
+    """One QR matrix per code, rendered lazily as SVG and/or PNG (a client rarely wants both)."""
+
+    code: str
+    _qr: qrcode.QRCode | None = None
+
+    def _matrix(self) -> qrcode.QRCode:
+        if self._qr is None:
+            qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=8, border=4)
+            # One alphanumeric segment, as SPEC.md section 6 asks: the densest mode for Base45 text.
+            qr.add_data(QRData(self.code, mode=_MODE_ALPHA_NUM))
+            qr.make(fit=True)
+            self._qr = qr
+        return self._qr
+
+    def svg(self) -> str:
+        image = self._matrix().make_image(image_factory=SvgPathImage)
+        return str(image.to_string(encoding="unicode"))
+
+    def png(self) -> bytes:
+        image = self._matrix().make_image(image_factory=PilImage)
+        out = io.BytesIO()
+        image.save(out)
+        return out.getvalue()

@@ -1,0 +1,366 @@
+"""亲情账户 through real GraphQL requests: proof, consent, proxy review, permissions, unlinking, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from api.auth.models import Role
+from api.family.models import FamilyLink, Permission
+from api.state import AppState
+from tests.api import familyworld as world
+from tests.conftest import GraphQLClient, error_codes
+
+LINK_FIELDS = (
+    "id relationship method status myRole holderName relativeName relativeIdNumberMasked "
+    "permissions requestedPermissions evidence decisionNote expiresAt"
+)
+REQUEST = f"""mutation($input: RequestFamilyLinkInput!) {{ requestFamilyLink(input: $input) {{ {LINK_FIELDS} }} }}"""
+RESPOND = f"""mutation($id: ID!, $accept: Boolean!, $permissions: [LinkPermission!]) {{
+  respondFamilyLink(id: $id, accept: $accept, permissions: $permissions) {{ {LINK_FIELDS} }} }}"""
+UPDATE = f"""mutation($linkId: ID!, $permissions: [LinkPermission!]!) {{
+  updateLinkPermissions(linkId: $linkId, permissions: $permissions) {{ {LINK_FIELDS} }} }}"""
+UNLINK = f"mutation($linkId: ID!) {{ unlinkFamily(linkId: $linkId) {{ {LINK_FIELDS} }} }}"
+LINKS = f"query($all: Boolean!) {{ familyLinks(includeClosed: $all) {{ {LINK_FIELDS} }} }}"
+RELATIVE = "query($linkId: ID!) { relative(linkId: $linkId) { name idNumberMasked } }"
+RELATIVE_RECORDS = """query($linkId: ID!) { relative(linkId: $linkId) {
+  name settlements(first: 2) { totalCount edges { node { id totalFen } } } } }"""
+AUDIT = """query { accessAudit(first: 50) { totalCount edges { node { action linkId actorName occurredAt } } } }"""
+
+
+def ask(relative: world.Member, relationship: str = "PARENT", **extra: Any) -> dict[str, Any]:
+    return {
+        "input": {
+            "relationship": relationship,
+            "name": relative.name,
+            "idNumber": relative.id_number,
+            **extra,
+        }
+    }
+
+
+def data(body: dict[str, Any]) -> Any:
+    assert "errors" not in body, body
+    return body["data"]
+
+
+async def test_demo_holder_acts_for_the_elder_and_the_elder_sees_the_audit(gql: GraphQLClient) -> None:
+    await gql.login("resident")
+    links = data(await gql(LINKS, {"all": False}))["familyLinks"]
+    elder = [link for link in links if link["method"] == "PROXY"]
+    assert len(elder) == 1 and elder[0]["status"] == "ACTIVE" and elder[0]["myRole"] == "holder"
+    assert set(elder[0]["permissions"]) == {"SHOW_VOUCHER", "READ_RECORDS", "FILE_ON_BEHALF"}
+    link_id = elder[0]["id"]
+
+    me = data(await gql("{ me { name } }"))["me"]
+    person = data(await gql(RELATIVE_RECORDS, {"linkId": link_id}))["relative"]
+    assert person["name"] == elder[0]["relativeName"] != me["name"]
+    assert person["settlements"]["totalCount"] > 0
+
+    await gql.login("elder")
+    entries = [e["node"] for e in data(await gql(AUDIT))["accessAudit"]["edges"]]
+    mine = [e for e in entries if e["linkId"] == link_id]
+    assert {"read:profile", "read:settlements"} <= {e["action"] for e in mine}
+    assert all(e["actorName"] == me["name"] for e in mine)
+    # The elder's own link list shows the link from the relative's side.
+    theirs = data(await gql(LINKS, {"all": False}))["familyLinks"]
+    assert [(link["id"], link["myRole"]) for link in theirs] == [(link_id, "relative")]
+
+
+async def test_request_confirm_narrow_and_widen(gql: GraphQLClient, state: AppState) -> None:
+    holder, spouse = await world.person(state), await world.person(state)
+    body = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]
+    assert body["status"] == "PENDING" and body["method"] == "CONFIRMATION" and body["permissions"] == []
+    assert len(body["requestedPermissions"]) == 3 and body["expiresAt"]
+    link_id = body["id"]
+    # Not yet confirmed: nothing can be read.
+    assert error_codes(await gql(RELATIVE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+
+    pending = data(await gql(LINKS, {"all": False}, token=spouse.token))["familyLinks"]
+    assert [(p["id"], p["myRole"]) for p in pending] == [(link_id, "relative")]
+    accepted = data(
+        await gql(
+            RESPOND, {"id": link_id, "accept": True, "permissions": ["SHOW_VOUCHER"]}, token=spouse.token
+        )
+    )
+    assert accepted["respondFamilyLink"]["status"] == "ACTIVE"
+    assert accepted["respondFamilyLink"]["permissions"] == ["SHOW_VOUCHER"]
+
+    assert (
+        data(await gql(RELATIVE, {"linkId": link_id}, token=holder.token))["relative"]["name"] == spouse.name
+    )
+    assert error_codes(await gql(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+
+    # The relative grants more, within what was asked; the holder's very next request may read.
+    granted = await gql(
+        UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER", "READ_RECORDS"]}, token=spouse.token
+    )
+    assert set(data(granted)["updateLinkPermissions"]["permissions"]) == {"SHOW_VOUCHER", "READ_RECORDS"}
+    assert data(await gql(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token))["relative"][
+        "settlements"
+    ]
+
+    # The holder drops a permission: it applies at once, and asking for more needs a new grant.
+    dropped = data(
+        await gql(UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER"]}, token=holder.token)
+    )
+    assert dropped["updateLinkPermissions"]["permissions"] == ["SHOW_VOUCHER"]
+    assert error_codes(await gql(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+    # The relative cannot grant what the holder no longer asks for.
+    too_much = await gql(UPDATE, {"linkId": link_id, "permissions": ["READ_RECORDS"]}, token=spouse.token)
+    assert error_codes(too_much) == ["BAD_USER_INPUT"]
+
+
+async def test_decline(gql: GraphQLClient, state: AppState) -> None:
+    holder, spouse = await world.person(state), await world.person(state)
+    link_id = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]["id"]
+    # The holder cannot answer their own request.
+    assert error_codes(await gql(RESPOND, {"id": link_id, "accept": True}, token=holder.token)) == [
+        "NOT_FOUND"
+    ]
+    declined = data(await gql(RESPOND, {"id": link_id, "accept": False}, token=spouse.token))
+    assert declined["respondFamilyLink"]["status"] == "DECLINED"
+    assert error_codes(await gql(RESPOND, {"id": link_id, "accept": True}, token=spouse.token)) == [
+        "CONFLICT"
+    ]
+    # A declined request does not block a new one.
+    again = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))
+    assert again["requestFamilyLink"]["status"] == "PENDING"
+
+
+async def test_wrong_name_or_id_is_refused_and_rate_limited_across_workers(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    _, other_app = world.second_worker(state)
+    transport = httpx.ASGITransport(app=other_app, client=("10.9.9.9", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker-b") as other_http:
+        workers = [GraphQLClient(client), GraphQLClient(other_http)]
+        wrong = [
+            {**ask(relative)["input"], "name": relative.name + "某"},
+            {**ask(relative)["input"], "idNumber": world._id_number(40)},  # a valid number of nobody
+        ]
+        limit = state.settings.family_proof_failures_limit
+        for n in range(limit):
+            body = await workers[n % 2](REQUEST, {"input": wrong[n % 2]}, token=holder.token)
+            assert error_codes(body) == ["BAD_USER_INPUT"], body
+            assert body["errors"][0]["extensions"]["field"] == "idNumber"
+            # No oracle: the same message whether the number exists or the name is wrong.
+            assert body["errors"][0]["message"] == "姓名与身份证号码不匹配，请核对后重试"
+        # Over the limit, on either worker, even the right pair is refused.
+        for gq in workers:
+            body = await gq(REQUEST, ask(relative), token=holder.token)
+            assert error_codes(body) == ["RATE_LIMITED"]
+        await transport.aclose()
+    # Another account is not affected.
+    other = await world.person(state)
+    assert error_codes(await GraphQLClient(client)(REQUEST, ask(relative), token=other.token)) == []
+
+
+@pytest.mark.parametrize("id_number", ["123", "34042119800101001X", "", "1" * 200])
+async def test_malformed_id_number(gql: GraphQLClient, state: AppState, id_number: str) -> None:
+    holder = await world.person(state)
+    body = await gql(
+        REQUEST,
+        {"input": {"relationship": "SPOUSE", "name": "张三", "idNumber": id_number}},
+        token=holder.token,
+    )
+    assert error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "idNumber"
+
+
+async def test_linking_oneself_duplicates_and_cycles(gql: GraphQLClient, state: AppState) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    me = ask(holder, "SPOUSE")
+    body = await gql(REQUEST, me, token=holder.token)
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+
+    assert data(await gql(REQUEST, ask(relative), token=holder.token))
+    duplicate = await gql(REQUEST, ask(relative), token=holder.token)
+    assert (
+        error_codes(duplicate) == ["CONFLICT"]
+        and duplicate["errors"][0]["extensions"]["reason"] == "duplicate"
+    )
+    cycle = await gql(REQUEST, ask(holder, "CHILD"), token=relative.token)
+    assert error_codes(cycle) == ["CONFLICT"] and cycle["errors"][0]["extensions"]["reason"] == "cycle"
+
+
+async def test_cap_on_linked_relatives(client: httpx.AsyncClient, state: AppState) -> None:
+    _, capped_app = world.variant(state, family_max_links=2)
+    transport = httpx.ASGITransport(app=capped_app, client=("10.8.8.8", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://capped") as http:
+        gq = GraphQLClient(http)
+        holder = await world.person(state)
+        relatives = [await world.person(state) for _ in range(3)]
+        first = data(await gq(REQUEST, ask(relatives[0]), token=holder.token))["requestFamilyLink"]["id"]
+        assert data(await gq(REQUEST, ask(relatives[1]), token=holder.token))
+        capped = await gq(REQUEST, ask(relatives[2]), token=holder.token)
+        assert (
+            error_codes(capped) == ["CONFLICT"]
+            and capped["errors"][0]["extensions"]["reason"] == "cap_reached"
+        )
+        # Withdrawing a pending request frees a place.
+        assert (
+            data(await gq(UNLINK, {"linkId": first}, token=holder.token))["unlinkFamily"]["status"]
+            == "REMOVED"
+        )
+        assert data(await gq(REQUEST, ask(relatives[2]), token=holder.token))
+
+
+async def test_minor_in_household_is_linked_on_household_data(gql: GraphQLClient, state: AppState) -> None:
+    holder = await world.person(state)
+    child = await world.person(state, age=9, household_id=holder.household_id, account=False)
+    body = data(await gql(REQUEST, ask(child, "CHILD"), token=holder.token))["requestFamilyLink"]
+    assert body["status"] == "ACTIVE" and body["method"] == "HOUSEHOLD" and len(body["permissions"]) == 3
+    assert (
+        data(await gql(RELATIVE_RECORDS, {"linkId": body["id"]}, token=holder.token))["relative"]["name"]
+        == child.name
+    )
+
+    elsewhere = await world.person(state, age=9, account=False)
+    body = await gql(REQUEST, ask(elsewhere, "GUARDIAN"), token=holder.token)
+    assert error_codes(body) == ["FORBIDDEN"]
+    adult = await world.person(state, age=30)
+    body = await gql(REQUEST, ask(adult, "GUARDIAN"), token=holder.token)
+    assert (
+        error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "relationship"
+    )
+
+
+async def test_proxy_link_needs_evidence_and_a_reviewer(gql: GraphQLClient, state: AppState) -> None:
+    holder = await world.person(state)
+    father = await world.person(state, age=82, account=False)
+    no_account = await gql(REQUEST, ask(father), token=holder.token)
+    assert (
+        error_codes(no_account) == ["BAD_USER_INPUT"]
+        and no_account["errors"][0]["extensions"]["field"] == "proxy"
+    )
+    no_evidence = await gql(REQUEST, ask(father, proxy=True), token=holder.token)
+    assert error_codes(no_evidence) == ["BAD_USER_INPUT"]
+    body = data(
+        await gql(REQUEST, ask(father, proxy=True, evidence="户口簿首页及本人页"), token=holder.token)
+    )
+    link_id = body["requestFamilyLink"]["id"]
+    assert body["requestFamilyLink"]["status"] == "PENDING" and body["requestFamilyLink"]["method"] == "PROXY"
+
+    decide = """mutation($id: ID!, $approve: Boolean!, $note: String) {
+      decideProxyLink(id: $id, approve: $approve, note: $note) { id status decisionNote evidence permissions } }"""
+    assert error_codes(await gql(decide, {"id": link_id, "approve": True}, token=holder.token)) == [
+        "FORBIDDEN"
+    ]
+    reviewer = await world.staff(state, Role.REVIEWER)
+    queue = data(await gql("{ pendingProxyLinks { id evidence relativeName } }", token=reviewer))[
+        "pendingProxyLinks"
+    ]
+    mine = [q for q in queue if q["id"] == link_id]
+    assert mine and mine[0]["evidence"] == "户口簿首页及本人页" and mine[0]["relativeName"] == father.name
+    assert error_codes(await gql(decide, {"id": link_id, "approve": False}, token=reviewer)) == [
+        "BAD_USER_INPUT"
+    ]
+    approved = data(await gql(decide, {"id": link_id, "approve": True, "note": "材料齐全"}, token=reviewer))
+    assert (
+        approved["decideProxyLink"]["status"] == "ACTIVE"
+        and approved["decideProxyLink"]["decisionNote"] == "材料齐全"
+    )
+
+    # The reviewer narrows a proxy link (the relative has no login to do it).
+    narrowed = await gql(UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER"]}, token=reviewer)
+    assert data(narrowed)["updateLinkPermissions"]["permissions"] == ["SHOW_VOUCHER"]
+    assert error_codes(await gql(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+
+
+async def test_pending_request_expires(gql: GraphQLClient, state: AppState) -> None:
+    holder, spouse = await world.person(state), await world.person(state)
+    link_id = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]["id"]
+    async with state.db.session() as session:
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        await session.execute(update(FamilyLink).where(FamilyLink.id == int(link_id)).values(expires_at=past))  # type: ignore[arg-type]
+    body = await gql(RESPOND, {"id": link_id, "accept": True}, token=spouse.token)
+    assert error_codes(body) == ["CONFLICT"] and body["errors"][0]["extensions"]["reason"] == "expired"
+    closed = data(await gql(LINKS, {"all": True}, token=holder.token))["familyLinks"]
+    assert [c["status"] for c in closed if c["id"] == link_id] == ["EXPIRED"]
+    assert data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))
+
+
+async def test_changes_apply_to_issued_tokens_in_every_worker(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    link_id = str(await world.link(state, holder, relative, set(Permission)))
+    _, other_app = world.second_worker(state)
+    transport = httpx.ASGITransport(app=other_app, client=("10.7.7.7", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker-b") as other_http:
+        a, b = GraphQLClient(client), GraphQLClient(other_http)
+        assert data(await b(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token))
+        # The relative narrows on worker A; the holder's existing token on worker B feels it at once.
+        assert data(
+            await a(UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER"]}, token=relative.token)
+        )
+        assert error_codes(await b(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token)) == [
+            "FORBIDDEN"
+        ]
+        assert data(await b(RELATIVE, {"linkId": link_id}, token=holder.token))
+        # The relative unlinks on worker B; worker A refuses the holder's next request.
+        assert (
+            data(await b(UNLINK, {"linkId": link_id}, token=relative.token))["unlinkFamily"]["status"]
+            == "REMOVED"
+        )
+        assert error_codes(await a(RELATIVE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+        # Unlinking twice is harmless; a removed link cannot be re-granted.
+        assert data(await a(UNLINK, {"linkId": link_id}, token=holder.token))
+        body = await a(UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER"]}, token=relative.token)
+        assert error_codes(body) == ["CONFLICT"]
+        await transport.aclose()
+
+
+async def test_another_holders_link_id_reveals_nothing(gql: GraphQLClient, state: AppState) -> None:
+    holder, relative, stranger = (
+        await world.person(state),
+        await world.person(state),
+        await world.person(state),
+    )
+    link_id = str(await world.link(state, holder, relative, set(Permission)))
+    for query in (RELATIVE, RELATIVE_RECORDS):
+        assert error_codes(await gql(query, {"linkId": link_id}, token=stranger.token)) == ["NOT_FOUND"]
+    # Nor may the relative themselves use the holder's side of the link.
+    assert error_codes(await gql(RELATIVE, {"linkId": link_id}, token=relative.token)) == ["NOT_FOUND"]
+    for mutation in (UNLINK,):
+        assert error_codes(await gql(mutation, {"linkId": link_id}, token=stranger.token)) == ["NOT_FOUND"]
+    assert error_codes(await gql(UPDATE, {"linkId": link_id, "permissions": []}, token=stranger.token)) == [
+        "NOT_FOUND"
+    ]
+    for bad in ("abc", "-1", "99999999999"):
+        assert error_codes(await gql(RELATIVE, {"linkId": bad}, token=holder.token)) in (
+            ["BAD_USER_INPUT"],
+            ["NOT_FOUND"],
+        )
+
+
+async def test_audit_records_every_read_and_belongs_to_the_relative(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    link_id = str(await world.link(state, holder, relative, set(Permission)))
+    query = """query($linkId: ID!) { relative(linkId: $linkId) { name
+      settlements(first: 1) { totalCount } contributions(first: 1) { totalCount }
+      accountFlows(first: 1) { totalCount } personalAccount { balanceFen } enrolments { startOn }
+      yearTotals { year } } }"""
+    assert data(await gql(query, {"linkId": link_id}, token=holder.token))
+    entries = [e["node"] for e in data(await gql(AUDIT, token=relative.token))["accessAudit"]["edges"]]
+    assert sorted(e["action"] for e in entries) == sorted(
+        [
+            "read:profile",
+            "read:settlements",
+            "read:contributions",
+            "read:account_flows",
+            "read:personal_account",
+            "read:enrolments",
+            "read:year_totals",
+        ]
+    )
+    assert {e["linkId"] for e in entries} == {link_id} and {e["actorName"] for e in entries} == {holder.name}
+    # The holder's own audit holds none of it: it is the relative's data.
+    assert data(await gql(AUDIT, token=holder.token))["accessAudit"]["totalCount"] == 0

@@ -1,0 +1,343 @@
+"""E-vouchers through real GraphQL requests: issue, render, verify online, offline codes, revocation."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import re
+from typing import Any
+
+import httpx
+import pytest
+import zxingcpp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from PIL import Image
+from sqlalchemy import update
+
+from api.auth.models import Role
+from api.family.models import Permission
+from api.people.models import Enrolment
+from api.state import AppState
+from api.vouchers import revocations
+from api.vouchers import service as vouchers
+from sync.vouchers import (
+    RevocationList,
+    compose_offline_code,
+    public_key_to_b64,
+    verify_code,
+)
+from sync.vouchers.format import CTX_OFFLINE, OFFLINE_PREFIX, parse_device_certificate, to_text
+from tests.api import familyworld as world
+from tests.conftest import GraphQLClient, error_codes
+
+ISSUE = (
+    "mutation($linkId: ID) { issueVoucher(linkId: $linkId) { code qrSvg qrPngBase64 expiresAt kid linkId } }"
+)
+ISSUE_CODE = "mutation($linkId: ID) { issueVoucher(linkId: $linkId) { code expiresAt } }"
+CERTIFY = """mutation($key: String!, $linkId: ID) { certifyDevice(publicKey: $key, linkId: $linkId) {
+  certificate serial kid linkId notBefore notAfter } }"""
+VERIFY = """mutation($code: String!) { verifyVoucher(code: $code) { valid reason detail form expiresAt
+  certificateSerial relationship relationshipLabel
+  person { maskedName idNumberMasked insuranceType insuranceTypeLabel } } }"""
+LOST = """mutation($serial: String, $key: String) { reportDeviceLost(certificateSerial: $serial, deviceKey: $key) {
+  serial revokedAt } }"""
+UNLINK = "mutation($linkId: ID!) { unlinkFamily(linkId: $linkId) { status } }"
+
+
+def data(body: dict[str, Any]) -> Any:
+    assert "errors" not in body, body
+    return body["data"]
+
+
+async def verify(gql: GraphQLClient, token: str, code: str) -> dict[str, Any]:
+    result: dict[str, Any] = data(await gql(VERIFY, {"code": code}, token=token))["verifyVoucher"]
+    return result
+
+
+async def test_issue_render_and_verify_my_own_voucher(gql: GraphQLClient, state: AppState) -> None:
+    member = await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    voucher = data(await gql(ISSUE, {}, token=member.token))["issueVoucher"]
+    code = voucher["code"]
+    assert code.startswith("YBS:") and voucher["linkId"] is None
+    expires = dt.datetime.fromisoformat(voucher["expiresAt"])
+    assert 50 <= (expires - dt.datetime.now(dt.UTC)).total_seconds() <= 61
+    assert voucher["qrSvg"].lstrip().startswith("<") and "<svg" in voucher["qrSvg"]
+    image = Image.open(io.BytesIO(base64.b64decode(voucher["qrPngBase64"])))
+    assert [r.text for r in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)] == [code]
+    assert gql.last is not None and member.id_number not in gql.last.text
+
+    # Terminals verify it offline with the published issuer keys.
+    keys = await vouchers.issuer_public_keys(state.voucher_keys)
+    assert voucher["kid"] in keys and re.fullmatch(r"[0-9a-f]{8}", voucher["kid"])
+    offline = verify_code(
+        code,
+        issuer_keys=state.voucher_keys.public_keys(),
+        revocations=RevocationList(),
+        now=dt.datetime.now(dt.UTC),
+    )
+    assert offline.valid and offline.link_ref is None
+
+    checked = await verify(gql, pharmacy, code)
+    assert checked["valid"] and checked["form"] == "online" and checked["relationship"] is None
+    person = checked["person"]
+    assert person["maskedName"] == member.name[0] + "*" + member.name[-1]
+    assert person["idNumberMasked"] == member.id_number[:4] + "*" * 12 + member.id_number[-2:]
+    assert person["insuranceType"] == "resident"
+    replay = await verify(gql, pharmacy, code)
+    assert not replay["valid"] and replay["reason"] == "replayed" and replay["person"] is None
+
+
+async def test_demo_holder_shows_the_elders_voucher(gql: GraphQLClient) -> None:
+    await gql.login("resident")
+    links = data(await gql("{ familyLinks { id relativeName } }"))["familyLinks"]
+    link = links[0]
+    voucher = data(await gql(ISSUE_CODE, {"linkId": link["id"]}))["issueVoucher"]
+    await gql.login("pharmacy")
+    checked = await verify(gql, gql.token or "", voucher["code"])
+    assert checked["valid"] and checked["relationship"] == "PARENT" and checked["relationshipLabel"] == "父母"
+    assert checked["person"]["maskedName"] == vouchers.mask_name(link["relativeName"])
+    assert checked["person"]["maskedName"] != link["relativeName"]
+    await gql.login("elder")
+    actions = data(await gql("{ accessAudit(first: 100) { edges { node { action } } } }"))["accessAudit"][
+        "edges"
+    ]
+    assert "issue_voucher" in {a["node"]["action"] for a in actions}
+
+
+async def test_voucher_needs_show_voucher_permission_and_the_right_holder(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder, relative, stranger = (
+        await world.person(state),
+        await world.person(state),
+        await world.person(state),
+    )
+    link_id = str(await world.link(state, holder, relative, {Permission.READ_RECORDS}))
+    assert error_codes(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+    assert error_codes(await gql(ISSUE_CODE, {"linkId": link_id}, token=stranger.token)) == ["NOT_FOUND"]
+    key = public_key_to_b64(Ed25519PrivateKey.generate().public_key())
+    assert error_codes(await gql(CERTIFY, {"key": key, "linkId": link_id}, token=holder.token)) == [
+        "FORBIDDEN"
+    ]
+    assert error_codes(await gql(ISSUE_CODE, {"linkId": "nope"}, token=holder.token)) == ["BAD_USER_INPUT"]
+
+
+async def test_issuance_is_rate_limited_per_account(client: httpx.AsyncClient, state: AppState) -> None:
+    _, limited = world.variant(state, voucher_rate_limit=3)
+    transport = httpx.ASGITransport(app=limited, client=("10.6.6.6", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://limited") as http:
+        gq = GraphQLClient(http)
+        member, other = await world.person(state), await world.person(state)
+        for _ in range(3):
+            assert data(await gq(ISSUE_CODE, {}, token=member.token))
+        body = await gq(ISSUE_CODE, {}, token=member.token)
+        assert error_codes(body) == ["RATE_LIMITED"] and body["errors"][0]["extensions"]["retry_after_s"] >= 1
+        assert data(await gq(ISSUE_CODE, {}, token=other.token))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "",
+        "garbage",
+        "YBS:",
+        "YBS:" + "A" * 600,  # oversized
+        "ybs:abc",
+        "YBX:" + "0" * 30,
+        "YBS:%%%%",
+    ],
+)
+async def test_garbage_codes_are_malformed(gql: GraphQLClient, state: AppState, code: str) -> None:
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    checked = await verify(gql, pharmacy, code)
+    assert checked == {**checked, "valid": False, "reason": "malformed", "person": None}
+
+
+async def test_truncated_tampered_and_foreign_codes(gql: GraphQLClient, state: AppState) -> None:
+    member = await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    code = data(await gql(ISSUE_CODE, {}, token=member.token))["issueVoucher"]["code"]
+    assert (await verify(gql, pharmacy, code[:-3]))["reason"] == "malformed"
+    # Signed by a key that is not ours.
+    from sync.vouchers import b45decode, issue_online_code
+
+    payload = b45decode(code[4:])
+    foreign = issue_online_code(
+        Ed25519PrivateKey.generate(), "0badc0de", payload[6:14], None, dt.datetime.now(dt.UTC)
+    )
+    assert (await verify(gql, pharmacy, foreign))["reason"] == "unknown_key"
+    # One flipped byte of the person reference breaks the signature.
+    flipped = bytearray(payload)
+    flipped[7] ^= 0x01
+    from sync.vouchers import b45encode
+
+    assert (await verify(gql, pharmacy, "YBS:" + b45encode(bytes(flipped))))["reason"] == "bad_signature"
+    # Residents cannot verify codes.
+    assert error_codes(await gql(VERIFY, {"code": code}, token=member.token)) == ["FORBIDDEN"]
+
+
+async def test_replay_is_refused_across_workers(
+    client: httpx.AsyncClient, gql: GraphQLClient, state: AppState
+) -> None:
+    member = await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    code = data(await gql(ISSUE_CODE, {}, token=member.token))["issueVoucher"]["code"]
+    _, other_app = world.second_worker(state)
+    transport = httpx.ASGITransport(app=other_app, client=("10.5.5.5", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker-b") as http:
+        assert (await verify(gql, pharmacy, code))["valid"]
+        assert (await verify(GraphQLClient(http), pharmacy, code))["reason"] == "replayed"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "not base64!",
+        base64.b64encode(b"\x01" * 31).decode(),
+        base64.b64encode(b"\x01" * 33).decode(),
+        "A" * 200,
+        "",
+    ],
+)
+async def test_certify_device_validates_the_key(gql: GraphQLClient, state: AppState, key: str) -> None:
+    member = await world.person(state)
+    body = await gql(CERTIFY, {"key": key}, token=member.token)
+    assert error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "publicKey"
+
+
+async def test_offline_code_verifies_once_and_dies_with_a_lost_phone(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    member = await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    device = Ed25519PrivateKey.generate()
+    # Standard padded base64 is accepted as well as base64url.
+    raw = device.public_key().public_bytes_raw()
+    cert = data(await gql(CERTIFY, {"key": base64.b64encode(raw).decode()}, token=member.token))[
+        "certifyDevice"
+    ]
+    not_before, not_after = (dt.datetime.fromisoformat(cert[k]) for k in ("notBefore", "notAfter"))
+    assert dt.timedelta(days=1) <= not_after - not_before <= dt.timedelta(days=30)
+    certificate = base64.b64decode(cert["certificate"])
+    assert parse_device_certificate(certificate).serial.hex() == cert["serial"]
+
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    code = compose_offline_code(certificate, device, now, 1)
+    checked = await verify(gql, pharmacy, code)
+    assert (
+        checked["valid"] and checked["form"] == "offline" and checked["certificateSerial"] == cert["serial"]
+    )
+    assert (await verify(gql, pharmacy, code))["reason"] == "replayed"
+
+    async with state.db.session() as session:
+        before = await revocations.current_version(session)
+    lost = data(await gql(LOST, {"key": public_key_to_b64(raw)}, token=member.token))["reportDeviceLost"]
+    assert [c["serial"] for c in lost] == [cert["serial"]] and lost[0]["revokedAt"]
+    checked = await verify(gql, pharmacy, compose_offline_code(certificate, device, now, 2))
+    assert (checked["reason"], checked["detail"]) == ("revoked", "certificate")
+    async with state.db.session() as session:
+        shipped = await revocations.revocation_list(session)
+    assert shipped.version > before and bytes.fromhex(cert["serial"]) in shipped.cert_serials
+    # Someone else cannot report (and so learn about) my device.
+    stranger = await world.person(state)
+    assert error_codes(await gql(LOST, {"serial": cert["serial"]}, token=stranger.token)) == ["NOT_FOUND"]
+    assert error_codes(await gql(LOST, {}, token=member.token)) == ["BAD_USER_INPUT"]
+
+
+async def test_certificate_of_one_person_with_a_code_claiming_another(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    alice, bob = await world.person(state), await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    alice_device, bob_device = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    alice_cert = base64.b64decode(
+        data(await gql(CERTIFY, {"key": public_key_to_b64(alice_device.public_key())}, token=alice.token))[
+            "certifyDevice"
+        ]["certificate"]
+    )
+    bob_cert = base64.b64decode(
+        data(await gql(CERTIFY, {"key": public_key_to_b64(bob_device.public_key())}, token=bob.token))[
+            "certifyDevice"
+        ]["certificate"]
+    )
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    # Alice's phone signs a code carrying Bob's certificate (claiming Bob): the device signature fails.
+    signed = bob_cert + now.to_bytes(4, "big") + (7).to_bytes(2, "big")
+    forged = to_text(OFFLINE_PREFIX, signed + alice_device.sign(CTX_OFFLINE + signed))
+    assert (await verify(gql, pharmacy, forged))["reason"] == "bad_signature"
+    # Alice's certificate edited to name Bob's person reference: the issuer signature fails.
+    edited = bytearray(alice_cert)
+    edited[46:54] = bob_cert[46:54]
+    signed = bytes(edited) + now.to_bytes(4, "big") + (8).to_bytes(2, "big")
+    forged = to_text(OFFLINE_PREFIX, signed + alice_device.sign(CTX_OFFLINE + signed))
+    assert (await verify(gql, pharmacy, forged))["reason"] == "bad_signature"
+
+
+async def test_unlinking_revokes_the_links_codes_and_certificates(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    link_id = str(await world.link(state, holder, relative, set(Permission)))
+    online = data(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token))["issueVoucher"]["code"]
+    device = Ed25519PrivateKey.generate()
+    cert = data(
+        await gql(
+            CERTIFY, {"key": public_key_to_b64(device.public_key()), "linkId": link_id}, token=holder.token
+        )
+    )["certifyDevice"]
+    assert cert["linkId"] == link_id
+    certificate = base64.b64decode(cert["certificate"])
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+
+    assert (
+        data(await gql(UNLINK, {"linkId": link_id}, token=relative.token))["unlinkFamily"]["status"]
+        == "REMOVED"
+    )
+    checked = await verify(gql, pharmacy, online)
+    assert (checked["reason"], checked["detail"]) == ("revoked", "link")
+    checked = await verify(gql, pharmacy, compose_offline_code(certificate, device, now, 1))
+    assert checked["reason"] == "revoked" and checked["detail"] in ("certificate", "link")
+    async with state.db.session() as session:
+        shipped = await revocations.revocation_list(session)
+    assert bytes.fromhex(cert["serial"]) in shipped.cert_serials
+    assert parse_device_certificate(certificate).link_ref in shipped.link_refs
+    # And no new code through the removed link.
+    assert error_codes(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+
+
+async def test_ended_enrolment(gql: GraphQLClient, state: AppState) -> None:
+    member = await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    code = data(await gql(ISSUE_CODE, {}, token=member.token))["issueVoucher"]["code"]
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
+    async with state.db.session() as session:
+        await session.execute(
+            update(Enrolment).where(Enrolment.person_id == member.person_id).values(end_on=yesterday)  # type: ignore[arg-type]
+        )
+        await revocations.revoke_person(session, member.person_id)
+    checked = await verify(gql, pharmacy, code)
+    assert (checked["reason"], checked["detail"]) == ("revoked", "person")
+    body = await gql(ISSUE_CODE, {}, token=member.token)
+    assert error_codes(body) == ["FORBIDDEN"] and body["errors"][0]["extensions"]["reason"] == "not_insured"
+    key = public_key_to_b64(Ed25519PrivateKey.generate().public_key())
+    assert error_codes(await gql(CERTIFY, {"key": key}, token=member.token)) == ["FORBIDDEN"]
+
+
+async def test_revocation_versions_grow_by_one_per_entry(state: AppState) -> None:
+    async with state.db.session() as session:
+        before = await revocations.current_version(session)
+        await revocations.append(session, [("link", "00" * 8, "test"), ("certificate", "11" * 8, "test")])
+    async with state.db.session() as session:
+        shipped = await revocations.revocation_list(session)
+    assert shipped.version == before + 2
+    assert RevocationList.from_dict(shipped.to_dict()) == shipped
+
+
+@pytest.mark.parametrize(
+    ("name", "masked"), [("张三", "张*"), ("张小明", "张*明"), ("欧阳小锋", "欧**锋"), ("李", "李")]
+)
+def test_mask_name(name: str, masked: str) -> None:
+    assert vouchers.mask_name(name) == masked
