@@ -116,7 +116,9 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 def cmd_revision(args: argparse.Namespace) -> None:
     from api.migrate import revision
 
-    revision(_settings().resolved_database_url, args.message)
+    settings = _settings()
+    _prepare(settings)  # autogenerate diffs the models against a database at head
+    revision(settings.resolved_database_url, args.message)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -359,6 +359,7 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
                 "household_id": household_ids[p.household],
                 "assistance_category": p.assistance_category,
                 "chronic_diseases": p.chronic,
+                "two_diseases": p.two_diseases,
                 "created_at": dt.datetime(2023, 12, 1, tzinfo=dt.UTC),
             }
             for p in demo_people

@@ -21,7 +21,7 @@ from strawberry.types import ExecutionContext
 from api.auth.schema import AuthMutation
 from api.family.schema import FamilyMutation, FamilyQuery
 from api.graphql_view import ErrorCodes
-from api.people.schema import PeopleQuery
+from api.people.schema import PeopleMutation, PeopleQuery
 from api.settings import Settings
 from api.settlement.schema import SettlementMutation, SettlementQuery
 from api.vouchers.schema import VoucherMutation
@@ -34,7 +34,7 @@ class Query(PeopleQuery, FamilyQuery, SettlementQuery):
 
 
 @strawberry.type
-class Mutation(AuthMutation, FamilyMutation, VoucherMutation, SettlementMutation):
+class Mutation(AuthMutation, PeopleMutation, FamilyMutation, VoucherMutation, SettlementMutation):
     pass
 
 

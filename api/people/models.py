@@ -55,6 +55,11 @@ class InsuredPerson(SQLModel, table=True):
     household_id: int | None = ref_field("households.id", default=None, index=True)
     assistance_category: str | None = Field(default=None, max_length=32)
     chronic_diseases: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    """Recognised outpatient chronic/special diseases (门诊慢特病), by the policy's codes."""
+    two_diseases: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    """两病 (hypertension, diabetes) under standardised outpatient management."""
     created_at: datetime = utc_field(default_factory=utcnow)
 
 

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 
 import strawberry
 
-from api.auth.permissions import IsResident
+from api.auth.permissions import IsAdmin, IsResident
 from api.context import Info
 from api.errors import NotFound
 from api.people import dataloaders, idnumbers, service
 from api.people.models import AccountFlow, Contribution, Enrolment, Facility, InsuredPerson, Settlement
 from api.relay import Connection
+from api.vouchers import revocations
 
 INSURANCE_TYPE_LABELS = {"employee": "职工基本医疗保险", "resident": "城乡居民基本医疗保险"}
 FACILITY_LEVEL_LABELS = {
@@ -214,7 +215,8 @@ class InsuredPersonType:
     insurance_type_label: str
     region_code: str
     assistance_category: str | None
-    chronic_diseases: list[str]
+    chronic_diseases: list[str] = strawberry.field(description="Recognised 门诊慢特病, by policy code.")
+    two_diseases: list[str] = strawberry.field(description="两病 under management: hypertension, diabetes.")
     _person_id: strawberry.Private[int]
     _access_check: strawberry.Private[AccessCheck | None] = None
 
@@ -239,6 +241,7 @@ class InsuredPersonType:
             region_code=row.region_code,
             assistance_category=row.assistance_category,
             chronic_diseases=list(row.chronic_diseases),
+            two_diseases=list(row.two_diseases),
             _person_id=row.id,
             _access_check=access_check,
         )
@@ -336,6 +339,24 @@ async def load_person(info: Info, person_id: int) -> InsuredPersonType:
     async with info.context.db() as session:
         row = await service.get_person(session, person_id)
     return InsuredPersonType.from_row(row, info)
+
+
+@strawberry.type
+class PeopleMutation:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="End a person's enrolment (参保终止): their vouchers and device certificates stop verifying at once.",
+    )
+    async def end_enrolment(self, info: Info, person_id: strawberry.ID, end_on: dt.date) -> EnrolmentType:
+        try:
+            pid = int(person_id)
+        except ValueError as exc:
+            raise NotFound("未找到参保人信息") from exc
+        async with info.context.db() as session:
+            enrolment = await service.end_enrolment(session, pid, end_on)
+            await revocations.revoke_person(session, pid)
+            await session.commit()
+        return EnrolmentType.from_row(enrolment)
 
 
 @strawberry.type

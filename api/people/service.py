@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col
 
-from api.errors import BadUserInput, NotFound
+from api.errors import BadUserInput, Conflict, NotFound
 from api.pagination import CursorCodec, Page, page_size, utc_range
 from api.people.models import (
     AccountFlow,
@@ -103,6 +103,21 @@ async def enrolments(session: AsyncSession, person_id: int) -> Sequence[Enrolmen
         .order_by(col(Enrolment.start_on).desc())
     )
     return (await session.execute(statement)).scalars().all()
+
+
+async def end_enrolment(session: AsyncSession, person_id: int, end_on: date) -> Enrolment:
+    """Closes the person's open enrolment (参保终止) on ``end_on``; the caller revokes what it names."""
+    await get_person(session, person_id)
+    statement = select(Enrolment).where(
+        col(Enrolment.person_id) == person_id, col(Enrolment.end_on).is_(None)
+    )
+    current = (await session.execute(statement.with_for_update())).scalars().first()
+    if current is None:
+        raise Conflict("该参保人没有进行中的参保记录")
+    if end_on < current.start_on:
+        raise BadUserInput("终止日期不能早于参保开始日期", field="endOn")
+    current.end_on = end_on
+    return current
 
 
 @dataclass

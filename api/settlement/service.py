@@ -365,9 +365,6 @@ def age_group(birth: dt.date, on: dt.date) -> str:
     return "elderly" if age >= 60 else "adult"
 
 
-TWO_DISEASE_CODES = frozenset({"hypertension", "diabetes"})
-
-
 async def estimate(
     session: AsyncSession, person_id: int, request: EstimateRequest, *, today: dt.date | None = None
 ) -> Estimate:
@@ -408,8 +405,7 @@ async def estimate(
         ),
         assistance_category=person.assistance_category,
         chronic_diseases=frozenset(person.chronic_diseases),
-        # 两病 under management are recorded as chronic-disease codes "hypertension" / "diabetes".
-        two_diseases=frozenset(person.chronic_diseases) & TWO_DISEASE_CODES,
+        two_diseases=frozenset(person.two_diseases),
         personal_account_balance_fen=balance,
         use_personal_account=request.use_personal_account and account is not None,
     )

@@ -589,3 +589,25 @@ async def test_bad_estimate_input_names_the_field(
     body = await gql(ESTIMATE, {"input": data_in})
     assert error_codes(body) == ["BAD_USER_INPUT"], body
     assert field_of(body) == field
+
+
+async def test_two_diseases_estimate_uses_the_persons_managed_diseases(gql: GraphQLClient) -> None:
+    # The demo elder's hypertension is under 两病 management: the 两病 outpatient scheme pays.
+    await gql.login("elder")
+    me = (await gql("{ me { twoDiseases } }"))["data"]["me"]
+    assert me["twoDiseases"] == ["hypertension"]
+    bill = [{"amountFen": 8_000, "itemClass": "class_a"}]
+    body = await gql(
+        ESTIMATE,
+        {"input": {"category": "two_diseases_outpatient", "facilityLevel": "village", "items": bill}},
+    )
+    assert "errors" not in body, body
+    assert body["data"]["estimateSettlement"]["basicFen"] > 0
+    # Someone without 两病 management is refused the scheme, naming why.
+    await gql.login("stranger")
+    body = await gql(
+        ESTIMATE,
+        {"input": {"category": "two_diseases_outpatient", "facilityLevel": "village", "items": bill}},
+    )
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+    assert body["errors"][0]["extensions"]["field"] == "visit.two_diseases"

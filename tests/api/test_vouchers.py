@@ -13,11 +13,9 @@ import pytest
 import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
-from sqlalchemy import update
 
 from api.auth.models import Role
 from api.family.models import Permission
-from api.people.models import Enrolment
 from api.state import AppState
 from api.vouchers import revocations
 from api.vouchers import service as vouchers
@@ -308,16 +306,29 @@ async def test_unlinking_revokes_the_links_codes_and_certificates(
     assert error_codes(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
 
 
+END_ENROLMENT = "mutation($p: ID!, $d: Date!) { endEnrolment(personId: $p, endOn: $d) { startOn endOn } }"
+
+
 async def test_ended_enrolment(gql: GraphQLClient, state: AppState) -> None:
     member = await world.person(state)
     pharmacy = await world.staff(state, Role.PHARMACY)
+    admin = await world.staff(state, Role.ADMIN)
     code = data(await gql(ISSUE_CODE, {}, token=member.token))["issueVoucher"]["code"]
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
-    async with state.db.session() as session:
-        await session.execute(
-            update(Enrolment).where(Enrolment.person_id == member.person_id).values(end_on=yesterday)  # type: ignore[arg-type]
-        )
-        await revocations.revoke_person(session, member.person_id)
+
+    # Only an administrator ends an enrolment, and not before it began.
+    variables = {"p": str(member.person_id), "d": yesterday.isoformat()}
+    assert error_codes(await gql(END_ENROLMENT, variables, token=member.token)) == ["FORBIDDEN"]
+    too_early = await gql(END_ENROLMENT, {**variables, "d": "2023-12-31"}, token=admin)
+    assert (
+        error_codes(too_early) == ["BAD_USER_INPUT"]
+        and too_early["errors"][0]["extensions"]["field"] == "endOn"
+    )
+    ended = data(await gql(END_ENROLMENT, variables, token=admin))["endEnrolment"]
+    assert ended["endOn"] == yesterday.isoformat()
+    assert error_codes(await gql(END_ENROLMENT, variables, token=admin)) == ["CONFLICT"]
+
+    # At once: the code issued before no longer verifies, and no new code or certificate is issued.
     checked = await verify(gql, pharmacy, code)
     assert (checked["reason"], checked["detail"]) == ("revoked", "person")
     body = await gql(ISSUE_CODE, {}, token=member.token)
