@@ -15,22 +15,12 @@ from api.people import dataloaders, idnumbers, service
 from api.people.models import AccountFlow, Contribution, Enrolment, Facility, InsuredPerson, Settlement
 from api.relay import Connection
 from api.vouchers import revocations
+from sync.settlement import FACILITY_LEVELS, INSURANCE_TYPES, VISIT_CATEGORIES
 
-INSURANCE_TYPE_LABELS = {"employee": "职工基本医疗保险", "resident": "城乡居民基本医疗保险"}
-FACILITY_LEVEL_LABELS = {
-    "village": "村卫生室",
-    "primary": "一级/乡镇卫生院",
-    "secondary": "二级",
-    "tertiary": "三级",
-}
-CATEGORY_LABELS = {
-    "general_outpatient": "普通门诊",
-    "chronic_outpatient": "门诊慢特病",
-    "two_diseases_outpatient": "两病门诊",
-    "inpatient": "住院",
-    "pharmacy": "购药",
-    "special_drug": "大病特药",
-}
+# The domain's codes and their zh-CN labels are defined once, beside the engine that uses them.
+INSURANCE_TYPE_LABELS = INSURANCE_TYPES
+FACILITY_LEVEL_LABELS = FACILITY_LEVELS
+CATEGORY_LABELS = VISIT_CATEGORIES
 FLOW_KIND_LABELS = {
     "allocation": "划入",
     "settlement": "消费支出",

@@ -39,6 +39,7 @@ from sync.settlement import (
     compute,
     load_default_policies,
     load_policies,
+    parse_date,
 )
 
 VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -191,7 +192,7 @@ async def create_version(
         raise Conflict(f"政策版本 {vid} 已存在，已生效的版本不能修改，请使用新的版本编号", field="version.id")
     region = raw.get("region")
     try:
-        start = _raw_date(raw.get("effective_from"), "version.effective_from")
+        start = parse_date(raw.get("effective_from"), "version.effective_from", PolicyError)
     except PolicyError as exc:
         raise engine_error(exc) from None
     if start <= today:
@@ -255,17 +256,6 @@ async def create_version(
         await session.rollback()
         raise Conflict(f"政策版本 {vid} 已存在", field="version.id") from None
     return row
-
-
-def _raw_date(value: object, field: str) -> dt.date:
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise PolicyError(field, "must be a date (YYYY-MM-DD)")
 
 
 # ------------------------------------------------------------------------------- year to date

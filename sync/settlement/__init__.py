@@ -3,6 +3,7 @@
 Pure: imports only the standard library.
 """
 
+from ._check import parse_date
 from .codes import (
     AGE_GROUPS,
     ASSISTANCE_CATEGORIES,
@@ -58,5 +59,6 @@ __all__ = [
     "compute",
     "load_default_policies",
     "load_policies",
+    "parse_date",
     "round_half_up",
 ]
