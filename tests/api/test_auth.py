@@ -227,3 +227,15 @@ async def test_login_is_rate_limited_per_client(app: object, settings: Settings)
             codes.append(error_codes(body)[0])
     assert codes[:3] == ["UNAUTHENTICATED"] * 3
     assert codes[3:] == ["RATE_LIMITED"] * 2
+
+
+async def test_concurrent_refreshes_with_one_token_yield_one_pair(gql: GraphQLClient) -> None:
+    # Real concurrent transactions (separate connections; on PostgreSQL in CI's second leg): the
+    # conditional UPDATE lets exactly one spend the token; the others see it spent.
+    import asyncio
+
+    tokens = await gql.login("spouse")
+    bodies = await asyncio.gather(*(gql(REFRESH, {"t": tokens["refreshToken"]}) for _ in range(6)))
+    winners = [b for b in bodies if "errors" not in b]
+    assert len(winners) == 1
+    assert all(error_codes(b) == ["UNAUTHENTICATED"] for b in bodies if "errors" in b)
