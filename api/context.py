@@ -25,6 +25,8 @@ class Context:
         self.response = response
         self.state = state
         self.authorization: str | None = connection.headers.get("authorization")
+        self.connection_params: dict[str, object] | None = None
+        """graphql-transport-ws `connection_init` payload: where a WebSocket client puts its token."""
         self._session: AsyncSession | None = None
         # GraphQL resolves sibling fields concurrently, but one AsyncSession must not be used
         # concurrently: the lock takes turns on it within the request.

@@ -20,9 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
 from api.context import Context
 from api.errors import AppError, ErrorCode
@@ -111,6 +113,22 @@ class GraphQLView(GraphQL[Context, None]):
         if isinstance(request, Request):
             request.state.graphql_context = context  # closed by __call__ once the response is built
         return context
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Browsers and mini-programs cannot set headers on a WebSocket: the access token travels in
+        `connection_init` as {"Authorization": "Bearer …"}. No valid token, no connection (4403)."""
+        params = context.connection_params or {}
+        token = params.get("Authorization", params.get("authorization"))
+        if not isinstance(token, str):
+            raise ConnectionRejectionError({"code": ErrorCode.UNAUTHENTICATED.value})
+        context.authorization = token
+        try:
+            await context.require_viewer()
+        except AppError as exc:
+            raise ConnectionRejectionError(exc.extensions) from exc
+        finally:
+            await context.close()  # do not hold a pooled connection for the socket's lifetime
+        return UNSET
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
