@@ -113,15 +113,23 @@ def _free_port() -> int:
 
 
 def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # the server is gone; the run reports what it saw
+        return 0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
 
 
 async def _load(
-    url: str, token: str, connections: int, requests: int, body: dict[str, Any]
+    url: str, token: str, connections: int, requests: int, body: dict[str, Any], rate: float = 0.0
 ) -> dict[str, float]:
+    """Closed loop (rate 0): every connection sends its next request as soon as the last one answers,
+    which measures the most the server can do. Open loop (rate > 0): requests start on a fixed schedule
+    of `rate` per second over the connections, whatever the server does, which measures latency at that
+    load (a late answer does not hold back the next request, so queueing shows in the figures)."""
     latencies: list[float] = []
     remaining = requests
     errors = 0
@@ -130,20 +138,33 @@ async def _load(
         limits=limits, timeout=60, headers={"authorization": f"Bearer {token}"}
     ) as client:
 
+        async def one() -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            response = await client.post(url, json=body)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200 or "errors" in response.json():
+                errors += 1
+
         async def worker() -> None:
-            nonlocal remaining, errors
+            nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                started = time.perf_counter()
-                response = await client.post(url, json=body)
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200 or "errors" in response.json():
-                    errors += 1
+                await one()
 
         for _ in range(min(20, requests)):  # warm-up: caches, connections
             await client.post(url, json=body)
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
+        if rate > 0:
+            pending = []
+            for n in range(requests):
+                delay = started + n / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                pending.append(asyncio.create_task(one()))
+            await asyncio.gather(*pending)
+        else:
+            await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -156,18 +177,18 @@ async def _load(
 
 
 def _run_load(
-    url: str, token: str, connections: int, requests: int, body: dict[str, Any]
+    url: str, token: str, connections: int, requests: int, body: dict[str, Any], rate: float
 ) -> dict[str, float]:
     """The load generator runs in its own process, so it does not share the server's interpreter."""
     code = (
         "import asyncio, json, sys; sys.path.insert(0, 'bench'); import me_settlements as m; "
         "a = json.loads(sys.argv[1]); print(json.dumps(asyncio.run(m._load(*a))))"
     )
-    args = json.dumps([url, token, connections, requests, body])
-    out = subprocess.run(
-        [sys.executable, "-c", code, args], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(out)  # type: ignore[no-any-return]
+    args = json.dumps([url, token, connections, requests, body, rate])
+    done = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the load generator failed:\n{done.stderr}")
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 def _measure(
@@ -203,11 +224,15 @@ def _measure(
                 peak = max(peak, _rss_kb(server.pid))
                 time.sleep(0.05)
 
-        sampler = threading.Thread(target=sample)
+        sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        result = _run_load(f"http://127.0.0.1:{port}{path}", token, args.connections, args.requests, body)
-        stop.set()
-        sampler.join()
+        try:
+            result = _run_load(
+                f"http://127.0.0.1:{port}{path}", token, args.connections, args.requests, body, args.rate
+            )
+        finally:
+            stop.set()
+            sampler.join()
         result["rss_mb"] = peak / 1024
         return result, token
     finally:
@@ -221,6 +246,9 @@ def main() -> None:
     )
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="open loop: requests per second (0: closed loop)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -286,10 +314,15 @@ def main() -> None:
         print(
             f"{name:10}{r['rps']:>10.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['rss_mb']:>10.0f}{r['errors']:>8.0f}"
         )
-    print(
-        f"GraphQL reaches {report['ratio']:.0%} of the bare endpoint's throughput "
-        f"({args.connections} connections, {args.requests} requests each)"
-    )
+    if args.rate:
+        print(
+            f"open loop at {args.rate:g} req/s over {args.connections} connections, {args.requests} requests each"
+        )
+    else:
+        print(
+            f"GraphQL reaches {report['ratio']:.0%} of the bare endpoint's throughput "
+            f"(closed loop, {args.connections} connections, {args.requests} requests each)"
+        )
 
 
 if __name__ == "__main__":
