@@ -653,7 +653,9 @@ def generate_city(out: Path, *, people: int, seed: int) -> None:
                     id_number,
                     gender,
                     birth.isoformat(),
-                    "employee" if rng.random() < 0.3 else "resident",
+                    "employee"
+                    if 18 <= (DEMO_TODAY - birth).days // 365 < 60 and rng.random() < 0.4
+                    else "resident",
                     region,
                 ]
             )
