@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from sqlalchemy import delete
@@ -10,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import RateLimitWindow
 from api.errors import RateLimited
+
+
+_PURGE_ONE_IN = 200
+_KEEP_S = 24 * 3600
 
 
 async def hit(
@@ -31,8 +36,11 @@ async def hit(
         .returning(table.c.count)
     )
     count = (await session.execute(statement)).scalar_one()
-    # Old windows are useless; trim this key's so the table stays small.
+    # Old windows are useless; trim this key's so the table stays small, and now and then everyone's
+    # (keys that never come back would otherwise stay forever). A day covers the longest window in use.
     await session.execute(delete(table).where(table.c.key == key[:128], table.c.window_start < window_start))
+    if secrets.randbelow(_PURGE_ONE_IN) == 0:
+        await session.execute(delete(table).where(table.c.window_start < int(now) - _KEEP_S))
     await session.commit()
     if count > limit:
         retry_after = window_start + window_s - int(now)

@@ -239,3 +239,33 @@ async def test_concurrent_refreshes_with_one_token_yield_one_pair(gql: GraphQLCl
     winners = [b for b in bodies if "errors" not in b]
     assert len(winners) == 1
     assert all(error_codes(b) == ["UNAUTHENTICATED"] for b in bodies if "errors" in b)
+
+
+async def test_rate_limit_windows_are_counted_per_key_and_stale_ones_purged(state: AppState) -> None:
+    from sqlalchemy import func, select
+
+    from api import ratelimit
+    from api.auth.models import RateLimitWindow
+    from api.errors import RateLimited
+
+    now = 2_000_000_000.0
+    async with state.db.session() as session:
+        for _ in range(3):
+            await ratelimit.hit(session, "test:a", limit=3, window_s=60, now=now)
+        with pytest.raises(RateLimited) as refused:
+            await ratelimit.hit(session, "test:a", limit=3, window_s=60, now=now)
+        assert refused.value.extra["retry_after_s"] >= 1
+        await ratelimit.hit(session, "test:b", limit=3, window_s=60, now=now)  # another key, its own count
+        await ratelimit.hit(session, "test:a", limit=3, window_s=60, now=now + 60)  # the next window
+        stale = (
+            select(func.count())
+            .select_from(RateLimitWindow)
+            .where(RateLimitWindow.window_start < now - 86_400)
+        )
+        session.add(RateLimitWindow(key="test:old", window_start=int(now) - 200_000, count=1))
+        await session.commit()
+        for n in range(2000):  # purging happens on about one hit in 200
+            await ratelimit.hit(session, f"test:c{n}", limit=3, window_s=60, now=now)
+            if not (await session.execute(stale)).scalar_one():
+                break
+        assert (await session.execute(stale)).scalar_one() == 0
