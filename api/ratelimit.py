@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.models import RateLimitWindow
 from api.errors import RateLimited
 
-
 _PURGE_ONE_IN = 200
 _KEEP_S = 24 * 3600
 

@@ -260,6 +260,24 @@ async def _check_pending(session: AsyncSession, link: FamilyLink, now: datetime)
         raise Conflict("该申请已处理", reason=f"link_{link.status}")
 
 
+def _decide(
+    link: FamilyLink,
+    accept: bool,
+    permissions: Iterable[Permission] | None,
+    refused: LinkStatus,
+    now: datetime,
+) -> None:
+    """Ends a pending request: active with the granted permissions (never more than asked), or refused,
+    which frees the pair for a new request."""
+    link.decided_at = now
+    link.expires_at = None
+    if accept:
+        link.set_granted(_permissions(permissions, link.wanted()))
+        link.status = LinkStatus.ACTIVE.value
+    else:
+        link.status, link.pair_key = refused.value, None
+
+
 async def respond(
     session: AsyncSession,
     viewer: Viewer,
@@ -277,13 +295,7 @@ async def respond(
     if link.method != LinkMethod.CONFIRMATION.value:
         raise Forbidden("该申请由经办人员审核", reason="not_confirmable")
     await _check_pending(session, link, now)
-    link.decided_at = now
-    link.expires_at = None
-    if accept:
-        link.set_granted(_permissions(permissions, link.wanted()))
-        link.status = LinkStatus.ACTIVE.value
-    else:
-        link.status, link.pair_key = LinkStatus.DECLINED.value, None
+    _decide(link, accept, permissions, LinkStatus.DECLINED, now)
     await session.commit()
     return link
 
@@ -324,13 +336,8 @@ async def decide_proxy(
     await _check_pending(session, link, now)
     if not approve and note is None:
         raise BadUserInput("驳回须说明理由", field="note")
-    link.decided_by_account_id, link.decision_note, link.decided_at = viewer.account_id, note, now
-    link.expires_at = None
-    if approve:
-        link.set_granted(_permissions(permissions, link.wanted()))
-        link.status = LinkStatus.ACTIVE.value
-    else:
-        link.status, link.pair_key = LinkStatus.REJECTED.value, None
+    link.decided_by_account_id, link.decision_note = viewer.account_id, note
+    _decide(link, approve, permissions, LinkStatus.REJECTED, now)
     await session.commit()
     return link
 
