@@ -12,20 +12,25 @@ Reported: requests/s, p50/p99 latency, the server's peak RSS, and the GraphQL/ba
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from harness import (
+    BENCH,
+    LoadResult,
+    PeakRss,
+    free_port,
+    login,
+    run_load_process,
+    start_server,
+    stop_server,
+    uvicorn_cmd,
+)
 
 QUERY = """{ me { settlements(first: 50) { totalCount pageInfo { hasNextPage endCursor }
   edges { cursor node { id settledAt category totalFen basicFen criticalIllnessFen assistanceFen
@@ -106,138 +111,38 @@ def bare_app() -> Any:
     return Starlette(routes=[Route("/bare", me_settlements, methods=["POST"])])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:  # the server is gone; the run reports what it saw
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-async def _load(
-    url: str, token: str, connections: int, requests: int, body: dict[str, Any], rate: float = 0.0
-) -> dict[str, float]:
-    """Closed loop (rate 0): every connection sends its next request as soon as the last one answers,
-    which measures the most the server can do. Open loop (rate > 0): requests start on a fixed schedule
-    of `rate` per second over the connections, whatever the server does, which measures latency at that
-    load (a late answer does not hold back the next request, so queueing shows in the figures)."""
-    latencies: list[float] = []
-    remaining = requests
-    errors = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(
-        limits=limits, timeout=60, headers={"authorization": f"Bearer {token}"}
-    ) as client:
-
-        async def one() -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            response = await client.post(url, json=body)
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 200 or "errors" in response.json():
-                errors += 1
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                await one()
-
-        for _ in range(min(20, requests)):  # warm-up: caches, connections
-            await client.post(url, json=body)
-        started = time.perf_counter()
-        if rate > 0:
-            pending = []
-            for n in range(requests):
-                delay = started + n / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                pending.append(asyncio.create_task(one()))
-            await asyncio.gather(*pending)
-        else:
-            await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "rps": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-    }
-
-
-def _run_load(
-    url: str, token: str, connections: int, requests: int, body: dict[str, Any], rate: float
-) -> dict[str, float]:
-    """The load generator runs in its own process, so it does not share the server's interpreter."""
-    code = (
-        "import asyncio, json, sys; sys.path.insert(0, 'bench'); import me_settlements as m; "
-        "a = json.loads(sys.argv[1]); print(json.dumps(asyncio.run(m._load(*a))))"
-    )
-    args = json.dumps([url, token, connections, requests, body, rate])
-    done = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"the load generator failed:\n{done.stderr}")
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+class Measured(LoadResult):
+    rss_mb: float  # the server's peak RSS during the load
 
 
 def _measure(
-    server_cmd: list[str],
+    cmd: list[str],
     env: dict[str, str],
     port: int,
     path: str,
-    token_from: str | None,
     args: argparse.Namespace,
     body: dict[str, Any],
     token: str | None = None,
-) -> tuple[dict[str, float], str]:
-    server = subprocess.Popen(server_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
+) -> tuple[Measured, str]:
+    """One server alone: start it, log in unless given a token, load it from another process while
+    sampling its RSS, stop it."""
+    # Any answer on /healthz means ready: the bare app has no such route and answers 404.
+    server = start_server(cmd, env, port, "/healthz")
     try:
-        for _ in range(200):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         if token is None:
-            login = httpx.post(
-                f"http://127.0.0.1:{port}/graphql",
-                json={"query": 'mutation { login(provider: "demo", code: "resident") { accessToken } }'},
-            ).json()
-            token = login["data"]["login"]["accessToken"]
-        stop = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, _rss_kb(server.pid))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
-            result = _run_load(
-                f"http://127.0.0.1:{port}{path}", token, args.connections, args.requests, body, args.rate
+            token = login(port)
+        with PeakRss(server.pid) as rss:
+            result = run_load_process(
+                f"http://127.0.0.1:{port}{path}",
+                [body],
+                args.connections,
+                args.requests,
+                headers={"authorization": f"Bearer {token}"},
+                rate=args.rate,
             )
-        finally:
-            stop.set()
-            sampler.join()
-        result["rss_mb"] = peak / 1024
-        return result, token
+        return {**result, "rss_mb": rss.peak_mb}, token
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 def main() -> None:
@@ -262,41 +167,21 @@ def main() -> None:
     yibao = str(Path(sys.executable).with_name("yibao"))
     subprocess.run([yibao, "demo"], env=env, check=True, stdout=subprocess.DEVNULL)
 
-    port = _free_port()
-    uvicorn = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    port = free_port()
     graphql, token = _measure(
-        [*uvicorn, "--factory", "api.app:app_factory"], env, port, "/graphql", None, args, {"query": QUERY}
+        uvicorn_cmd("api.app:app_factory", port), env, port, "/graphql", args, {"query": QUERY}
     )
-    bare_port = _free_port()
-    bare_cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(bare_port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--factory",
-        "me_settlements:bare_app",
-        "--app-dir",
-        "bench",
-    ]
-    # The bare app has no /healthz or login: it reuses the GraphQL run's token and waits on its port.
-    bare, _ = _measure(bare_cmd, env, bare_port, "/bare", None, args, {}, token=token)
+    bare_port = free_port()
+    # The bare app has no login: it reuses the GraphQL run's token.
+    bare, _ = _measure(
+        uvicorn_cmd("me_settlements:bare_app", bare_port, app_dir=BENCH),
+        env,
+        bare_port,
+        "/bare",
+        args,
+        {},
+        token=token,
+    )
     report = {
         "graphql": graphql,
         "bare": bare,

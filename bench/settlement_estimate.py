@@ -17,18 +17,12 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from harness import BENCH, ROOT, free_port, load, login, start_server, stop_server, uvicorn_cmd
 
-ROOT = Path(__file__).resolve().parent.parent
 ESTIMATE = """query($input: EstimateSettlementInput!) { estimateSettlement(input: $input) {
   policyVersion totalFen compliantFen deductibleFen basicFen criticalIllnessFen assistanceFen
   personalAccountFen cashFen lines yearToDateAfter { year criticalOopFen criticalPaidFen } } }"""
@@ -109,14 +103,7 @@ def bare_app() -> Any:
     return Starlette(routes=[Route("/estimate", estimate, methods=["POST"])])
 
 
-# ------------------------------------------------------------------------------------- harness
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+# ------------------------------------------------------------------------------------- set-up
 
 
 def prepare(data_dir: Path, people: int) -> int:
@@ -153,74 +140,14 @@ def prepare(data_dir: Path, people: int) -> int:
     return asyncio.run(run())
 
 
-def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            *args,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server on port {port} did not start")
-
-
-async def load(
+def _round(
     url: str, payloads: list[dict[str, Any]], headers: dict[str, str], n: int, concurrency: int
 ) -> dict[str, float]:
-    latencies: list[float] = []
-    counter = iter(range(n))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
-
-        async def worker() -> None:
-            for i in counter:
-                t0 = time.perf_counter()
-                response = await client.post(url, json=payloads[i % len(payloads)])
-                latencies.append(time.perf_counter() - t0)
-                body = response.json()
-                if response.status_code != 200 or "errors" in body or "error" in body:
-                    raise RuntimeError(f"request failed: {response.status_code} {response.text[:300]}")
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    latencies.sort()
-    return {
-        "requests": n,
-        "req_per_s": n / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-    }
-
-
-async def login(base: str) -> str:
-    async with httpx.AsyncClient() as client:
-        r = await client.post(
-            f"{base}/graphql",
-            json={"query": 'mutation { login(provider: "demo", code: "resident") { accessToken } }'},
-        )
-        token: str = r.json()["data"]["login"]["accessToken"]
-        return token
+    """One round of `n` requests from this process (no warm-up inside: rounds follow a warm-up call)."""
+    r = asyncio.run(load(url, payloads, concurrency, n, headers=headers, warmup=0, request_timeout=30))
+    if r["errors"]:  # every answer is checked: a failing endpoint has no throughput to report
+        raise RuntimeError(f"{r['errors']} of {n} requests to {url} failed")
+    return {"requests": r["requests"], "req_per_s": r["rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
 
 
 def main() -> None:
@@ -242,13 +169,13 @@ def main() -> None:
             "PYTHONPATH": str(ROOT),
         }
         gql_port, bare_port = free_port(), free_port()
-        servers = [
-            start(["api.app:app_factory", "--factory"], env, gql_port),
-            start(["bench.settlement_estimate:bare_app", "--factory"], env, bare_port),
-        ]
+        servers = [start_server(uvicorn_cmd("api.app:app_factory", gql_port), env, gql_port, "/healthz")]
         try:
+            # The bare app has only POST /estimate: the 405 to the readiness GET shows it serves.
+            bare_cmd = uvicorn_cmd("settlement_estimate:bare_app", bare_port, app_dir=BENCH)
+            servers.append(start_server(bare_cmd, env, bare_port, "/estimate"))
             gql_base, bare_base = f"http://127.0.0.1:{gql_port}", f"http://127.0.0.1:{bare_port}"
-            token = asyncio.run(login(gql_base))
+            token = login(gql_port)
             gql_payloads = [{"query": ESTIMATE, "variables": {"input": bill}} for bill in BILLS]
             bare_payloads = [{"personId": person_id, "input": bill} for bill in BILLS]
             targets: dict[str, tuple[str, list[dict[str, Any]], dict[str, str]]] = {
@@ -260,17 +187,14 @@ def main() -> None:
                 ),
             }
             for url, payloads, headers in targets.values():  # warm up: imports, caches, connections
-                asyncio.run(load(url, payloads, headers, 300, args.concurrency))
+                _round(url, payloads, headers, 300, args.concurrency)
             results: dict[str, list[dict[str, float]]] = {"bare": [], "graphql": []}
             for _ in range(args.rounds):
                 for name, (url, payloads, headers) in targets.items():
-                    results[name].append(
-                        asyncio.run(load(url, payloads, headers, args.requests, args.concurrency))
-                    )
+                    results[name].append(_round(url, payloads, headers, args.requests, args.concurrency))
         finally:
-            for proc in servers:
-                proc.terminate()
-                proc.wait(timeout=10)
+            for server in servers:
+                stop_server(server, timeout=10)
 
     best = {name: max(rs, key=lambda r: r["req_per_s"]) for name, rs in results.items()}
     ratio = best["graphql"]["req_per_s"] / best["bare"]["req_per_s"]

@@ -13,20 +13,16 @@ in another process with a fixed number of requests over N keep-alive connections
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from harness import BENCH, free_port, login, run_load_process, start_server, stop_server, uvicorn_cmd
 
 MUTATION = "mutation { issueVoucher { code qrSvg expiresAt } }"
 
@@ -65,74 +61,6 @@ def bare_app() -> Any:
     return Starlette(routes=[Route("/bare", issue, methods=["POST"]), Route("/healthz", healthz)])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def _load(
-    url: str, token: str, connections: int, requests: int, body: dict[str, Any]
-) -> dict[str, float]:
-    latencies: list[float] = []
-    remaining = requests
-    errors = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    headers = {"authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
-
-        async def worker() -> None:
-            nonlocal remaining, errors
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                response = await client.post(url, json=body)
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200 or "errors" in response.json():
-                    errors += 1
-
-        for _ in range(min(20, requests)):  # warm-up
-            await client.post(url, json=body)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "rps": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[max(int(len(latencies) * 0.99) - 1, 0)] * 1000,
-    }
-
-
-def _run_load(
-    url: str, token: str, connections: int, requests: int, body: dict[str, Any]
-) -> dict[str, float]:
-    code = (
-        "import asyncio, json, sys; sys.path.insert(0, 'bench'); import voucher_issue as m; "
-        "a = json.loads(sys.argv[1]); print(json.dumps(asyncio.run(m._load(*a))))"
-    )
-    args = json.dumps([url, token, connections, requests, body])
-    out = subprocess.run(
-        [sys.executable, "-c", code, args], check=True, capture_output=True, text=True
-    ).stdout
-    result: dict[str, float] = json.loads(out)
-    return result
-
-
-def _serve(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.terminate()
-    raise RuntimeError(f"server on port {port} did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,48 +84,30 @@ def main() -> None:
     yibao = str(Path(sys.executable).with_name("yibao"))
     subprocess.run([yibao, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run([yibao, "demo"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uvicorn = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-
-    port = _free_port()
-    server = _serve([*uvicorn, "--port", str(port), "--factory", "api.app:app_factory"], env, port)
+    port = free_port()
+    server = start_server(uvicorn_cmd("api.app:app_factory", port), env, port, "/healthz")
     try:
-        login = httpx.post(
+        token = login(port)
+        headers = {"authorization": f"Bearer {token}"}
+        graphql = run_load_process(
             f"http://127.0.0.1:{port}/graphql",
-            json={"query": 'mutation { login(provider: "demo", code: "resident") { accessToken } }'},
-        ).json()
-        token = login["data"]["login"]["accessToken"]
-        graphql = _run_load(
-            f"http://127.0.0.1:{port}/graphql", token, args.connections, args.requests, {"query": MUTATION}
+            [{"query": MUTATION}],
+            args.connections,
+            args.requests,
+            headers=headers,
         )
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
-    bare_port = _free_port()
-    bare_cmd = [
-        *uvicorn,
-        "--port",
-        str(bare_port),
-        "--factory",
-        "voucher_issue:bare_app",
-        "--app-dir",
-        "bench",
-    ]
-    server = _serve(bare_cmd, env, bare_port)
-    try:
-        bare = _run_load(f"http://127.0.0.1:{bare_port}/bare", token, args.connections, args.requests, {})
+    bare_port = free_port()
+    bare_cmd = uvicorn_cmd("voucher_issue:bare_app", bare_port, app_dir=BENCH)
+    server = start_server(bare_cmd, env, bare_port, "/healthz")
+    try:  # the bare app ignores the token; it is sent so both sides carry the same headers
+        bare = run_load_process(
+            f"http://127.0.0.1:{bare_port}/bare", [{}], args.connections, args.requests, headers=headers
+        )
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
     report = {
         "graphql": graphql,
