@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 
 from sqlalchemy import delete
@@ -12,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.models import RateLimitWindow
 from api.errors import RateLimited
 
-_PURGE_ONE_IN = 200
 _KEEP_S = 24 * 3600
 
 
@@ -35,10 +33,10 @@ async def hit(
         .returning(table.c.count)
     )
     count = (await session.execute(statement)).scalar_one()
-    # Old windows are useless; trim this key's so the table stays small, and now and then everyone's
+    # Old windows are useless: trim this key's, and whenever a window opens, everyone's stale ones too
     # (keys that never come back would otherwise stay forever). A day covers the longest window in use.
     await session.execute(delete(table).where(table.c.key == key[:128], table.c.window_start < window_start))
-    if secrets.randbelow(_PURGE_ONE_IN) == 0:
+    if count == 1:
         await session.execute(delete(table).where(table.c.window_start < int(now) - _KEEP_S))
     await session.commit()
     if count > limit:
