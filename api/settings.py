@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     query_max_depth: int = Field(default=12, ge=3)
     query_max_tokens: int = Field(default=3000, ge=100)
     query_max_aliases: int = Field(default=30, ge=1)
-    login_rate_limit: int = Field(default=20, ge=1)
-    """Logins allowed per client address per minute."""
+    login_rate_limit: int = Field(default=60, ge=1)
+    """Logins allowed per client address per minute. Generous: many residents share one carrier-NAT
+    address, and WeChat codes are one-time anyway; this bounds floods, not guessing."""
 
     family_max_links: int = Field(default=5, ge=1, le=20)
     """Relatives one holder may link (pending requests count)."""
