@@ -104,9 +104,12 @@ class GraphQLView(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         try:
-            return json.loads(data)
+            value = json.loads(data)
         except UnicodeDecodeError as exc:  # strawberry only turns JSONDecodeError into a 400
             raise json.JSONDecodeError("the request body is not UTF-8", "", 0) from exc
+        if not isinstance(value, dict | list):  # strawberry would call .get() on a bare 0 or "x"
+            raise HTTPException(400, "The request body must be a JSON object")
+        return value
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         context = Context(request, response, self.state)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
 from api.app import create_app
@@ -25,6 +26,12 @@ from api.settings import Settings
 from api.state import AppState
 
 TEST_PEOPLE = 120
+
+# In CI the property and fuzz tests replay a fixed sequence of examples, so a run is reproducible and a
+# landing never hinges on a lucky draw; on developers' machines they explore new examples each run.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def _postgres_database() -> tuple[str, str] | None:

@@ -128,3 +128,10 @@ async def test_field_error_keeps_data_and_status_200(gql: GraphQLClient) -> None
     assert gql.last is not None and gql.last.status_code == 200
     assert "data" in body and body["data"] is None
     assert error_codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_json_that_is_not_an_object_is_400(client: httpx.AsyncClient) -> None:
+    for body in (b"0", b'"query"', b"null", b"true"):
+        response = await client.post("/graphql", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, body
+        assert error_codes(response.json()) == ["BAD_REQUEST"]
