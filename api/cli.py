@@ -152,7 +152,14 @@ def cmd_keys_prune(args: argparse.Namespace) -> None:
     from api.auth.keys import prune
 
     settings = _settings()
-    keep = timedelta(seconds=max(settings.refresh_token_ttl_s, settings.access_token_ttl_s))
+    # The keys also sign device certificates for offline vouchers: keep them while any may still be valid.
+    keep = timedelta(
+        seconds=max(
+            settings.refresh_token_ttl_s,
+            settings.access_token_ttl_s,
+            settings.device_cert_validity_days * 86_400 + settings.voucher_skew_s,
+        )
+    )
     dropped = prune(settings.resolved_key_dir, keep_for=keep)
     print("pruned: " + (", ".join(dropped) if dropped else "nothing"))
 

@@ -35,6 +35,14 @@ class Context:
         self._viewer_checked = False
         self._loaders: dict[str, Any] = {}
 
+    def begin_operation(self) -> None:
+        """Each operation checks the caller afresh and gets fresh dataloaders. On HTTP a context serves
+        one operation anyway; a WebSocket's context lives as long as the socket, and a logout, a revoked
+        login or an expired token must stop its next operation."""
+        self._viewer = None
+        self._viewer_checked = False
+        self._loaders.clear()
+
     @asynccontextmanager
     async def db(self) -> AsyncIterator[AsyncSession]:
         async with self._lock:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -31,6 +32,12 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
     )
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (SQLAlchemy's generic insert does not)."""
+    name = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
 class Database:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from cross_web import HTTPException
@@ -86,6 +86,20 @@ class ErrorCodes(SchemaExtension):
                 for error in result.errors:
                     code = (error.extensions or {}).get("code", "UNKNOWN")
                     context.state.metrics.graphql_errors.labels(str(code)).inc()
+
+
+class OperationScope(SchemaExtension):
+    """One operation, one identity check, one database session, released when the operation ends."""
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            context.begin_operation()
+        try:
+            yield
+        finally:
+            if isinstance(context, Context):
+                await context.close()
 
 
 def _wants_graphql_response_json(request: Request) -> bool:

@@ -68,8 +68,16 @@ def page_size(first: int | None, default: int = 20) -> int:
     return first
 
 
+EARLIEST = date(1900, 1, 1)
+LATEST = date(2999, 12, 31)
+
+
 def utc_range(start: date | None, end: date | None) -> tuple[datetime | None, datetime | None]:
     """Inclusive local dates (Asia/Shanghai) to a half-open UTC range."""
+    for value, argument in ((start, "from"), (end, "to")):
+        # Records start in the 20th century; the bounds also keep date arithmetic from overflowing.
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise BadUserInput(f"日期须在 {EARLIEST} 到 {LATEST} 之间", field=argument)
     if start is not None and end is not None and start > end:
         raise BadUserInput("开始日期不能晚于结束日期", field="from")
     lower = datetime.combine(start, time.min, SHANGHAI) if start else None
@@ -79,3 +87,8 @@ def utc_range(start: date | None, end: date | None) -> tuple[datetime | None, da
 
 def local_year(moment: datetime) -> int:
     return moment.astimezone(SHANGHAI).year
+
+
+def local_today() -> date:
+    """Today in Asia/Shanghai: the calendar day residents and insurance rules count in."""
+    return datetime.now(SHANGHAI).date()

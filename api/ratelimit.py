@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import RateLimitWindow
+from api.db import dialect_insert
 from api.errors import RateLimited
 
 _KEEP_S = 24 * 3600
@@ -23,11 +23,9 @@ async def hit(
     """
     now = time.time() if now is None else now
     window_start = int(now) // window_s * window_s
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = RateLimitWindow.__table__  # type: ignore[attr-defined]
     statement = (
-        insert(table)
+        dialect_insert(session)(table)
         .values(key=key[:128], window_start=window_start, count=1)
         .on_conflict_do_update(index_elements=["key", "window_start"], set_={"count": table.c.count + 1})
         .returning(table.c.count)

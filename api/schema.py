@@ -20,7 +20,7 @@ from strawberry.types import ExecutionContext
 
 from api.auth.schema import AuthMutation
 from api.family.schema import FamilyMutation, FamilyQuery
-from api.graphql_view import ErrorCodes
+from api.graphql_view import ErrorCodes, OperationScope
 from api.people.schema import PeopleMutation, PeopleQuery
 from api.settings import Settings
 from api.settlement.schema import SettlementMutation, SettlementQuery
@@ -56,6 +56,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     )
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ErrorCodes,
+        OperationScope,
         lambda: MaxTokensLimiter(max_token_count=settings.query_max_tokens),
         lambda: ParserCache(maxsize=256),
         lambda: AddValidationRules(list(limits)),

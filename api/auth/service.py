@@ -13,6 +13,7 @@ from sqlmodel import col
 from api.auth.models import Account, AuthSession, RefreshToken, Role
 from api.auth.providers import IdentityProvider, check_code
 from api.auth.tokens import TokenCodec
+from api.db import dialect_insert
 from api.errors import BadUserInput, Unauthenticated
 
 
@@ -61,21 +62,30 @@ async def login(
     if provider is None:
         raise BadUserInput("不支持的登录方式", field="provider")
     identity = await provider.authenticate(check_code(code))
-    account = (
-        await session.execute(
-            select(Account).where(
-                col(Account.provider) == identity.provider, col(Account.subject) == identity.subject
-            )
-        )
-    ).scalar_one_or_none()
+    find = select(Account).where(
+        col(Account.provider) == identity.provider, col(Account.subject) == identity.subject
+    )
+    account = (await session.execute(find)).scalar_one_or_none()
     if account is None:
         if provider_name == "demo":
             raise Unauthenticated("演示数据尚未加载", reason="demo_account_missing")
         # A first WeChat login creates a resident account; binding it to an insured person is a
-        # separate, real-name step.
-        account = Account(provider=identity.provider, subject=identity.subject, role=Role.RESIDENT)
-        session.add(account)
-        await session.flush()
+        # separate, real-name step. Two first logins at once (a mini-program's double wx.login) must
+        # both succeed: the loser of the insert race finds the winner's row.
+        table = Account.__table__  # type: ignore[attr-defined]
+        await session.execute(
+            dialect_insert(session)(table)
+            .values(
+                provider=identity.provider,
+                subject=identity.subject,
+                role=Role.RESIDENT.value,
+                display_name="",
+                disabled=False,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["provider", "subject"])
+        )
+        account = (await session.execute(find)).scalar_one()
     if account.disabled:
         raise Unauthenticated("账号已停用", reason="account_disabled")
     auth_session = AuthSession(id=str(uuid.uuid4()), account_id=account.id, created_at=now)  # type: ignore[arg-type]
@@ -136,15 +146,20 @@ async def logout(session: AsyncSession, codec: TokenCodec, token: str, now: date
 
 
 async def authenticate(session: AsyncSession, codec: TokenCodec, token: str) -> Viewer:
-    """Checks an access token and that its login has not been revoked since it was issued."""
+    """Checks an access token, that its login has not been revoked since it was issued, and that the
+    account is not disabled: one indexed look-up, so either takes effect on the very next request."""
     claims = codec.verify_access(token)
-    revoked_at = (
+    state = (
         await session.execute(
-            select(col(AuthSession.revoked_at)).where(col(AuthSession.id) == claims.session_id)
+            select(col(AuthSession.revoked_at), col(Account.disabled))
+            .join(Account, col(Account.id) == col(AuthSession.account_id))
+            .where(col(AuthSession.id) == claims.session_id)
         )
     ).first()
-    if revoked_at is None or revoked_at[0] is not None:
+    if state is None or state[0] is not None:
         raise Unauthenticated("登录已退出，请重新登录", reason="session_revoked")
+    if state[1]:
+        raise Unauthenticated("账号已停用", reason="account_disabled")
     try:
         role = Role(claims.role)
     except ValueError as exc:

@@ -182,7 +182,7 @@ def _parse_id(value: strawberry.ID, field: str) -> int:
         parsed = int(str(value))
     except ValueError:
         parsed = 0
-    if parsed <= 0:
+    if not 0 < parsed < 2**63:  # a database BIGINT; beyond it the driver would fail, not answer
         raise BadUserInput("编号无效", field=field)
     return parsed
 

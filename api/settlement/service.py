@@ -28,6 +28,7 @@ from api.pagination import SHANGHAI
 from api.people.models import Facility, InsuredPerson, PersonalAccount, Settlement
 from api.settlement.models import PolicyVersionRow
 from sync.settlement import (
+    MAX_DAYS_AHEAD,
     BillItem,
     PolicyError,
     PolicySet,
@@ -377,6 +378,8 @@ async def estimate(
     if len(request.items) > MAX_ESTIMATE_ITEMS:
         raise BadUserInput(f"费用明细最多{MAX_ESTIMATE_ITEMS}项", field="visit.items")
     day = request.visit_date or today
+    if day > today + dt.timedelta(days=MAX_DAYS_AHEAD):  # before any date arithmetic can overflow
+        raise BadUserInput(f"就诊日期不能晚于今天{MAX_DAYS_AHEAD}天以上", field="visit.visit_date")
     if day < person.birth_date:
         raise BadUserInput("就诊日期早于出生日期", field="visit.visit_date")
     account = await session.get(PersonalAccount, person_id)

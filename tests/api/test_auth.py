@@ -267,3 +267,23 @@ async def test_rate_limit_windows_are_counted_per_key_and_stale_ones_purged(stat
         assert (await session.execute(stale)).scalar_one() >= 1
         await ratelimit.hit(session, "test:c", limit=3, window_s=60, now=now)  # a window opens: purge
         assert (await session.execute(stale)).scalar_one() == 0
+
+
+async def test_disabling_an_account_stops_its_live_tokens(gql: GraphQLClient, state: AppState) -> None:
+    from sqlalchemy import update
+
+    from api.auth.models import Account
+
+    tokens = await gql.login("stranger")
+    claims = _claims_of(tokens["accessToken"])
+    async with state.db.session() as session:
+        await session.execute(
+            update(Account).where(Account.id == int(str(claims["sub"]))).values(disabled=True)
+        )
+    try:
+        assert await _reason(gql, tokens["accessToken"]) == "account_disabled"
+    finally:
+        async with state.db.session() as session:
+            await session.execute(
+                update(Account).where(Account.id == int(str(claims["sub"]))).values(disabled=False)
+            )

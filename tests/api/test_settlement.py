@@ -574,6 +574,9 @@ def _far_future() -> str:
         ({"facilityLevel": None, "facilityId": "abc"}, "input.facilityId"),
         ({"visitDate": "FAR"}, "visit.visit_date"),
         ({"visitDate": "1900-01-01"}, "visit.visit_date"),
+        ({"visitDate": "9999-12-31"}, "visit.visit_date"),
+        ({"facilityLevel": None, "facilityId": "9223372036854775808"}, "input.facilityId"),
+        ({"facilityLevel": None, "facilityId": "99999999999999999999"}, "input.facilityId"),
         ({"category": "two_diseases_outpatient"}, "visit.two_diseases"),
     ],
 )

@@ -45,3 +45,48 @@ async def test_valid_token_in_connection_init_is_acknowledged(live_server: str) 
 )
 async def test_missing_or_bad_token_closes_with_4403(live_server: str, payload: object) -> None:
     assert await _init(live_server, payload) == 4403
+
+
+async def test_each_operation_on_a_socket_checks_the_login_again(live_server: str) -> None:
+    # A socket outlives its first check: after a logout its next operation must be refused, and the
+    # database session of each operation is released when it ends.
+    async with httpx.AsyncClient(base_url=live_server) as http:
+        login = (
+            await http.post(
+                "/graphql",
+                json={
+                    "query": 'mutation { login(provider: "demo", code: "stranger") { accessToken refreshToken } }'
+                },
+            )
+        ).json()["data"]["login"]
+        async with connect(_ws(live_server), subprotocols=[PROTOCOL]) as ws:  # type: ignore[list-item]
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "connection_init",
+                        "payload": {"Authorization": f"Bearer {login['accessToken']}"},
+                    }
+                )
+            )
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+
+            async def ask(op_id: str) -> dict[str, object]:
+                await ws.send(
+                    json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": "{ me { name } }"}})
+                )
+                message: dict[str, object] = json.loads(await ws.recv())
+                assert message["type"] == "next" and message["id"] == op_id
+                assert json.loads(await ws.recv())["type"] == "complete"
+                return message["payload"]  # type: ignore[return-value]
+
+            first = await ask("1")
+            assert first["data"] == {"me": {"name": first["data"]["me"]["name"]}}  # type: ignore[index]
+            await http.post(
+                "/graphql",
+                json={
+                    "query": "mutation($t: String!) { logout(refreshToken: $t) }",
+                    "variables": {"t": login["refreshToken"]},
+                },
+            )
+            second = await ask("2")
+            assert second["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"  # type: ignore[index]

@@ -124,3 +124,15 @@ async def test_unreachable_wechat_is_upstream_unavailable() -> None:
     provider = WeChatProvider("http://127.0.0.1:9/sns/jscode2session", "wx", "s", 0.5)
     with pytest.raises(UpstreamUnavailable):
         await provider.authenticate("good-x")
+
+
+async def test_two_first_logins_at_once_both_succeed_with_one_account(wechat_gql: GraphQLClient) -> None:
+    import asyncio
+
+    first, second = await asyncio.gather(*(wechat_gql(LOGIN, {"c": "good-twin"}) for _ in range(2)))
+    assert "errors" not in first and "errors" not in second, (first, second)
+    subjects = {
+        jwt.decode(body["data"]["login"]["accessToken"], options={"verify_signature": False})["sub"]
+        for body in (first, second)
+    }
+    assert len(subjects) == 1

@@ -52,3 +52,10 @@ def test_scan_verifies_offline_and_refuses_revoked_or_foreign(tmp_path: Path) ->
     status, result = _run(tmp_path, "scan", code)
     assert status == 1 and result["reason"] == "revoked"
     assert _run(tmp_path, "status") == (0, {"trusted_keys": 1, "revocation_version": 2})
+
+
+def test_json_flag_is_accepted_after_the_command_too(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [TERMINAL, "--home", str(tmp_path), "status", "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["trusted_keys"] == 0

@@ -19,7 +19,8 @@ from terminal.home import Home
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
-    print(json.dumps(payload, ensure_ascii=False) if args.json else text)
+    # `json` is absent unless --json was given, before or after the command (see parser()).
+    print(json.dumps(payload, ensure_ascii=False) if getattr(args, "json", False) else text)
 
 
 def cmd_status(args: argparse.Namespace, home: Home) -> int:
@@ -52,14 +53,22 @@ def cmd_scan(args: argparse.Namespace, home: Home) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="yibao-terminal", description="yibao village-clinic terminal")
+    # --json is accepted before or after the command (`yibao-terminal --json status` and
+    # `yibao-terminal status --json`); SUPPRESS keeps a sub-command's default from undoing the flag.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    root = argparse.ArgumentParser(
+        prog="yibao-terminal", description="yibao village-clinic terminal", parents=[common]
+    )
     root.add_argument(
         "--home", type=Path, default=Path(".yibao-terminal"), help="the terminal's data directory"
     )
-    root.add_argument("--json", action="store_true", help="machine-readable output")
     sub = root.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="what this terminal has synced").set_defaults(func=cmd_status)
-    scan = sub.add_parser("scan", help="verify a voucher code offline")
+    status = sub.add_parser("status", help="what this terminal has synced", parents=[common])
+    status.set_defaults(func=cmd_status)
+    scan = sub.add_parser("scan", help="verify a voucher code offline", parents=[common])
     scan.add_argument("code")
     scan.set_defaults(func=cmd_scan)
     return root
