@@ -139,7 +139,11 @@ class FamilyQuery:
 
     @strawberry.field(
         permission_classes=[IsResident],
-        description="A linked relative, as `me` shows a person; records need the read-records permission. Audited.",
+        description=(
+            "A linked relative, as `me` shows a person. Records, and the health and welfare details"
+            " (gender, birthDate, assistanceCategory, chronicDiseases, twoDiseases), need the"
+            " read-records permission. Audited."
+        ),
     )
     async def relative(self, info: Info, link_id: strawberry.ID) -> InsuredPersonType:
         viewer = await info.context.require_viewer()

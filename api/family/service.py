@@ -72,16 +72,18 @@ def pair_key(a: int, b: int) -> str:
     return f"{low}:{high}"
 
 
-async def _proof_failures(session: AsyncSession, key: str, now: float) -> int:
-    window_start = int(now) // PROOF_WINDOW_S * PROOF_WINDOW_S
-    count = (
-        await session.execute(
-            select(col(RateLimitWindow.count)).where(
-                col(RateLimitWindow.key) == key, col(RateLimitWindow.window_start) == window_start
-            )
+async def _refund_proof_attempt(session: AsyncSession, key: str, window_start: int) -> None:
+    """Gives back the attempt a right proof reserved: only failures count against the limit."""
+    await session.execute(
+        update(RateLimitWindow)
+        .where(
+            col(RateLimitWindow.key) == key,
+            col(RateLimitWindow.window_start) == window_start,
+            col(RateLimitWindow.count) > 0,
         )
-    ).scalar_one_or_none()
-    return int(count or 0)
+        .values(count=col(RateLimitWindow.count) - 1)
+    )
+    await session.commit()
 
 
 async def _prove(
@@ -89,25 +91,30 @@ async def _prove(
 ) -> InsuredPerson:
     """The relative whose name and ID number were given. Only failed proofs count against the limit
     (a family links a handful of people, an enumerator fails thousands of times), but once over it
-    even a right guess is refused, so the limit cannot be walked around by guessing right."""
+    even a right guess is refused, so the limit cannot be walked around by guessing right.
+
+    Every proof first reserves an attempt (an atomic increment, committed) and only then looks the
+    person up; a right proof gives its attempt back. So however many guesses arrive at once, at most
+    `limit` of them are ever looked up and answered as wrong: a burst cannot tell the right one apart.
+    """
     key = f"family-proof:{viewer.account_id}"
     limit = settings.family_proof_failures_limit
     clock = time.time()
-    if await _proof_failures(session, key, clock) >= limit:
-        raise RateLimited(
-            "核验失败次数过多，请一小时后再试", retry_after_s=PROOF_WINDOW_S - int(clock) % PROOF_WINDOW_S
-        )
     try:
-        lookup = vault.lookup_hash(id_number)
+        lookup = vault.lookup_hash(id_number)  # the format alone reveals nothing: checked before counting
     except idnumbers.InvalidIdNumber:
         raise BadUserInput("身份证号码格式有误", field="idNumber") from None
+    try:
+        await ratelimit.hit(session, key, limit=limit, window_s=PROOF_WINDOW_S, now=clock)
+    except RateLimited as exc:
+        raise RateLimited("核验失败次数过多，请一小时后再试", **exc.extra) from None
     person = (
         await session.execute(select(InsuredPerson).where(col(InsuredPerson.id_number_hash) == lookup))
     ).scalar_one_or_none()
     if person is None or person.name != name.strip():
-        await ratelimit.hit(session, key, limit=limit, window_s=PROOF_WINDOW_S, now=clock)
         # One message for "no such person" and "wrong name": no oracle for who is insured.
         raise BadUserInput("姓名与身份证号码不匹配，请核对后重试", field="idNumber")
+    await _refund_proof_attempt(session, key[:128], int(clock) // PROOF_WINDOW_S * PROOF_WINDOW_S)
     return person
 
 
@@ -134,6 +141,25 @@ async def _expire_stale(session: AsyncSession, now: datetime, *conditions: objec
     )
 
 
+async def _lock_holder(session: AsyncSession, holder_id: int) -> InsuredPerson:
+    """The holder's row, locked until commit (PostgreSQL): requests by one holder take turns from
+    here, so counting open links and inserting the new one cannot interleave and beat the cap.
+    FOR NO KEY UPDATE, not FOR UPDATE: inserting a link takes a key-share lock on both people
+    (foreign keys), and two holders linking each other at once must not deadlock on that.
+    SQLite ignores the clause; its single writer already serialises the count and the insert."""
+    holder = (
+        await session.execute(
+            select(InsuredPerson)
+            .where(col(InsuredPerson.id) == holder_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if holder is None:
+        raise NotFound("未找到参保人信息")
+    return holder
+
+
 async def request_link(
     session: AsyncSession,
     vault: IdNumberVault,
@@ -157,7 +183,7 @@ async def request_link(
     assert relative.id is not None
     if relative.id == holder_id:
         raise BadUserInput("不能关联本人", field="idNumber")
-    holder = await people.get_person(session, holder_id)
+    holder = await _lock_holder(session, holder_id)
 
     minor = age_on(relative.birth_date, today(now)) < ADULT_AGE
     if relationship == Relationship.GUARDIAN and not minor:
@@ -358,28 +384,52 @@ async def list_links(
     return (await session.execute(statement)).scalars().all()
 
 
+def _describe(permissions: set[Permission]) -> str:
+    return ",".join(p.value for p in Permission if p in permissions) or "none"
+
+
 async def update_permissions(
     session: AsyncSession, viewer: Viewer, link_id: str | int, permissions: Iterable[Permission]
 ) -> FamilyLink:
     """The holder sets what they ask for (dropping a permission takes effect at once; asking for more
-    waits for a grant); the relative, or a reviewer for a proxy link, grants within what was asked."""
+    waits for a grant); the relative grants within what was asked. A reviewer, for a proxy link, may
+    only narrow what is granted now: never give back what the relative (or anyone) took away.
+
+    Every change is written to the relative's access audit (who, which link, old → new). Withdrawing
+    show-voucher revokes, in the same transaction, every device certificate issued through the link,
+    so the phone's offline codes stop verifying at once, online and (after their next sync) on
+    terminals; online codes through the link are refused by `vouchers.service.verify`."""
     chosen = set(permissions)
     link = await _get(session, link_id)
     if link.status not in OPEN_STATUSES:
         raise Conflict("该亲属关联已失效", reason=f"link_{link.status}")
+    old_granted, old_wanted = link.granted(), link.wanted()
     if viewer.person_id is not None and viewer.person_id == link.holder_person_id:
         if not chosen:
             raise BadUserInput("请至少保留一项权限，或解除关联", field="permissions")
         link.set_wanted(chosen)
-        link.set_granted(link.granted() & chosen)
-    elif (viewer.person_id is not None and viewer.person_id == link.relative_person_id) or (
-        viewer.role in (Role.REVIEWER, Role.ADMIN) and link.method == LinkMethod.PROXY.value
-    ):
+        link.set_granted(old_granted & chosen)
+    elif viewer.person_id is not None and viewer.person_id == link.relative_person_id:
         if link.status != LinkStatus.ACTIVE.value:
             raise Conflict("申请尚未生效", reason="link_pending")
-        link.set_granted(_permissions(chosen, link.wanted()))
+        link.set_granted(_permissions(chosen, old_wanted))
+    elif viewer.role in (Role.REVIEWER, Role.ADMIN) and link.method == LinkMethod.PROXY.value:
+        if link.status != LinkStatus.ACTIVE.value:
+            raise Conflict("申请尚未生效", reason="link_pending")
+        if not chosen <= old_granted:
+            raise Forbidden("经办人员只能收窄已授予的权限，不能代为授予", reason="narrow_only")
+        link.set_granted(chosen)
     else:
         raise NotFound("未找到该亲属关联")
+    new_granted, new_wanted = link.granted(), link.wanted()
+    if (new_granted, new_wanted) != (old_granted, old_wanted):
+        detail = f"{_describe(old_granted)} → {_describe(new_granted)}"
+        if new_wanted != old_wanted:
+            detail += f" (requested {_describe(old_wanted)} → {_describe(new_wanted)})"
+        audit(session, viewer, link, "update_permissions", detail)
+    if Permission.SHOW_VOUCHER in old_granted - new_granted:
+        assert link.id is not None
+        await revocations.revoke_link_certificates(session, link.id, "consent_withdrawn")
     await session.commit()
     return link
 
@@ -452,7 +502,8 @@ async def list_audit(
 
 
 async def link_by_ref(session: AsyncSession, ref: str) -> FamilyLink | None:
-    return (await session.execute(select(FamilyLink).where(col(FamilyLink.ref) == ref))).scalar_one_or_none()
+    statement = select(FamilyLink).where(col(FamilyLink.ref) == ref).execution_options(populate_existing=True)
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def people_by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, InsuredPerson]:

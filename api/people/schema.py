@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -11,6 +13,8 @@ import strawberry
 from api.auth.permissions import IsAdmin, IsResident
 from api.context import Info
 from api.errors import NotFound
+from api.family.service import parse_id
+from api.pagination import local_today
 from api.people import dataloaders, idnumbers, service
 from api.people.models import AccountFlow, Contribution, Enrolment, Facility, InsuredPerson, Settlement
 from api.relay import Connection
@@ -187,6 +191,7 @@ class YearTotalType:
     cash_fen: int
 
 
+PROFILE_DETAILS = "profile_details"
 AccessCheck = Callable[[Info, str], Awaitable[None]]
 """Runs before each record list of a person reached through someone else (a family link): checks the
 link's permissions as they are now and writes the audit entry. Raises to refuse."""
@@ -199,20 +204,51 @@ class InsuredPersonType:
     id: strawberry.ID
     name: str
     id_number_masked: str
-    gender: str
-    birth_date: dt.date
     insurance_type: str
     insurance_type_label: str
     region_code: str
-    assistance_category: str | None
-    chronic_diseases: list[str] = strawberry.field(description="Recognised 门诊慢特病, by policy code.")
-    two_diseases: list[str] = strawberry.field(description="两病 under management: hypertension, diabetes.")
+    _row: strawberry.Private[InsuredPerson]
     _person_id: strawberry.Private[int]
     _access_check: strawberry.Private[AccessCheck | None] = None
+    _checks: strawberry.Private[dict[str, asyncio.Future[None]]] = dataclasses.field(default_factory=dict)
 
     async def _check(self, info: Info, what: str) -> None:
-        if self._access_check is not None:
-            await self._access_check(info, what)
+        """Runs the access check for `what` once per object, however many fields share it (the
+        details below are five fields, one check and one audit entry); each field awaits its outcome."""
+        if self._access_check is None:
+            return
+        if what not in self._checks:
+            self._checks[what] = asyncio.ensure_future(self._access_check(info, what))
+        await asyncio.shield(self._checks[what])
+
+    # Health, welfare and birth data: through a family link, as private as the records (read-records,
+    # audited as `read:profile_details`). The name and masked ID number above identify whose voucher
+    # is shown; these do not need to travel with show-voucher.
+
+    @strawberry.field
+    async def gender(self, info: Info) -> str:
+        await self._check(info, PROFILE_DETAILS)
+        return self._row.gender
+
+    @strawberry.field
+    async def birth_date(self, info: Info) -> dt.date:
+        await self._check(info, PROFILE_DETAILS)
+        return self._row.birth_date
+
+    @strawberry.field
+    async def assistance_category(self, info: Info) -> str | None:
+        await self._check(info, PROFILE_DETAILS)
+        return self._row.assistance_category
+
+    @strawberry.field(description="Recognised 门诊慢特病, by policy code.")
+    async def chronic_diseases(self, info: Info) -> list[str]:
+        await self._check(info, PROFILE_DETAILS)
+        return list(self._row.chronic_diseases)
+
+    @strawberry.field(description="两病 under management: hypertension, diabetes.")
+    async def two_diseases(self, info: Info) -> list[str]:
+        await self._check(info, PROFILE_DETAILS)
+        return list(self._row.two_diseases)
 
     @classmethod
     def from_row(
@@ -224,14 +260,10 @@ class InsuredPersonType:
             id=strawberry.ID(str(row.id)),
             name=row.name,
             id_number_masked=idnumbers.mask(id_number),
-            gender=row.gender,
-            birth_date=row.birth_date,
             insurance_type=row.insurance_type,
             insurance_type_label=INSURANCE_TYPE_LABELS.get(row.insurance_type, row.insurance_type),
             region_code=row.region_code,
-            assistance_category=row.assistance_category,
-            chronic_diseases=list(row.chronic_diseases),
-            two_diseases=list(row.two_diseases),
+            _row=row,
             _person_id=row.id,
             _access_check=access_check,
         )
@@ -338,12 +370,9 @@ class PeopleMutation:
         description="End a person's enrolment (参保终止): their vouchers and device certificates stop verifying at once.",
     )
     async def end_enrolment(self, info: Info, person_id: strawberry.ID, end_on: dt.date) -> EnrolmentType:
-        try:
-            pid = int(person_id)
-        except ValueError as exc:
-            raise NotFound("未找到参保人信息") from exc
+        pid = parse_id(person_id, field="personId")  # 0 < id < 2**63, or BAD_USER_INPUT: never a 500
         async with info.context.db() as session:
-            enrolment = await service.end_enrolment(session, pid, end_on)
+            enrolment = await service.end_enrolment(session, pid, end_on, today=local_today())
             await revocations.revoke_person(session, pid)
             await session.commit()
         return EnrolmentType.from_row(enrolment)

@@ -105,7 +105,7 @@ async def enrolments(session: AsyncSession, person_id: int) -> Sequence[Enrolmen
     return (await session.execute(statement)).scalars().all()
 
 
-async def end_enrolment(session: AsyncSession, person_id: int, end_on: date) -> Enrolment:
+async def end_enrolment(session: AsyncSession, person_id: int, end_on: date, today: date) -> Enrolment:
     """Closes the person's open enrolment (参保终止) on ``end_on``; the caller revokes what it names."""
     await get_person(session, person_id)
     statement = select(Enrolment).where(
@@ -116,6 +116,10 @@ async def end_enrolment(session: AsyncSession, person_id: int, end_on: date) -> 
         raise Conflict("该参保人没有进行中的参保记录")
     if end_on < current.start_on:
         raise BadUserInput("终止日期不能早于参保开始日期", field="endOn")
+    if end_on > today:
+        # Ending takes effect at once (vouchers are revoked now), so it is recorded when it happens,
+        # not scheduled ahead.
+        raise BadUserInput("终止日期不能晚于今天", field="endOn")
     current.end_on = end_on
     return current
 

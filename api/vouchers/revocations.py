@@ -63,9 +63,9 @@ async def revoke_certificates(
     return serials
 
 
-async def revoke_link(session: AsyncSession, link_id: int, link_ref: str, reason: str) -> None:
-    """Unlinking: the link's ref and every certificate issued through it."""
-    now = utcnow()
+async def revoke_link_certificates(session: AsyncSession, link_id: int, reason: str) -> list[str]:
+    """Every live certificate issued through a link: its show-voucher consent was withdrawn, or it
+    ended. The link's own ref stays valid (it may still grant other things, or show-voucher again)."""
     certs = (
         (
             await session.execute(
@@ -78,7 +78,12 @@ async def revoke_link(session: AsyncSession, link_id: int, link_ref: str, reason
         .scalars()
         .all()
     )
-    await revoke_certificates(session, certs, reason, now)
+    return await revoke_certificates(session, certs, reason, utcnow())
+
+
+async def revoke_link(session: AsyncSession, link_id: int, link_ref: str, reason: str) -> None:
+    """Unlinking: the link's ref and every certificate issued through it."""
+    await revoke_link_certificates(session, link_id, reason)
     await append(session, [(LINK, link_ref, reason)])
 
 

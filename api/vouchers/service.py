@@ -28,7 +28,7 @@ from api.auth.service import Viewer
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Forbidden, NotFound
 from api.family import service as family
-from api.family.models import FamilyLink, Permission
+from api.family.models import FamilyLink, LinkStatus, Permission
 from api.people import service as people
 from api.people.models import InsuredPerson
 from api.settings import Settings
@@ -295,13 +295,25 @@ async def verify(
     ).scalar_one_or_none()
     if subject is None:  # signed by us, yet nobody has this ref: treat as revoked, never as valid
         return Verification(_with(result, Reason.REVOKED, "person"), None, None)
+    link = None
+    if result.link_ref is not None:
+        # Shown through a family link: it must still be active and still grant show-voucher, now.
+        # Unlinking also revokes the ref, but consent can be withdrawn while the link lives on, and a
+        # code or certificate issued before must not outlive it.
+        link = await family.link_by_ref(session, result.link_ref.hex())
+        if (
+            link is None
+            or link.status != LinkStatus.ACTIVE.value
+            or Permission.SHOW_VOUCHER not in link.granted()
+            or link.relative_person_id != subject.person_id
+        ):
+            return Verification(_with(result, Reason.REVOKED, "link"), None, None)
     guard = DatabaseReplayGuard(session)
     if not await guard.check_and_remember(
         result.replay_key, result.expires_at + settings.voucher_skew_s, int(now.timestamp())
     ):
         return Verification(_with(result, Reason.REPLAYED), None, None)
     person = await people.get_person(session, subject.person_id)
-    link = await family.link_by_ref(session, result.link_ref.hex()) if result.link_ref else None
     return Verification(result, person, link)
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from api.auth.models import Role
-from api.family.models import FamilyLink, Permission
+from api.family.models import OPEN_STATUSES, FamilyLink, LinkMethod, Permission
 from api.state import AppState
 from tests.api import familyworld as world
 from tests.conftest import GraphQLClient, error_codes
@@ -25,11 +27,15 @@ RESPOND = f"""mutation($id: ID!, $accept: Boolean!, $permissions: [LinkPermissio
 UPDATE = f"""mutation($linkId: ID!, $permissions: [LinkPermission!]!) {{
   updateLinkPermissions(linkId: $linkId, permissions: $permissions) {{ {LINK_FIELDS} }} }}"""
 UNLINK = f"mutation($linkId: ID!) {{ unlinkFamily(linkId: $linkId) {{ {LINK_FIELDS} }} }}"
+ALL = ["SHOW_VOUCHER", "READ_RECORDS", "FILE_ON_BEHALF"]
 LINKS = f"query($all: Boolean!) {{ familyLinks(includeClosed: $all) {{ {LINK_FIELDS} }} }}"
 RELATIVE = "query($linkId: ID!) { relative(linkId: $linkId) { name idNumberMasked } }"
 RELATIVE_RECORDS = """query($linkId: ID!) { relative(linkId: $linkId) {
   name settlements(first: 2) { totalCount edges { node { id totalFen } } } } }"""
 AUDIT = """query { accessAudit(first: 50) { totalCount edges { node { action linkId actorName occurredAt } } } }"""
+AUDIT_DETAIL = """query { accessAudit(first: 50) { edges { node { action detail linkId actorName } } } }"""
+DETAILS = """query($linkId: ID!) { relative(linkId: $linkId) {
+  name gender birthDate assistanceCategory chronicDiseases twoDiseases } }"""
 
 
 def ask(relative: world.Member, relationship: str = "PARENT", **extra: Any) -> dict[str, Any]:
@@ -364,3 +370,165 @@ async def test_audit_records_every_read_and_belongs_to_the_relative(
     assert {e["linkId"] for e in entries} == {link_id} and {e["actorName"] for e in entries} == {holder.name}
     # The holder's own audit holds none of it: it is the relative's data.
     assert data(await gql(AUDIT, token=holder.token))["accessAudit"]["totalCount"] == 0
+
+
+async def test_cap_holds_under_concurrent_requests(client: httpx.AsyncClient, state: AppState) -> None:
+    # Right proofs reserve an attempt until they are done, so a burst of them can meet the proof limit:
+    # raise it, this test is about the cap.
+    _, capped_app = world.variant(state, family_max_links=2, family_proof_failures_limit=50)
+    transport = httpx.ASGITransport(app=capped_app, client=("10.8.8.9", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://capped") as http:
+        gq = GraphQLClient(http)
+        holder = await world.person(state)
+        relatives = [await world.person(state) for _ in range(6)]
+        bodies = await asyncio.gather(*(gq(REQUEST, ask(r), token=holder.token) for r in relatives))
+    assert sum(1 for b in bodies if not error_codes(b)) == 2, bodies
+    refused = [b for b in bodies if error_codes(b)]
+    assert all(
+        error_codes(b) == ["CONFLICT"] and b["errors"][0]["extensions"]["reason"] == "cap_reached"
+        for b in refused
+    ), [(error_codes(b), b["errors"][0]["extensions"]) for b in refused]
+    async with state.db.session() as session:
+        open_links = (
+            await session.execute(
+                select(func.count())
+                .select_from(FamilyLink)
+                .where(
+                    col(FamilyLink.holder_person_id) == holder.person_id,
+                    col(FamilyLink.status).in_(OPEN_STATUSES),
+                )
+            )
+        ).scalar_one()
+    assert open_links == 2
+
+
+async def test_concurrent_guesses_cannot_exceed_the_proof_limit(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    """A burst of guesses at once gets no more distinguishable answers than the limit allows (before,
+    every guess of a burst read the counter before any failure was counted, so the right one among
+    any number of guesses answered differently from the rest: an ID oracle)."""
+    limit = 3
+    _, limited_app = world.variant(state, family_proof_failures_limit=limit)
+    transport = httpx.ASGITransport(app=limited_app, client=("10.8.8.10", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://limited") as http:
+        gq = GraphQLClient(http)
+        holder, relative, later = (
+            await world.person(state),
+            await world.person(state),
+            await world.person(state),
+        )
+        guesses = [{**ask(relative)["input"], "idNumber": world._id_number(40)} for _ in range(12)]
+        bodies = await asyncio.gather(
+            *(gq(REQUEST, {"input": guess}, token=holder.token) for guess in guesses),
+            gq(REQUEST, ask(relative), token=holder.token),
+        )
+        failed = [b for b in bodies if error_codes(b) == ["BAD_USER_INPUT"]]
+        proved = [b for b in bodies if not error_codes(b)]
+        limited = [b for b in bodies if error_codes(b) == ["RATE_LIMITED"]]
+        # Each answer other than RATE_LIMITED tells a guess apart: right or wrong. The right pair comes
+        # last, after the allowance has gone on wrong guesses, so it must not be told apart either.
+        assert len(failed) <= limit, bodies
+        assert len(failed) + len(proved) <= limit, bodies
+        assert len(failed) + len(proved) + len(limited) == len(bodies), bodies
+        # The burst used the whole allowance: even a right pair is refused now.
+        assert error_codes(await gq(REQUEST, ask(later), token=holder.token)) == ["RATE_LIMITED"]
+
+
+async def test_right_guesses_do_not_use_up_the_proof_limit(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    limit = 2
+    _, limited_app = world.variant(state, family_proof_failures_limit=limit, family_max_links=10)
+    transport = httpx.ASGITransport(app=limited_app, client=("10.8.8.11", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://limited") as http:
+        gq = GraphQLClient(http)
+        holder = await world.person(state)
+        for _ in range(limit + 2):
+            assert data(await gq(REQUEST, ask(await world.person(state)), token=holder.token))
+        wrong = {**ask(holder)["input"], "idNumber": world._id_number(40)}
+        for _ in range(limit):
+            assert error_codes(await gq(REQUEST, {"input": wrong}, token=holder.token)) == ["BAD_USER_INPUT"]
+        assert error_codes(await gq(REQUEST, {"input": wrong}, token=holder.token)) == ["RATE_LIMITED"]
+
+
+async def test_health_and_welfare_details_need_read_records(gql: GraphQLClient, state: AppState) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    voucher_only = str(await world.link(state, holder, relative, {Permission.SHOW_VOUCHER}))
+    body = await gql(DETAILS, {"linkId": voucher_only}, token=holder.token)
+    assert set(error_codes(body)) == {"FORBIDDEN"} and body["data"] is None, body
+    for field in ("gender", "birthDate", "assistanceCategory", "chronicDiseases", "twoDiseases"):
+        query = f"query($linkId: ID!) {{ relative(linkId: $linkId) {{ name {field} }} }}"
+        assert error_codes(await gql(query, {"linkId": voucher_only}, token=holder.token)) == ["FORBIDDEN"]
+    # The name and the masked ID number stay visible: they identify whose voucher is shown.
+    assert data(await gql(RELATIVE, {"linkId": voucher_only}, token=holder.token))["relative"]["name"]
+
+    other_holder, other = await world.person(state), await world.person(state)
+    reading = str(await world.link(state, other_holder, other, {Permission.READ_RECORDS}))
+    shown = data(await gql(DETAILS, {"linkId": reading}, token=other_holder.token))["relative"]
+    assert shown["birthDate"] and shown["gender"] and isinstance(shown["chronicDiseases"], list)
+    # One audit entry for the details, however many of them were asked for.
+    entries = [e["node"]["action"] for e in data(await gql(AUDIT, token=other.token))["accessAudit"]["edges"]]
+    assert sorted(entries) == ["read:profile", "read:profile_details"]
+    # My own details need no link and write no audit.
+    mine = data(
+        await gql(
+            "{ me { gender birthDate assistanceCategory chronicDiseases twoDiseases } }", token=holder.token
+        )
+    )
+    assert mine["me"]["birthDate"]
+    assert data(await gql(AUDIT, token=holder.token))["accessAudit"]["totalCount"] == 0
+
+
+async def test_reviewer_may_only_narrow_a_proxy_link_and_every_change_is_audited(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder = await world.person(state)
+    father = await world.person(state, age=82)  # has a login now, so he manages his own consent
+    link_id = str(await world.link(state, holder, father, set(Permission), method=LinkMethod.PROXY))
+    reviewer = await world.staff(state, Role.REVIEWER)
+
+    def granted(body: dict[str, Any]) -> set[str]:
+        return set(data(body)["updateLinkPermissions"]["permissions"])
+
+    # The relative withdraws reading records.
+    withdrawn = await gql(
+        UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER", "FILE_ON_BEHALF"]}, token=father.token
+    )
+    assert granted(withdrawn) == {"SHOW_VOUCHER", "FILE_ON_BEHALF"}
+    # A reviewer cannot give it back over the relative's head.
+    body = await gql(UPDATE, {"linkId": link_id, "permissions": ALL}, token=reviewer)
+    assert error_codes(body) == ["FORBIDDEN"], body
+    links = data(await gql(LINKS, {"all": False}, token=holder.token))["familyLinks"]
+    assert {p for link in links if link["id"] == link_id for p in link["permissions"]} == {
+        "SHOW_VOUCHER",
+        "FILE_ON_BEHALF",
+    }
+    assert error_codes(await gql(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+    # Narrowing is what a reviewer may do.
+    assert granted(
+        await gql(UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER"]}, token=reviewer)
+    ) == {"SHOW_VOUCHER"}
+    # The relative may grant again, within what the holder asks for; the holder may drop.
+    assert granted(
+        await gql(
+            UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER", "READ_RECORDS"]}, token=father.token
+        )
+    ) == {"SHOW_VOUCHER", "READ_RECORDS"}
+    assert granted(
+        await gql(UPDATE, {"linkId": link_id, "permissions": ["READ_RECORDS"]}, token=holder.token)
+    ) == {"READ_RECORDS"}
+
+    entries = [e["node"] for e in data(await gql(AUDIT_DETAIL, token=father.token))["accessAudit"]["edges"]]
+    changes = [e for e in reversed(entries) if e["action"] == "update_permissions"]
+    assert [(e["actorName"], e["detail"]) for e in changes] == [
+        (father.name, "show_voucher,read_records,file_on_behalf → show_voucher,file_on_behalf"),
+        ("", "show_voucher,file_on_behalf → show_voucher"),
+        (father.name, "show_voucher → show_voucher,read_records"),
+        (
+            holder.name,
+            "show_voucher,read_records → read_records"
+            " (requested show_voucher,read_records,file_on_behalf → read_records)",
+        ),
+    ]
+    assert {e["linkId"] for e in changes} == {link_id}

@@ -164,3 +164,39 @@ async def test_a_page_of_fifty_with_facilities_takes_bounded_queries(
 async def test_me_needs_a_resident(gql: GraphQLClient) -> None:
     await gql.login("reviewer")
     assert error_codes(await gql("{ me { name } }")) == ["FORBIDDEN"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "field"),
+    [
+        ({"to": "9999-12-31"}, "to"),
+        ({"from": "0001-01-01"}, "from"),
+        ({"from": "0001-01-01", "to": "0001-01-02"}, "from"),
+    ],
+)
+async def test_extreme_dates_are_bad_user_input(
+    gql: GraphQLClient, variables: dict[str, str], field: str
+) -> None:
+    await gql.login("resident")
+    body = await gql(SETTLEMENTS, variables)
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+    assert body["errors"][0]["extensions"]["field"] == field
+
+
+async def test_end_enrolment_refuses_a_future_date_and_absurd_ids(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    import datetime as dt
+
+    from api.auth.models import Role
+    from tests.api import familyworld as world
+
+    member = await world.person(state)
+    admin = await world.staff(state, Role.ADMIN)
+    end = "mutation($p: ID!, $d: Date!) { endEnrolment(personId: $p, endOn: $d) { endOn } }"
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).date().isoformat()
+    body = await gql(end, {"p": str(member.person_id), "d": tomorrow}, token=admin)
+    assert error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "endOn"
+    for absurd in ("99999999999999999999", "-1", "x"):
+        body = await gql(end, {"p": absurd, "d": "2025-01-01"}, token=admin)
+        assert error_codes(body) in (["NOT_FOUND"], ["BAD_USER_INPUT"]), body

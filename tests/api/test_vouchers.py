@@ -13,9 +13,11 @@ import pytest
 import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
+from sqlalchemy import update as sa_update
+from sqlmodel import col
 
 from api.auth.models import Role
-from api.family.models import Permission
+from api.family.models import FamilyLink, LinkMethod, Permission
 from api.state import AppState
 from api.vouchers import revocations
 from api.vouchers import service as vouchers
@@ -41,6 +43,8 @@ VERIFY = """mutation($code: String!) { verifyVoucher(code: $code) { valid reason
 LOST = """mutation($serial: String, $key: String) { reportDeviceLost(certificateSerial: $serial, deviceKey: $key) {
   serial revokedAt } }"""
 UNLINK = "mutation($linkId: ID!) { unlinkFamily(linkId: $linkId) { status } }"
+UPDATE = """mutation($linkId: ID!, $permissions: [LinkPermission!]!) {
+  updateLinkPermissions(linkId: $linkId, permissions: $permissions) { permissions } }"""
 
 
 def data(body: dict[str, Any]) -> Any:
@@ -306,6 +310,91 @@ async def test_unlinking_revokes_the_links_codes_and_certificates(
     assert error_codes(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
 
 
+@pytest.mark.parametrize("who", ["relative", "holder", "reviewer"])
+async def test_withdrawing_show_voucher_stops_the_links_codes_and_certificates(
+    gql: GraphQLClient, state: AppState, who: str
+) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    method = LinkMethod.PROXY if who == "reviewer" else LinkMethod.CONFIRMATION
+    link_id = str(await world.link(state, holder, relative, set(Permission), method=method))
+    online = data(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token))["issueVoucher"]["code"]
+    device = Ed25519PrivateKey.generate()
+    cert = data(
+        await gql(
+            CERTIFY, {"key": public_key_to_b64(device.public_key()), "linkId": link_id}, token=holder.token
+        )
+    )["certifyDevice"]
+    certificate = base64.b64decode(cert["certificate"])
+    # The holder's own voucher and device are not the link's: they keep working.
+    own_device = Ed25519PrivateKey.generate()
+    own_cert = data(
+        await gql(CERTIFY, {"key": public_key_to_b64(own_device.public_key())}, token=holder.token)
+    )["certifyDevice"]
+    own_online = data(await gql(ISSUE_CODE, {}, token=holder.token))["issueVoucher"]["code"]
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+
+    token = {
+        "relative": relative.token,
+        "holder": holder.token,
+        "reviewer": await world.staff(state, Role.REVIEWER),
+    }[who]
+    narrowed = data(await gql(UPDATE, {"linkId": link_id, "permissions": ["READ_RECORDS"]}, token=token))
+    assert narrowed["updateLinkPermissions"]["permissions"] == ["READ_RECORDS"]
+
+    # At once, online: neither the short-lived code nor the phone's offline codes verify any more.
+    checked = await verify(gql, pharmacy, online)
+    assert (checked["valid"], checked["reason"], checked["detail"]) == (False, "revoked", "link")
+    checked = await verify(gql, pharmacy, compose_offline_code(certificate, device, now, 1))
+    assert checked["reason"] == "revoked" and checked["detail"] in ("certificate", "link")
+    # And offline: terminals learn the certificate's serial from the revocation list they sync.
+    async with state.db.session() as session:
+        shipped = await revocations.revocation_list(session)
+    assert bytes.fromhex(cert["serial"]) in shipped.cert_serials
+    offline = verify_code(
+        compose_offline_code(certificate, device, now, 2),
+        issuer_keys=state.voucher_keys.public_keys(),
+        revocations=shipped,
+        now=dt.datetime.now(dt.UTC),
+    )
+    assert (offline.reason, offline.detail) == ("revoked", "certificate")
+    # The link itself lives on (it still grants reading records), so its ref is not revoked.
+    assert parse_device_certificate(certificate).link_ref not in shipped.link_refs
+    assert bytes.fromhex(own_cert["serial"]) not in shipped.cert_serials
+    assert (await verify(gql, pharmacy, own_online))["valid"]
+    own_certificate = base64.b64decode(own_cert["certificate"])
+    assert (await verify(gql, pharmacy, compose_offline_code(own_certificate, own_device, now, 3)))["valid"]
+    # No new code through the link until show-voucher is granted again.
+    assert error_codes(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+
+
+async def test_a_code_through_a_link_that_no_longer_shows_vouchers_is_refused(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    """Even without a revocation entry (a change made behind the service's back), verify looks at the link."""
+    holder, relative = await world.person(state), await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    link_id = await world.link(state, holder, relative, set(Permission))
+    codes = [
+        data(await gql(ISSUE_CODE, {"linkId": str(link_id)}, token=holder.token))["issueVoucher"]["code"]
+        for _ in range(2)
+    ]
+    async with state.db.session() as session:
+        await session.execute(
+            sa_update(FamilyLink).where(col(FamilyLink.id) == link_id).values(can_show_voucher=False)
+        )
+    checked = await verify(gql, pharmacy, codes[0])
+    assert (checked["reason"], checked["detail"], checked["person"]) == ("revoked", "link", None)
+    async with state.db.session() as session:
+        await session.execute(
+            sa_update(FamilyLink)
+            .where(col(FamilyLink.id) == link_id)
+            .values(can_show_voucher=True, status="removed", pair_key=None)
+        )
+    checked = await verify(gql, pharmacy, codes[1])
+    assert (checked["reason"], checked["detail"]) == ("revoked", "link")
+
+
 END_ENROLMENT = "mutation($p: ID!, $d: Date!) { endEnrolment(personId: $p, endOn: $d) { startOn endOn } }"
 
 
@@ -335,6 +424,21 @@ async def test_ended_enrolment(gql: GraphQLClient, state: AppState) -> None:
     assert error_codes(body) == ["FORBIDDEN"] and body["errors"][0]["extensions"]["reason"] == "not_insured"
     key = public_key_to_b64(Ed25519PrivateKey.generate().public_key())
     assert error_codes(await gql(CERTIFY, {"key": key}, token=member.token)) == ["FORBIDDEN"]
+
+
+@pytest.mark.parametrize(
+    "person_id", ["99999999999999999999", "9223372036854775808", "-1", "0", "abc", "", "1e3"]
+)
+async def test_end_enrolment_refuses_malformed_person_ids(
+    gql: GraphQLClient, state: AppState, person_id: str
+) -> None:
+    admin = await world.staff(state, Role.ADMIN)
+    body = await gql(END_ENROLMENT, {"p": person_id, "d": "2025-01-01"}, token=admin)
+    assert error_codes(body) == ["BAD_USER_INPUT"], body
+    assert body["errors"][0]["extensions"]["field"] == "personId"
+    # The largest id that fits is well-formed, and simply nobody's.
+    body = await gql(END_ENROLMENT, {"p": str(2**63 - 1), "d": "2025-01-01"}, token=admin)
+    assert error_codes(body) == ["NOT_FOUND"], body
 
 
 async def test_revocation_versions_grow_by_one_per_entry(state: AppState) -> None:
