@@ -287,6 +287,8 @@ async def _check_pending(session: AsyncSession, link: FamilyLink, now: datetime)
 
 
 def _decide(
+    session: AsyncSession,
+    viewer: Viewer,
     link: FamilyLink,
     accept: bool,
     permissions: Iterable[Permission] | None,
@@ -294,14 +296,17 @@ def _decide(
     now: datetime,
 ) -> None:
     """Ends a pending request: active with the granted permissions (never more than asked), or refused,
-    which frees the pair for a new request."""
+    which frees the pair for a new request. The relative's audit shows who decided and what."""
     link.decided_at = now
     link.expires_at = None
     if accept:
         link.set_granted(_permissions(permissions, link.wanted()))
         link.status = LinkStatus.ACTIVE.value
+        granted = ",".join(sorted(p.value for p in link.granted()))
+        audit(session, viewer, link, "link_granted", granted or "-")
     else:
         link.status, link.pair_key = refused.value, None
+        audit(session, viewer, link, "link_refused", refused.value)
 
 
 async def respond(
@@ -321,7 +326,7 @@ async def respond(
     if link.method != LinkMethod.CONFIRMATION.value:
         raise Forbidden("该申请由经办人员审核", reason="not_confirmable")
     await _check_pending(session, link, now)
-    _decide(link, accept, permissions, LinkStatus.DECLINED, now)
+    _decide(session, viewer, link, accept, permissions, LinkStatus.DECLINED, now)
     await session.commit()
     return link
 
@@ -363,7 +368,7 @@ async def decide_proxy(
     if not approve and note is None:
         raise BadUserInput("驳回须说明理由", field="note")
     link.decided_by_account_id, link.decision_note = viewer.account_id, note
-    _decide(link, approve, permissions, LinkStatus.REJECTED, now)
+    _decide(session, viewer, link, approve, permissions, LinkStatus.REJECTED, now)
     await session.commit()
     return link
 
