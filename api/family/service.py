@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from api import ratelimit
+from api import ids, ratelimit
 from api.auth.models import Account, RateLimitWindow, Role
 from api.auth.service import Viewer
 from api.dbtypes import utcnow
@@ -50,13 +50,7 @@ def person_of(viewer: Viewer) -> int:
 
 
 def parse_id(value: str | int, field: str = "linkId") -> int:
-    try:
-        parsed = int(value)
-    except (TypeError, ValueError):
-        raise BadUserInput("编号格式有误", field=field) from None
-    if not 0 < parsed < 2**63:
-        raise BadUserInput("编号格式有误", field=field)
-    return parsed
+    return ids.parse_id(value, field)
 
 
 def age_on(birth: date, day: date) -> int:

@@ -13,6 +13,7 @@ from api.context import Info
 from api.errors import BadUserInput, NotFound
 from api.family import service as family_service
 from api.family.models import Permission
+from api.ids import parse_id
 from api.settlement import service
 from api.settlement.models import PolicyVersionRow
 from sync.settlement import YearToDate
@@ -177,16 +178,6 @@ class SettlementEstimateType:
         )
 
 
-def _parse_id(value: strawberry.ID, field: str) -> int:
-    try:
-        parsed = int(str(value))
-    except ValueError:
-        parsed = 0
-    if not 0 < parsed < 2**63:  # a database BIGINT; beyond it the driver would fail, not answer
-        raise BadUserInput("编号无效", field=field)
-    return parsed
-
-
 def _request(data: EstimateSettlementInput) -> service.EstimateRequest:
     return service.EstimateRequest(
         category=data.category,
@@ -194,7 +185,7 @@ def _request(data: EstimateSettlementInput) -> service.EstimateRequest:
             service.ItemInput(i.amount_fen, i.item_class, i.self_pay_permille, i.code, i.name)
             for i in data.items
         ],
-        facility_id=None if data.facility_id is None else _parse_id(data.facility_id, "input.facilityId"),
+        facility_id=None if data.facility_id is None else parse_id(data.facility_id, "input.facilityId"),
         facility_level=data.facility_level,
         locality=data.locality,
         visit_date=data.visit_date,
