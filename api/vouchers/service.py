@@ -19,12 +19,12 @@ from qrcode.image.pil import PilImage
 from qrcode.image.svg import SvgPathImage
 from qrcode.util import QRData
 from sqlalchemy import delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api import ratelimit
 from api.auth.service import Viewer
+from api.db import dialect_insert
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Forbidden, NotFound
 from api.family import service as family
@@ -111,18 +111,13 @@ async def person_ref(session: AsyncSession, person_id: int) -> bytes:
     if existing is None:
         table = VoucherSubject.__table__  # type: ignore[attr-defined]
         await session.execute(
-            _insert(session)(table)
+            dialect_insert(session)(table)
             .values(person_id=person_id, ref=new_ref().hex())
             .on_conflict_do_nothing(index_elements=["person_id"])
         )
         existing = await session.get(VoucherSubject, person_id, populate_existing=True)
         assert existing is not None
     return bytes.fromhex(existing.ref)
-
-
-def _insert(session: AsyncSession) -> type[postgresql.Insert] | type[sqlite.Insert]:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert  # type: ignore[return-value]
 
 
 async def issue_voucher(
@@ -243,7 +238,7 @@ class DatabaseReplayGuard:
         table = VoucherReplay.__table__  # type: ignore[attr-defined]
         await self.session.execute(delete(table).where(table.c.expires_at < now))
         result = await self.session.execute(
-            _insert(self.session)(table)
+            dialect_insert(self.session)(table)
             .values(key=key.hex(), expires_at=expires_at)
             .on_conflict_do_nothing(index_elements=["key"])
         )
