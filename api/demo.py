@@ -405,6 +405,7 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
                 balance -= result.personal_account_fen
                 settled.append((plan, result))
                 ytd_columns.append(columns)
+            balance += sum(amount for _, amount, _, _ in allocations)  # credited after the last visit
             visit_rows = [
                 {
                     "person_id": pid,

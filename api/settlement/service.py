@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -144,6 +144,22 @@ async def list_versions(session: AsyncSession, region: str | None = None) -> Seq
     return (await session.execute(statement)).scalars().all()
 
 
+# Any fixed 64-bit number: the advisory lock that one policy write at a time holds on PostgreSQL.
+_POLICY_WRITE_LOCK = 0x59_69_62_61_6F_50_6F_6C  # "YibaoPol"
+
+
+async def _serialise_policy_writes(session: AsyncSession) -> None:
+    """One version is created at a time: each is checked against all stored versions, and two checked
+    side by side could both pass and overlap each other. PostgreSQL: a transaction-scoped advisory
+    lock. SQLite: a no-op write takes the database's single write lock before anything is read."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POLICY_WRITE_LOCK})
+    else:
+        await session.execute(
+            update(PolicyVersionRow).where(text("0 = 1")).values(region=PolicyVersionRow.region)
+        )
+
+
 def parse_version_input(value: Mapping[str, Any] | str, field: str) -> dict[str, Any]:
     """One version from the admin's input: a JSON object, or JSON/TOML text. A TOML policy file with
     ``[[versions]]`` is accepted when it holds exactly one version."""
@@ -156,6 +172,8 @@ def parse_version_input(value: Mapping[str, Any] | str, field: str) -> dict[str,
             data = json.loads(text) if text.startswith("{") else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
             raise BadUserInput(f"政策文本不是有效的JSON或TOML：{exc}", field=field) from None
+        except RecursionError:  # both parsers recurse per nesting level
+            raise BadUserInput("政策文本嵌套过深", field=field) from None
     if not isinstance(data, Mapping):
         raise BadUserInput("政策版本必须是一个对象", field=field)
     if "versions" in data:
@@ -184,6 +202,7 @@ async def create_version(
     ``raw`` may name ``extends = "<stored id>"`` to restate only what changed.
     """
     today = today or shanghai_today()
+    await _serialise_policy_writes(session)
     vid = raw.get("id")
     if not isinstance(vid, str) or not VERSION_ID.fullmatch(vid):
         raise BadUserInput(
@@ -191,7 +210,6 @@ async def create_version(
         )
     if await session.get(PolicyVersionRow, vid) is not None:
         raise Conflict(f"政策版本 {vid} 已存在，已生效的版本不能修改，请使用新的版本编号", field="version.id")
-    region = raw.get("region")
     try:
         start = parse_date(raw.get("effective_from"), "version.effective_from", PolicyError)
     except PolicyError as exc:
@@ -204,6 +222,9 @@ async def create_version(
 
     rows = list((await session.execute(select(PolicyVersionRow))).scalars())
     rows.sort(key=lambda r: (r.effective_from, r.id))
+    region = raw.get("region")
+    if region is None and isinstance(raw.get("extends"), str):  # inherited, as every other table is
+        region = next((r.region for r in rows if r.id == raw["extends"]), None)
     closing = next(
         (r for r in rows if r.region == region and r.effective_to is None and r.effective_from < start), None
     )

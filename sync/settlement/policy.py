@@ -28,6 +28,8 @@ from .codes import (
 )
 from .errors import PolicyError, SettlementInputError
 
+TWO_DISEASES_CATEGORY = "two_diseases_outpatient"
+
 SCHEMA = 1
 NATIONAL_REGION = "000000"
 # A visit dated more than this many days after "today" is refused as far-future, whatever the
@@ -297,6 +299,9 @@ def _parse_insurance(r: Reader) -> InsuranceRules:
                 raise r.error(
                     cpath, f"must name a covered category that pools with itself, got {rule.pool!r}"
                 )
+            if TWO_DISEASES_CATEGORY in (c, rule.pool):
+                # 两病 caps come from their own per-disease table, which only the category itself applies.
+                raise r.error(cpath, f"{TWO_DISEASES_CATEGORY} neither joins nor hosts a pool")
             if rule.annual_cap_fen is not None:
                 raise r.error(f"categories.{c}.annual_cap_fen", "a pooled category uses its pool's cap")
             rule = CategoryRule(
@@ -328,7 +333,7 @@ def _parse_category(r: Reader, cat: str) -> CategoryRule:
     ratio = r.table("ratio_permille", FACILITY_LEVELS, "permille")
     cap = r.opt_integer("annual_cap_fen")
     two = None
-    if cat == "two_diseases_outpatient":
+    if cat == TWO_DISEASES_CATEGORY:
         two = r.table("two_diseases_cap_fen", TWO_DISEASES_CAP_KEYS, "fen")
     r.done()
     return CategoryRule(True, pool, basis, ded, ratio, cap, True, two)

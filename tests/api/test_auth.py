@@ -287,3 +287,25 @@ async def test_disabling_an_account_stops_its_live_tokens(gql: GraphQLClient, st
             await session.execute(
                 update(Account).where(Account.id == int(str(claims["sub"]))).values(disabled=False)
             )
+
+
+async def test_concurrent_first_hits_with_stale_windows_do_not_deadlock(state: AppState) -> None:
+    # On PostgreSQL (CI's second leg) the purge of stale windows once made concurrent first hits of
+    # different keys lock each other's rows in opposite orders: "deadlock detected" instead of an answer.
+    import asyncio
+
+    from api import ratelimit
+    from api.auth.models import RateLimitWindow
+
+    now = 2_100_000_000.0
+    for round_ in range(8):
+        keys = [f"dl:{round_}:{n}" for n in range(4)]
+        async with state.db.session() as session:
+            for key in keys:
+                session.add(RateLimitWindow(key=key, window_start=int(now) - 2 * 86_400 - round_, count=1))
+
+        async def first_hit(key: str, at: float) -> None:
+            async with state.db.session() as session:
+                await ratelimit.hit(session, key, limit=10, window_s=60, now=at)
+
+        await asyncio.gather(*(first_hit(key, now + round_ * 60) for key in keys))

@@ -200,3 +200,24 @@ async def test_end_enrolment_refuses_a_future_date_and_absurd_ids(
     for absurd in ("99999999999999999999", "-1", "x"):
         body = await gql(end, {"p": absurd, "d": "2025-01-01"}, token=admin)
         assert error_codes(body) in (["NOT_FOUND"], ["BAD_USER_INPUT"]), body
+
+
+async def test_demo_personal_accounts_agree_with_their_flows(state: AppState) -> None:
+    from sqlalchemy import func, select
+
+    from api.people.models import AccountFlow, PersonalAccount
+
+    async with state.db.session() as session:
+        sums = dict(
+            (
+                await session.execute(
+                    select(AccountFlow.person_id, func.sum(AccountFlow.amount_fen)).group_by(
+                        AccountFlow.person_id
+                    )
+                )
+            ).all()
+        )
+        accounts = (await session.execute(select(PersonalAccount))).scalars().all()
+    assert accounts
+    for account in accounts:
+        assert account.balance_fen == sums.get(account.person_id, 0), account.person_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import itertools
 import uuid
 from typing import Any
 
@@ -614,3 +615,43 @@ async def test_two_diseases_estimate_uses_the_persons_managed_diseases(gql: Grap
     )
     assert error_codes(body) == ["BAD_USER_INPUT"]
     assert body["errors"][0]["extensions"]["field"] == "visit.two_diseases"
+
+
+async def test_concurrent_versions_for_one_region_never_overlap(gql: GraphQLClient, state: AppState) -> None:
+    # Each new version is checked against every stored one; two checked side by side must not both pass
+    # as open-ended (that would leave the stored set inconsistent and every estimate failing).
+    import asyncio
+
+    await gql.login("admin")
+    region = f"35{uuid.uuid4().int % 10000:04d}"
+    bodies = await asyncio.gather(
+        *(
+            gql(
+                CREATE,
+                {"input": {"version": new_version(unique("race"), region, today() + dt.timedelta(days=d))}},
+            )
+            for d in (5, 9, 13)
+        )
+    )
+    assert all("errors" not in b or error_codes(b) == ["BAD_USER_INPUT"] for b in bodies), bodies
+    async with state.db.session() as session:
+        stored = await service.policy_set(session)  # raises if the stored versions overlap
+    mine = sorted((v.effective_from, v.effective_to) for v in stored.versions if v.region == region)
+    assert mine and all(a[1] == b[0] for a, b in itertools.pairwise(mine)) and mine[-1][1] is None
+
+
+async def test_extends_inherits_the_region_it_extends(gql: GraphQLClient) -> None:
+    await gql.login("admin")
+    region = f"36{uuid.uuid4().int % 10000:04d}"
+    base = unique("base")
+    data(await gql(CREATE, {"input": {"version": new_version(base, region, today() + dt.timedelta(days=4))}}))
+    later = (today() + dt.timedelta(days=8)).isoformat()
+    text = f'id = "{unique("next")}"\nextends = "{base}"\nname = "下一版"\neffective_from = {later}\n'
+    created = data(await gql(CREATE, {"input": {"text": text}}))["createPolicyVersion"]
+    assert created["region"] == region and created["effectiveFrom"] == later
+
+
+async def test_absurdly_nested_policy_text_is_bad_user_input(gql: GraphQLClient) -> None:
+    await gql.login("admin")
+    body = await gql(CREATE, {"input": {"text": "a = " + "[" * 50_000 + "]" * 50_000}})
+    assert error_codes(body) == ["BAD_USER_INPUT"]

@@ -260,3 +260,15 @@ def test_policy_set_from_versions_checks_overlap() -> None:
     with pytest.raises(PolicyError) as e:
         PolicySet([v24, v25, clash])
     assert e.value.field == "versions[2].effective_from"
+
+
+@pytest.mark.parametrize(("category", "pool"), [("pharmacy", "two_diseases_outpatient")])
+def test_two_diseases_category_neither_joins_nor_hosts_a_pool(category: str, pool: str) -> None:
+    # Its caps live in a per-disease table that only the category itself applies: a category pooled
+    # into it would be paid without any cap (a 100,000-yuan pharmacy bill paid 50,000 yuan).
+    d = base()
+    d["versions"][1]["resident"]["categories"][category]["pool"] = pool
+    d["versions"][1]["resident"]["categories"][category].pop("annual_cap_fen", None)
+    with pytest.raises(PolicyError) as refused:
+        load_policies(d)
+    assert refused.value.field == f"versions[1].resident.categories.{category}.pool"
