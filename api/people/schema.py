@@ -19,12 +19,10 @@ from api.people import dataloaders, idnumbers, service
 from api.people.models import AccountFlow, Contribution, Enrolment, Facility, InsuredPerson, Settlement
 from api.relay import Connection
 from api.vouchers import revocations
-from sync.settlement import FACILITY_LEVELS, INSURANCE_TYPES, VISIT_CATEGORIES
 
 # The domain's codes and their zh-CN labels are defined once, beside the engine that uses them.
-INSURANCE_TYPE_LABELS = INSURANCE_TYPES
-FACILITY_LEVEL_LABELS = FACILITY_LEVELS
-CATEGORY_LABELS = VISIT_CATEGORIES
+from sync.settlement import FACILITY_LEVELS, INSURANCE_TYPES, VISIT_CATEGORIES
+
 FLOW_KIND_LABELS = {
     "allocation": "划入",
     "settlement": "消费支出",
@@ -50,7 +48,7 @@ class FacilityType:
             code=row.code,
             name=row.name,
             level=row.level,
-            level_label=FACILITY_LEVEL_LABELS.get(row.level, row.level),
+            level_label=FACILITY_LEVELS.get(row.level, row.level),
             kind=row.kind,
             region_code=row.region_code,
         )
@@ -90,7 +88,7 @@ class SettlementType:
             settled_at=row.settled_at,
             year=row.year,
             category=row.category,
-            category_label=CATEGORY_LABELS.get(row.category, row.category),
+            category_label=VISIT_CATEGORIES.get(row.category, row.category),
             visit_scope=row.visit_scope,
             total_fen=row.total_fen,
             compliant_fen=row.compliant_fen,
@@ -169,7 +167,7 @@ class EnrolmentType:
     def from_row(cls, row: Enrolment) -> EnrolmentType:
         return cls(
             insurance_type=row.insurance_type,
-            insurance_type_label=INSURANCE_TYPE_LABELS.get(row.insurance_type, row.insurance_type),
+            insurance_type_label=INSURANCE_TYPES.get(row.insurance_type, row.insurance_type),
             region_code=row.region_code,
             employer=row.employer,
             start_on=row.start_on,
@@ -261,7 +259,7 @@ class InsuredPersonType:
             name=row.name,
             id_number_masked=idnumbers.mask(id_number),
             insurance_type=row.insurance_type,
-            insurance_type_label=INSURANCE_TYPE_LABELS.get(row.insurance_type, row.insurance_type),
+            insurance_type_label=INSURANCE_TYPES.get(row.insurance_type, row.insurance_type),
             region_code=row.region_code,
             _row=row,
             _person_id=row.id,

@@ -12,8 +12,8 @@ from api.context import Info
 from api.family.models import Relationship
 from api.family.schema import RELATIONSHIP_LABELS, FamilyRelationship
 from api.people import idnumbers
-from api.people.schema import INSURANCE_TYPE_LABELS
 from api.vouchers import service
+from sync.settlement import INSURANCE_TYPES
 
 
 @strawberry.type(
@@ -163,7 +163,7 @@ class VoucherMutation:
                 masked_name=service.mask_name(person.name),
                 id_number_masked=idnumbers.mask(id_number),
                 insurance_type=person.insurance_type,
-                insurance_type_label=INSURANCE_TYPE_LABELS.get(person.insurance_type, person.insurance_type),
+                insurance_type_label=INSURANCE_TYPES.get(person.insurance_type, person.insurance_type),
             )
         return VoucherVerificationType(
             valid=result.valid,
