@@ -12,7 +12,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from api.graphiql import graphiql_routes
 from api.graphql_view import GraphQLView
 from api.middleware import BodySizeLimitMiddleware
 from api.observability import RequestContextMiddleware
@@ -48,7 +50,11 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         yield
         await state.db.dispose()
 
-    middleware = [
+    middleware = []
+    if settings.trusted_proxies:
+        # The client's address from X-Forwarded-For, but only on requests from a named proxy.
+        middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
+    middleware += [
         Middleware(RequestContextMiddleware, metrics=state.metrics),
         Middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes),
     ]
@@ -68,6 +74,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             Route("/metrics", metrics, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *(graphiql_routes() if settings.graphiql else []),  # GraphiQL's assets, served offline
         ],
         middleware=middleware,
         lifespan=lifespan,

@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         log_level="warning",
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=False,  # the app honours X-Forwarded-For itself, from YIBAO_TRUSTED_PROXIES only
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
+from api import jsonlimits
 from api.context import Context
 from api.errors import AppError, ErrorCode
 from api.state import AppState
@@ -36,31 +38,45 @@ log = logging.getLogger(__name__)
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
-def _with_code(error: GraphQLError, code: ErrorCode, message: str | None = None) -> GraphQLError:
+_LONG_WORD = re.compile(rf"\S{{{jsonlimits.ECHO_CHARS + 1},}}")
+MAX_MESSAGE_CHARS = 300
+
+
+def short_message(message: str, *, ours: bool = False) -> str:
+    """A message quotes at most a short prefix of what the client sent. graphql-core's messages quote
+    names and values whole (a 900 KB field name made a 900 KB error); their own words are short
+    English ones, so any longer run without a space is client text and is cut. Our own messages
+    (zh-CN, without spaces) quote nothing; for them only the overall bound applies."""
+    if not ours:
+        message = _LONG_WORD.sub(lambda m: jsonlimits.shorten(m[0]), message)
+    return jsonlimits.shorten(message, MAX_MESSAGE_CHARS)
+
+
+def _rebuilt(
+    error: GraphQLError, message: str, extensions: dict[str, Any], *, ours: bool = False
+) -> GraphQLError:
     return GraphQLError(
-        message or error.message,
+        short_message(message, ours=ours),
         error.nodes,
         error.source,
         error.positions,
         error.path,
-        extensions={"code": code.value},
+        extensions=extensions,
     )
 
 
+def _with_code(error: GraphQLError, code: ErrorCode, message: str | None = None) -> GraphQLError:
+    return _rebuilt(error, message or error.message, {"code": code.value})
+
+
 def classify(error: GraphQLError) -> GraphQLError:
-    """Gives every error a stable ``extensions.code``; masks anything unexpected."""
+    """Gives every error a stable ``extensions.code`` and a short message; masks anything unexpected.
+    Idempotent: the schema extension and the HTTP view may both classify one error."""
     original = error.original_error
     if isinstance(original, AppError):
-        return GraphQLError(
-            original.message,
-            error.nodes,
-            error.source,
-            error.positions,
-            error.path,
-            extensions=original.extensions,
-        )
+        return _rebuilt(error, original.message, original.extensions, ours=True)
     if (error.extensions or {}).get("code"):
-        return error
+        return error  # classified before (or made by us with a code): already short
     if isinstance(error, GraphQLSyntaxError):
         return _with_code(error, ErrorCode.GRAPHQL_PARSE_FAILED)
     if error.path is None:
@@ -72,7 +88,9 @@ def classify(error: GraphQLError) -> GraphQLError:
     if original is None or isinstance(original, GraphQLError):
         return _with_code(error, ErrorCode.BAD_USER_INPUT)  # a value the schema could not accept or serialise
     log.error("unexpected error in GraphQL execution", exc_info=original)
-    return _with_code(error, ErrorCode.INTERNAL_SERVER_ERROR, "服务器内部错误，请稍后再试")
+    return _rebuilt(
+        error, "服务器内部错误，请稍后再试", {"code": ErrorCode.INTERNAL_SERVER_ERROR.value}, ours=True
+    )
 
 
 class ErrorCodes(SchemaExtension):
@@ -116,14 +134,30 @@ class GraphQLView(GraphQL[Context, None]):
         self.state = state
         super().__init__(**kwargs)
 
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from this server's own assets (api/graphiql.py), not strawberry's CDN page."""
+        from api.graphiql import graphiql_page
+
+        return graphiql_page(request)
+
     def decode_json(self, data: str | bytes) -> object:
-        try:
-            value = json.loads(data)
-        except UnicodeDecodeError as exc:  # strawberry only turns JSONDecodeError into a 400
-            raise json.JSONDecodeError("the request body is not UTF-8", "", 0) from exc
+        # POST bodies, GET variables/extensions and WebSocket messages all come through here.
+        value = jsonlimits.loads(data)  # JSONDecodeError (strawberry's 400, a WebSocket's 4400) on bad input
         if not isinstance(value, dict | list):  # strawberry would call .get() on a bare 0 or "x"
             raise HTTPException(400, "The request body must be a JSON object")
         return value
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            return super().parse_json(data)
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, jsonlimits.JSONTooDeep):
+                raise HTTPException(400, f"JSON nested deeper than {exc.__cause__.limit} levels") from None
+            raise
+
+    def encode_json(self, data: object) -> str:
+        # UTF-8, not \u escapes: half the bytes for Chinese text, and readable in a terminal.
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         context = Context(request, response, self.state)

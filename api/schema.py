@@ -21,6 +21,7 @@ from strawberry.types import ExecutionContext
 from api.auth.schema import AuthMutation
 from api.family.schema import FamilyMutation, FamilyQuery
 from api.graphql_view import ErrorCodes, OperationScope
+from api.input_guard import InputGuard
 from api.people.schema import PeopleMutation, PeopleQuery
 from api.settings import Settings
 from api.settlement.schema import SettlementMutation, SettlementQuery
@@ -61,6 +62,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: ParserCache(maxsize=256),
         lambda: AddValidationRules(list(limits)),
         lambda: ValidationCache(maxsize=256),
+        InputGuard,
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)

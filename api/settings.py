@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 
@@ -28,6 +29,11 @@ class Settings(BaseSettings):
     graphiql: bool = True
     introspection: bool = True
     cors_origins: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or CIDR networks of the reverse proxies / load balancers in front of the server. Only
+    a request arriving from one of them has its X-Forwarded-For honoured (the client is the rightmost
+    address that is not a trusted proxy); from anyone else the header is ignored, so that per-client
+    limits (logins) cannot be walked around by a client that writes the header itself."""
 
     access_token_ttl_s: int = Field(default=900, ge=30, le=900)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=300, le=90 * 24 * 3600)
@@ -71,6 +77,16 @@ class Settings(BaseSettings):
         unknown = set(value) - {DEMO_PROVIDER, WECHAT_PROVIDER}
         if unknown:
             raise ValueError(f"unknown identity providers: {sorted(unknown)}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted proxy {entry!r} is not an IP address or network") from None
         return value
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ def _free_port() -> int:
 def test_serve_migrates_loads_demo_and_prints_logins(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("YIBAO_")}
-    env.update(YIBAO_DATA_DIR=str(tmp_path / "data"), YIBAO_DEMO_PEOPLE="60")
+    env.update(YIBAO_DATA_DIR=str(tmp_path / "data"), YIBAO_DEMO_PEOPLE="60", YIBAO_LOGIN_RATE_LIMIT="3")
     yibao = Path(sys.executable).with_name("yibao")
     process = subprocess.Popen(
         [str(yibao), "serve", "--port", str(port)],
@@ -50,6 +50,20 @@ def test_serve_migrates_loads_demo_and_prints_logins(tmp_path: Path) -> None:
             json={"query": 'mutation { login(provider: "demo", code: "elder") { accessToken } }'},
         ).json()
         assert body["data"]["login"]["accessToken"]
+        # A local client writing X-Forwarded-For itself does not get a fresh login window per value.
+        codes = [
+            httpx.post(
+                f"http://127.0.0.1:{port}/graphql",
+                json={"query": 'mutation { login(provider: "demo", code: "elder") { expiresIn } }'},
+                headers={"x-forwarded-for": f"203.0.113.{i}"},
+            )
+            .json()
+            .get("errors", [{}])[0]
+            .get("extensions", {})
+            .get("code")
+            for i in range(3)
+        ]
+        assert codes == [None, None, "RATE_LIMITED"]
         assert (tmp_path / "data" / "yibao.db").exists()
         assert (tmp_path / "data" / "keys" / "keys.json").exists()
     finally:
