@@ -23,7 +23,7 @@ from .format import (
     parse_online_payload,
     replay_key,
 )
-from .keys import PublicKeyLike, load_public_key
+from .keys import PublicKeyLike, load_public_key, strict_signature_encoding, weak_point_encoding
 from .replay import ReplayGuard
 from .revocation import RevocationView
 
@@ -84,22 +84,41 @@ class VerificationResult:
         return out
 
 
-def _public_key(issuer_keys: Mapping[str, PublicKeyLike], kid: str) -> Ed25519PublicKey | None:
+_Key = tuple[Ed25519PublicKey, bytes]  # a loaded public key and its raw 32 bytes
+
+
+def _public_key(issuer_keys: Mapping[str, PublicKeyLike], kid: str) -> _Key | None:
     key = issuer_keys.get(kid)
     if key is None:
         return None
     try:
-        return load_public_key(key)
+        loaded = load_public_key(key)
     except (ValueError, TypeError):
         return None  # unusable key material counts as no key
+    return loaded, key if isinstance(key, bytes) else loaded.public_bytes_raw()
 
 
-def _signature_ok(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+def _signature_ok(key: _Key, signature: bytes, message: bytes) -> bool:
+    """Strict Ed25519 (SPEC.md section 7, step 3): before the library's check, refuse a
+    non-canonical S (S >= L) and an R or A that is non-canonical or of small order. OpenSSL alone
+    accepts a small-order A: with the identity as A, R = identity and S = 0 verify any message."""
+    public_key, raw = key
+    if weak_point_encoding(raw) or not strict_signature_encoding(signature):
+        return False
     try:
-        key.verify(signature, message)
+        public_key.verify(signature, message)
     except InvalidSignature:
         return False
     return True
+
+
+def signature_ok(public_key: PublicKeyLike, signature: bytes, message: bytes) -> bool:
+    """One signature checked exactly as `verify_code` checks each of its signatures."""
+    try:
+        loaded = load_public_key(public_key)
+    except (ValueError, TypeError):
+        return False
+    return _signature_ok((loaded, loaded.public_bytes_raw()), signature, message)
 
 
 def _revocation(
@@ -212,7 +231,8 @@ def _verify_offline(
     if not _signature_ok(key, cert.signature, CTX_CERT + cert.signed):
         return VerificationResult(Reason.BAD_SIGNATURE)
     try:
-        device_key = Ed25519PublicKey.from_public_bytes(cert.device_public_key)
+        # Cheap checks only (in _signature_ok): the issuer refused mixed-order keys when certifying.
+        device_key = (Ed25519PublicKey.from_public_bytes(cert.device_public_key), cert.device_public_key)
     except ValueError:
         return VerificationResult(Reason.BAD_SIGNATURE)
     if not _signature_ok(device_key, oc.signature, CTX_OFFLINE + oc.signed):
