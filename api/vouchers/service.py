@@ -53,6 +53,7 @@ from sync.vouchers.format import (
     parse_offline_payload,
     parse_online_payload,
 )
+from sync.vouchers.keys import WeakPublicKeyError
 from sync.vouchers.verify import Reason
 
 
@@ -160,7 +161,13 @@ async def certify_device(
     if len(public_key) > 64:
         raise BadUserInput("设备公钥格式有误", field="publicKey")
     try:
+        # Strict: a small-order key (the identity point, say) would let anyone who has seen one of
+        # its offline codes mint more; mixed-order and non-canonical keys are refused as well.
         device_key = public_key_from_b64(public_key)
+    except WeakPublicKeyError:
+        raise BadUserInput(
+            "设备公钥不安全（非规范编码、含小阶分量或不在曲线上），请在设备上重新生成密钥", field="publicKey"
+        ) from None
     except ValueError:
         raise BadUserInput("设备公钥须为32字节Ed25519公钥的base64编码", field="publicKey") from None
     await ratelimit.hit(

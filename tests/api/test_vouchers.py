@@ -456,3 +456,42 @@ async def test_revocation_versions_grow_by_one_per_entry(state: AppState) -> Non
 )
 def test_mask_name(name: str, masked: str) -> None:
     assert vouchers.mask_name(name) == masked
+
+
+# --- Issue 8, item 2: weak device keys are refused at certification -------------------------------
+
+
+async def test_certify_device_refuses_small_order_and_non_canonical_keys(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    """A certificate for the identity point would let anyone who saw one of its offline codes mint more
+    (R = identity, S = 0 verifies for every message); every other weak key is refused as well."""
+    from sqlalchemy import select
+
+    from api.vouchers.models import DeviceCertificateRecord
+
+    member = await world.person(state)
+    weak = {
+        "identity": "0100000000000000000000000000000000000000000000000000000000000000",
+        "order 8": "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "order 4, y = p (non-canonical)": "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "identity, x = -0 (non-canonical)": "0100000000000000000000000000000000000000000000000000000000000080",
+        "mixed order (C2SP/CCTV ed25519 vectors)": "10eb7c3acfb2bed3e0d6ab89bf5a3d6afddd1176ce4812e38d9fd485058fdb1f",
+    }
+    for name, key in weak.items():
+        raw = bytes.fromhex(key)
+        for text in (public_key_to_b64(raw), base64.b64encode(raw).decode()):
+            body = await gql(CERTIFY, {"key": text}, token=member.token)
+            assert error_codes(body) == ["BAD_USER_INPUT"], (name, body)
+            error = body["errors"][0]
+            assert error["extensions"]["field"] == "publicKey" and "设备公钥" in error["message"], name
+    async with state.db.session() as session:
+        certified = await session.execute(
+            select(DeviceCertificateRecord).where(
+                col(DeviceCertificateRecord.account_id) == member.account_id
+            )
+        )
+        assert certified.scalars().all() == []
+    # A genuine key still gets its certificate.
+    genuine = public_key_to_b64(Ed25519PrivateKey.generate().public_key())
+    assert data(await gql(CERTIFY, {"key": genuine}, token=member.token))["certifyDevice"]["serial"]
