@@ -6,11 +6,13 @@ Layer order, each working on what the previous layers left to the person:
    + 政策范围内 compliant amount.
 2. Basic insurance (基本医保) on the compliant amount: deductible (per admission or annual, by
    facility level), then ratio by level (+ age bonus, - locality reduction), limited by the
-   category's (pool's) annual cap and the basic annual cap.
+   category's (pool's) annual cap and the basic annual cap. A category whose ratio at the level is
+   0 in the policy (特药, which 大病 pays) gets no basic payment whatever the bonuses, and uses no
+   deductible and no cap.
 3. Critical-illness insurance (大病保险) on the compliant out-of-pocket left by basic: for the
    categories that accumulate (inpatient, chronic outpatient) by segments of the *cumulative*
    out-of-pocket above the threshold; for 大病特药 by a flat ratio; limited by its annual cap
-   (waived for the tilted assistance categories).
+   (waived, 特药 included, for the assistance categories whose tilt says so).
 4. Medical assistance (医疗救助) on the compliant remainder, by assistance category: annual
    threshold, ratio, annual cap; only for covered visit categories and localities.
 5. Personal account (个人账户, incl. 家庭共济 balances): when the person opts in, pays the
@@ -473,41 +475,50 @@ def _settle(
     pool = rule.pool
     assert rule.deductible_fen is not None and rule.ratio_permille is not None
     ded_used = ytd.deductible_used_fen.get(pool, 0)
-    ded_standard = rule.deductible_fen[level]
-    ded_left = ded_standard if rule.deductible_basis == "per_visit" else max(0, ded_standard - ded_used)
-    deductible = min(ded_left, compliant)
-    age_bonus = rules.age_bonus_permille[visit.age_group]
-    loc_cut = rules.locality_reduction_permille[visit.locality]
-    ratio = min(1000, max(0, rule.ratio_permille[level] + age_bonus - loc_cut))
-    basic = round_half_up((compliant - deductible) * ratio)
     basic_ytd = ytd.basic_paid_fen
     pool_paid = basic_ytd.get(pool, 0)
-    if category == "two_diseases_outpatient":
-        assert rule.two_diseases_cap_fen is not None
-        key = "both" if len(visit.two_diseases) == 2 else next(iter(visit.two_diseases))
-        pool_cap: int | None = rule.two_diseases_cap_fen[key]
+    policy_ratio = rule.ratio_permille[level]
+    if policy_ratio == 0:
+        # Basic insurance does not pay this category here (e.g. 特药, which 大病 pays): bonuses raise a
+        # ratio basic pays, they never create one; and the visit uses no deductible and no cap.
+        deductible = basic = ratio = 0
+        lines.append(
+            f"基本医保：{VISIT_CATEGORIES[category]}基本医保不予支付（报销比例0%），统筹支付{yuan(0)}"
+        )
     else:
-        pool_cap = rule.annual_cap_fen
-    # Both caps are "remaining" amounts; totals already past a cap leave 0, never a negative payment.
-    limit = max(0, rules.basic_annual_cap_fen - sum(basic_ytd.values()))
-    limit_note = f"统筹基金年度最高支付限额{yuan(rules.basic_annual_cap_fen)}"
-    if pool_cap is not None and pool_cap - pool_paid < limit:
-        limit = max(0, pool_cap - pool_paid)
-        limit_note = f"{VISIT_CATEGORIES[pool]}年度支付限额{yuan(pool_cap)}，本年已付{yuan(pool_paid)}"
-    cap_note = ""
-    if basic > limit:
-        basic = limit
-        cap_note = f"（{limit_note}，已达限额）"
-    ratio_note = ""
-    if age_bonus:
-        ratio_note += f"，{AGE_GROUPS[visit.age_group]}提高{points(age_bonus)}"
-    if loc_cut:
-        ratio_note += f"，{LOCALITIES[visit.locality]}降低{points(loc_cut)}"
-    basis = DEDUCTIBLE_BASES[rule.deductible_basis]
-    lines.append(
-        f"基本医保：起付线{yuan(deductible)}（{basis}标准{yuan(ded_standard)}），"
-        f"报销比例{percent(ratio)}{ratio_note}，统筹支付{yuan(basic)}{cap_note}"
-    )
+        ded_standard = rule.deductible_fen[level]
+        ded_left = ded_standard if rule.deductible_basis == "per_visit" else max(0, ded_standard - ded_used)
+        deductible = min(ded_left, compliant)
+        age_bonus = rules.age_bonus_permille[visit.age_group]
+        loc_cut = rules.locality_reduction_permille[visit.locality]
+        ratio = min(1000, max(0, policy_ratio + age_bonus - loc_cut))
+        basic = round_half_up((compliant - deductible) * ratio)
+        if category == "two_diseases_outpatient":
+            assert rule.two_diseases_cap_fen is not None
+            key = "both" if len(visit.two_diseases) == 2 else next(iter(visit.two_diseases))
+            pool_cap: int | None = rule.two_diseases_cap_fen[key]
+        else:
+            pool_cap = rule.annual_cap_fen
+        # Both caps are "remaining" amounts; totals already past a cap leave 0, never a negative payment.
+        limit = max(0, rules.basic_annual_cap_fen - sum(basic_ytd.values()))
+        limit_note = f"统筹基金年度最高支付限额{yuan(rules.basic_annual_cap_fen)}"
+        if pool_cap is not None and pool_cap - pool_paid < limit:
+            limit = max(0, pool_cap - pool_paid)
+            limit_note = f"{VISIT_CATEGORIES[pool]}年度支付限额{yuan(pool_cap)}，本年已付{yuan(pool_paid)}"
+        cap_note = ""
+        if basic > limit:
+            basic = limit
+            cap_note = f"（{limit_note}，已达限额）"
+        ratio_note = ""
+        if age_bonus:
+            ratio_note += f"，{AGE_GROUPS[visit.age_group]}提高{points(age_bonus)}"
+        if loc_cut:
+            ratio_note += f"，{LOCALITIES[visit.locality]}降低{points(loc_cut)}"
+        basis = DEDUCTIBLE_BASES[rule.deductible_basis]
+        lines.append(
+            f"基本医保：起付线{yuan(deductible)}（{basis}标准{yuan(ded_standard)}），"
+            f"报销比例{percent(ratio)}{ratio_note}，统筹支付{yuan(basic)}{cap_note}"
+        )
 
     # -- 3. critical illness
     crit = rules.critical
@@ -522,6 +533,9 @@ def _settle(
         sd_ratio = crit.special_drug_ratio_permille
         critical = round_half_up(oop * sd_ratio)
         crit_line = f"大病保险（特药）：按{percent(sd_ratio)}支付"
+        if tilt is not None and tilt.cap_waived:
+            # 特药 has its own flat ratio; of the tilt, only "no cap" applies to it.
+            crit_note = f"（{ASSISTANCE_CATEGORIES[assist_cat or '']}倾斜，不设封顶线）"
     elif category in crit.categories:
         oop_after = oop_before + oop
         threshold = crit.threshold_fen
@@ -543,7 +557,8 @@ def _settle(
         crit_line = f"大病保险：年度累计个人负担合规费用{yuan(oop_after)}，起付线{yuan(threshold)}，分段支付"
     else:
         crit_line = ""
-    if critical and not (tilt is not None and tilt.cap_waived and category != "special_drug"):
+    # The tilt that waives the cap waives it for every 大病 payment of the person, 特药 included.
+    if critical and not (tilt is not None and tilt.cap_waived):
         crit_left = max(0, crit.annual_cap_fen - ytd.critical_paid_fen)
         if critical > crit_left:
             critical = crit_left

@@ -46,7 +46,9 @@ class CategoryRule:
     pool: str
     deductible_basis: str = "per_visit"
     deductible_fen: Mapping[str, int] | None = None  # by facility level
-    ratio_permille: Mapping[str, int] | None = None  # by facility level
+    # By facility level. 0 means basic insurance does not pay the category at that level (特药, which
+    # 大病 pays): no age bonus applies to it, and it uses neither a deductible nor a cap.
+    ratio_permille: Mapping[str, int] | None = None
     annual_cap_fen: int | None = None  # the pool's cap, resolved at load; None: only the basic cap
     own_cap: bool = True  # False when the cap was inherited from the pool (for to_dict)
     two_diseases_cap_fen: Mapping[str, int] | None = None  # hypertension / diabetes / both
@@ -67,7 +69,7 @@ class Tilt:
 
     threshold_discount_permille: int
     ratio_bonus_permille: int
-    cap_waived: bool
+    cap_waived: bool  # no 大病 annual cap for any of the person's 大病 payments, 特药 included
 
 
 @dataclass(slots=True, frozen=True)

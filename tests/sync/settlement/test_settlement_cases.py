@@ -11,13 +11,16 @@ Each case shows its arithmetic. Figures used (2025 version unless a case says 20
             basic annual cap 200,000 yuan; unregistered cross-region -20 points
             大病        threshold 15,000 yuan; 0-50k 60%, 50k-100k 70%, above 80%; cap 400,000 yuan;
                         tilt (tekun, dibao, poverty_returned): threshold -50%, ratio +5 points, no cap
+                        (for 特药, paid at its flat ratio, only the "no cap" applies)
   employee  inpatient   deductible 300 | 300 | 600 | 1000 yuan; 95% | 95% | 93% | 92%; elderly +2 points
+                        (the +2 points raise a ratio basic pays; a 0% category such as 特药 stays 0%)
             general out annual deductible 500 yuan; 60% | 60% | 55% | 50%; cap 3,000 yuan
             pharmacy    pools with general outpatient; deductible 500 yuan; 50%
             大病        threshold 20,000 yuan; 0-100k 70%, above 80%; cap 500,000 yuan
+            special drug basic 0%; 大病 pays 80% (2024: 60%)
             basic annual cap 400,000 yuan
   assistance (inpatient, chronic, special drug; local or registered only):
-            dibao 0 / 70%, tekun 0 / 100%, dibao_edge 3,000 yuan / 60%
+            dibao 0 / 70%, tekun 0 / 100%, dibao_edge 3,000 yuan / 60%, poverty_returned 0 / 70%
 All amounts below are fen (1 yuan = 100 fen); "x 0.6" means round_half_up(x * 600 / 1000).
 """
 
@@ -318,6 +321,66 @@ CASES = [
         ytd(critical_oop_fen=1_900_000),
         (100_000, 4_508_000, 274_400, 0, 0, 217_600),
     ),
+    # --- issue 8 item 16: a category basic insurance does not pay (ratio 0) stays at 0%.
+    # Employee retiree, 大病特药 2025: the policy's basic ratio is 0%, and the retiree +2 points only
+    # raise a ratio basic pays, so basic 0 (not 1,000,000 x 0.02 = 20,000). 大病 80% of 1,000,000 =
+    # 800,000; left 200,000; personal account pays 50,000 of it; cash 150,000.
+    Case(
+        "retiree special drug: no basic despite the +2 points",
+        visit("special_drug", A(1_000_000), ins="employee", age="elderly", level="tertiary", balance=50_000),
+        ytd(),
+        (0, 0, 800_000, 0, 50_000, 150_000),
+    ),
+    # Same in 2024 (大病特药 60%): basic 0; 大病 1,000,000 x 0.6 = 600,000; cash 400,000.
+    Case(
+        "retiree special drug 2024",
+        visit("special_drug", A(1_000_000), ins="employee", age="elderly", level="tertiary", day=D24),
+        ytd(D24),
+        (0, 0, 600_000, 0, 0, 400_000),
+    ),
+    # Retiree with 10,000 left of the 40,000,000 basic annual cap (39,990,000 paid on admissions): the
+    # special drug takes none of it (basic 0, not min(20,000, 10,000) = 10,000); 大病 80% of 1,000,000
+    # = 800,000; cash 200,000. test_special_drug_leaves_the_basic_cap_alone chains the next admission.
+    Case(
+        "retiree special drug at the basic cap",
+        visit("special_drug", A(1_000_000), ins="employee", age="elderly", level="tertiary"),
+        ytd(basic_paid_fen={"inpatient": 39_990_000}),
+        (0, 0, 800_000, 0, 0, 200_000),
+    ),
+    # --- issue 8 item 17: the 大病 tilt that waives the cap waives it for 特药 too.
+    # 低保 resident, 大病 39,900,000 paid of the 40,000,000 cap: 特药 80% of 1,000,000 = 800,000 in full
+    # (not limited to 100,000). Left 200,000; assistance 低保 70% (no threshold) = 140,000; cash 60,000.
+    Case(
+        "低保 special drug past the 大病 cap",
+        visit("special_drug", A(1_000_000), level="tertiary", assist="dibao"),
+        ytd(critical_paid_fen=39_900_000),
+        (0, 0, 800_000, 140_000, 0, 60_000),
+    ),
+    # 特困 resident, 大病 already 45,000,000 (past the cap): 特药 800,000 (not 0); assistance 100% of the
+    # 200,000 left (特困 cap 6,000,000 untouched); cash 0.
+    Case(
+        "特困 special drug past the 大病 cap",
+        visit("special_drug", A(1_000_000), level="tertiary", assist="tekun"),
+        ytd(critical_paid_fen=45_000_000),
+        (0, 0, 800_000, 200_000, 0, 0),
+    ),
+    # 返贫致贫 in 2024, 大病 41,000,000 paid: 特药 60% of 1,000,000 = 600,000 (not 0); left 400,000;
+    # assistance 70% (no threshold) = 280,000; cash 120,000.
+    Case(
+        "返贫致贫 special drug past the 大病 cap, 2024",
+        visit("special_drug", A(1_000_000), level="tertiary", assist="poverty_returned", day=D24),
+        ytd(D24, critical_paid_fen=41_000_000),
+        (0, 0, 600_000, 280_000, 0, 120_000),
+    ),
+    # The boundary: 低保边缘 has no 大病 tilt, so its cap holds for 特药. 大病 40,000,000 paid: 0.
+    # Assistance: annual threshold 300,000 of the 1,000,000; (1,000,000 - 300,000) x 0.6 = 420,000;
+    # cash 580,000.
+    Case(
+        "低保边缘 special drug stays capped",
+        visit("special_drug", A(1_000_000), level="tertiary", assist="dibao_edge"),
+        ytd(critical_paid_fen=40_000_000),
+        (0, 0, 0, 420_000, 0, 580_000),
+    ),
 ]
 
 
@@ -395,3 +458,35 @@ def test_sequence_matches_the_table() -> None:
     r2 = compute(POLICIES, second.visit, r1.ytd, today=TODAY)
     assert r1.ytd == second.ytd
     assert r2.assistance_fen == 165_000
+
+
+def test_special_drug_leaves_the_basic_cap_alone() -> None:
+    # The retiree at the basic cap (above): the special drug adds nothing to the year's basic totals, so
+    # the next admission still gets the 10,000 left. Tertiary 1,000,000: deductible 100,000;
+    # 900,000 x 0.94 = 846,000, limited to 10,000. oop 990,000 < 大病 threshold 2,000,000; cash 990,000.
+    case = next(c for c in CASES if c.name == "retiree special drug at the basic cap")
+    drug = compute(POLICIES, case.visit, case.ytd, today=TODAY)
+    assert drug.basic_ratio_permille == 0
+    assert drug.ytd.basic_paid_fen == {"inpatient": 39_990_000}
+    assert drug.ytd.deductible_used_fen == {}
+    stay = visit("inpatient", A(1_000_000), ins="employee", age="elderly", level="tertiary")
+    r = compute(POLICIES, stay, drug.ytd, today=TODAY)
+    assert (r.deductible_fen, r.basic_fen, r.critical_illness_fen) == (100_000, 10_000, 0)
+    assert r.cash_fen == 990_000
+    assert sum(r.ytd.basic_paid_fen.values()) == 40_000_000
+
+
+def test_zero_ratio_receipt_names_no_bonus() -> None:
+    case = next(c for c in CASES if c.name == "retiree special drug: no basic despite the +2 points")
+    r = compute(POLICIES, case.visit, case.ytd, today=TODAY)
+    basic_line = next(line for line in r.lines if line.startswith("基本医保"))
+    assert "提高" not in basic_line and "统筹支付0.00元" in basic_line
+    assert "不予支付" in basic_line
+
+
+def test_tilted_special_drug_receipt_says_no_cap() -> None:
+    case = next(c for c in CASES if c.name == "低保 special drug past the 大病 cap")
+    r = compute(POLICIES, case.visit, case.ytd, today=TODAY)
+    crit_line = next(line for line in r.lines if line.startswith("大病保险"))
+    assert "不设封顶线" in crit_line and "已达限额" not in crit_line
+    assert r.ytd.critical_paid_fen == 40_700_000

@@ -17,17 +17,34 @@ from sync.settlement import (
     LOCALITIES,
     VISIT_CATEGORIES,
     BillItem,
+    PolicySet,
     SettlementResult,
     Visit,
     YearToDate,
     compute,
     load_default_policies,
+    load_policies,
     round_half_up,
 )
 
 POLICIES = load_default_policies()
 TODAY = dt.date(2025, 12, 31)
 PROPS = settings(max_examples=200, deadline=None)
+
+
+def _with_zero_ratios() -> PolicySet:
+    """The default policy, except that basic pays nothing for village admissions (which keep their
+    300/200-yuan per-admission deductible) nor for village general outpatient (whose annual deductible
+    pharmacy shares): ratio-0 categories beside 特药, with deductibles that must not be consumed."""
+    d = POLICIES.to_dict()
+    for version in d["versions"]:
+        for ins in ("employee", "resident"):
+            for cat in ("inpatient", "general_outpatient"):
+                version[ins]["categories"][cat]["ratio_permille"]["village"] = 0
+    return load_policies(d)
+
+
+ZERO_RATIO_POLICIES = _with_zero_ratios()
 
 amounts = st.one_of(
     st.integers(0, 20_000),  # village outpatient sizes
@@ -227,3 +244,77 @@ def test_dict_forms_round_trip(vy: tuple[Visit, YearToDate]) -> None:
 @given(st.integers(0, 10**12), st.integers(1, 10**6))
 def test_round_half_up_is_floor_of_x_plus_a_half(n: int, d: int) -> None:
     assert round_half_up(n, d) == math.floor(Fraction(n, d) + Fraction(1, 2))
+
+
+@st.composite
+def zero_ratio_visits(draw: st.DrawFn) -> tuple[PolicySet, Visit, YearToDate]:
+    """A visit in a category that basic insurance does not pay at its facility level (ratio 0 in the
+    policy), for any age group (the retiree +2 points included), locality and assistance category."""
+    policies = draw(st.sampled_from([POLICIES, ZERO_RATIO_POLICIES]))
+    v = draw(visits())
+    version = policies.select(v.region, v.visit_date, today=TODAY)
+    rules = version.rules_for(v.insurance_type)
+
+    def zero_at(level: str) -> list[str]:
+        return sorted(
+            c
+            for c, rule in rules.categories.items()
+            if rule.covered and (rule.ratio_permille or {})[level] == 0
+        )
+
+    level = v.facility_level if zero_at(v.facility_level) else "village"
+    v = dataclasses.replace(v, facility_level=level, category=draw(st.sampled_from(zero_at(level))))
+    pools = ["inpatient", "general_outpatient", "chronic_outpatient", "special_drug"]
+    y = draw(ytds(v.visit_date.year))
+    y = dataclasses.replace(
+        y,
+        deductible_used_fen={p: draw(small_totals) for p in pools if draw(st.booleans())},
+        basic_paid_fen={p: draw(small_totals) for p in pools if draw(st.booleans())},
+    )
+    return policies, v, y
+
+
+@PROPS
+@given(zero_ratio_visits())
+def test_a_ratio_zero_category_never_gets_basic_money_nor_moves_basic_totals(
+    pvy: tuple[PolicySet, Visit, YearToDate],
+) -> None:
+    """Issue 8 item 16: no bonus turns a 0% ratio into basic money, and such a visit neither uses the
+    basic annual cap (nor its pool's cap) nor consumes a deductible."""
+    policies, v, y = pvy
+    r = compute(policies, v, y, today=TODAY)
+    assert r.basic_fen == 0
+    assert r.basic_ratio_permille == 0
+    assert r.deductible_fen == 0
+    assert r.ytd.basic_paid_fen == y.basic_paid_fen
+    assert r.ytd.deductible_used_fen == y.deductible_used_fen
+    assert sum(layers(r)) == r.total_fen
+
+
+CAP_WAIVED = sorted(
+    k
+    for k, t in POLICIES.select("340421", dt.date(2025, 6, 1), today=TODAY).resident.critical.tilt.items()
+    if t.cap_waived
+)
+
+
+@st.composite
+def cap_waived_visits(draw: st.DrawFn) -> tuple[Visit, YearToDate]:
+    v = draw(visits(insurance="resident", assist=draw(st.sampled_from(CAP_WAIVED))))
+    y = draw(ytds(v.visit_date.year))
+    # Often at or past the 大病 annual cap (400,000 yuan), where a cap would bite.
+    paid = draw(st.one_of(small_totals, st.integers(39_000_000, 60_000_000)))
+    return v, dataclasses.replace(y, critical_paid_fen=paid)
+
+
+@PROPS
+@given(cap_waived_visits())
+def test_a_waived_critical_cap_never_limits_any_critical_payment(vy: tuple[Visit, YearToDate]) -> None:
+    """Issue 8 item 17: for 特困, 低保 and 返贫致贫 (tilt without a 大病 cap), what 大病 paid earlier in the
+    year never changes any later 大病 payment, 特药 included: the result is the same as with nothing paid."""
+    v, y = vy
+    assert CAP_WAIVED == ["dibao", "poverty_returned", "tekun"]
+    r = compute(POLICIES, v, y, today=TODAY)
+    fresh = compute(POLICIES, v, dataclasses.replace(y, critical_paid_fen=0), today=TODAY)
+    assert layers(r) == layers(fresh)
+    assert r.ytd.critical_paid_fen == y.critical_paid_fen + r.critical_illness_fen
