@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from api.dbtypes import id_field, money_field, ref_field, utc_field, utcnow
+from api.dbtypes import BigID, id_field, money_field, ref_field, utc_field, utcnow
 
 
 class InsuranceType(StrEnum):
@@ -53,6 +54,8 @@ class InsuredPerson(SQLModel, table=True):
     insurance_type: str = Field(max_length=16)
     region_code: str = Field(max_length=6, index=True)
     household_id: int | None = ref_field("households.id", default=None, index=True)
+    village_code: str | None = Field(default=None, max_length=12, index=True)
+    """12-digit village code (统计用区划代码, 村级) of the person's home: their village clinic's roster."""
     assistance_category: str | None = Field(default=None, max_length=32)
     chronic_diseases: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     """Recognised outpatient chronic/special diseases (门诊慢特病), by the policy's codes."""
@@ -106,6 +109,8 @@ class Facility(SQLModel, table=True):
     level: str = Field(max_length=16)
     kind: str = Field(max_length=16)
     region_code: str = Field(max_length=6, index=True)
+    village_code: str | None = Field(default=None, max_length=12, index=True)
+    """For a village clinic (村卫生室): the village whose roster its terminals sync."""
 
 
 class Settlement(SQLModel, table=True):
@@ -142,6 +147,19 @@ class Settlement(SQLModel, table=True):
     source: str = Field(default="hospital", max_length=16)
     client_ref: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     """Client-made id of a settlement pushed by a terminal; unique, for exactly-once."""
+    visit: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    """The engine's input as it was settled (``sync.settlement.Visit.to_dict()``: the bill items with
+    their class and amount, facility level, category, locality, the person's attributes that day), so
+    that the server can recompute it and an auditor can replay it. Rows migrated from before it was
+    kept carry a bill reconstructed from their amounts, marked ``"reconstructed": true``."""
+    voucher_ref: str | None = Field(default=None, max_length=64)
+    """The replay key of the e-voucher shown for the visit (none for a physical card or a hospital)."""
+    terminal_id: int | None = Field(default=None, sa_type=BigID, index=True)
+    """The clinic terminal (terminals.id) that recorded it offline, for settlements pushed through
+    /sync/push. Not a foreign key: adding one would make SQLite copy this table, which the
+    account_flows foreign key forbids; pushed_mutations.settlement_id links the two with one."""
+    voided_at: datetime | None = utc_field(default=None)
+    """A void (a terminal's `settlement.void`) keeps the row for audit; voided rows count nowhere."""
 
 
 class PersonalAccount(SQLModel, table=True):

@@ -1,0 +1,1 @@
+"""Village-clinic terminals: enrolment codes, terminal identity and the client assertions of /sync."""
