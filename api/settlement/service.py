@@ -14,7 +14,7 @@ import json
 import re
 import tomllib
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,13 +303,22 @@ async def year_to_date(
     """The person's totals of insurance year ``year`` from their stored settlements (those settled
     before ``before`` if given), exactly as the engine would have carried them from visit to visit:
     every total is a sum of per-settlement increments, so the answer is one indexed GROUP BY and does
-    not depend on the order in which late (offline) settlements arrived."""
+    not depend on the order in which late (offline) settlements arrived. Voided settlements count nowhere."""
+    return (await year_to_date_many(session, [person_id], year, before=before))[person_id]
+
+
+async def year_to_date_many(
+    session: AsyncSession, person_ids: Iterable[int], year: int, *, before: dt.datetime | None = None
+) -> dict[int, YearToDate]:
+    """`year_to_date` for many people in one GROUP BY (a village roster's totals, as of now)."""
+    wanted = list(dict.fromkeys(person_ids))
     s = Settlement
-    filters = [col(s.person_id) == person_id, col(s.year) == year]
+    filters = [col(s.person_id).in_(wanted), col(s.year) == year, col(s.voided_at).is_(None)]
     if before is not None:
         filters.append(col(s.settled_at) < before)
     rows = await session.execute(
         select(
+            col(s.person_id),
             col(s.ytd_pool),
             func.sum(col(s.deductible_fen)),
             func.sum(col(s.basic_fen)),
@@ -319,22 +328,21 @@ async def year_to_date(
             func.sum(col(s.assistance_fen)),
         )
         .where(*filters)
-        .group_by(col(s.ytd_pool))
+        .group_by(col(s.person_id), col(s.ytd_pool))
     )
-    deductible: dict[str, int] = {}
-    basic: dict[str, int] = {}
-    critical_oop = critical_paid = threshold = assistance = 0
-    for pool, ded, bas, oop, crit, thr, aid in rows:
+    sums: dict[int, list[Any]] = {pid: [{}, {}, 0, 0, 0, 0] for pid in wanted}
+    for pid, pool, ded, bas, oop, crit, thr, aid in rows:
+        acc = sums[pid]
         # The engine only creates a pool key when something was added to it; mirror that exactly.
         if int(ded):
-            deductible[pool] = int(ded)
+            acc[0][pool] = int(ded)
         if int(bas):
-            basic[pool] = int(bas)
-        critical_oop += int(oop)
-        critical_paid += int(crit)
-        threshold += int(thr)
-        assistance += int(aid)
-    return YearToDate(year, deductible, basic, critical_oop, critical_paid, threshold, assistance)
+            acc[1][pool] = int(bas)
+        acc[2] += int(oop)
+        acc[3] += int(crit)
+        acc[4] += int(thr)
+        acc[5] += int(aid)
+    return {pid: YearToDate(year, *acc) for pid, acc in sums.items()}
 
 
 # ---------------------------------------------------------------------------------- estimates
