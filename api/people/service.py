@@ -22,6 +22,7 @@ from api.people.models import (
     PersonalAccount,
     Settlement,
 )
+from api.replication import changelog
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ async def enrolments(session: AsyncSession, person_id: int) -> Sequence[Enrolmen
 
 async def end_enrolment(session: AsyncSession, person_id: int, end_on: date, today: date) -> Enrolment:
     """Closes the person's open enrolment (参保终止) on ``end_on``; the caller revokes what it names."""
-    await get_person(session, person_id)
+    person = await get_person(session, person_id)
     statement = select(Enrolment).where(
         col(Enrolment.person_id) == person_id, col(Enrolment.end_on).is_(None)
     )
@@ -121,6 +122,7 @@ async def end_enrolment(session: AsyncSession, person_id: int, end_on: date, tod
         # not scheduled ahead.
         raise BadUserInput("终止日期不能晚于今天", field="endOn")
     current.end_on = end_on
+    await changelog.record(session, changelog.person_changed(person_id, person.village_code))
     return current
 
 

@@ -50,6 +50,14 @@ class Change:
     op: ChangeOp = ChangeOp.UPSERT
 
 
+def person_changed(person_id: int, village_code: str | None) -> list[Change]:
+    """A resident's roster entry (their village clinic's terminals) and their own data changed."""
+    changes = [Change("person", str(person_id), person_scope(person_id))]
+    if village_code:
+        changes.append(Change("person", str(person_id), village_scope(village_code)))
+    return changes
+
+
 async def record(session: AsyncSession, changes: Iterable[Change]) -> None:
     """Appends the entries in the caller's transaction: they commit (and become pullable) with it."""
     rows = [

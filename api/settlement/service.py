@@ -26,6 +26,7 @@ from sqlmodel import col
 from api.errors import BadUserInput, Conflict, NotFound
 from api.pagination import SHANGHAI
 from api.people.models import Facility, InsuredPerson, PersonalAccount, Settlement
+from api.replication import changelog
 from api.settlement.models import PolicyVersionRow
 from sync.settlement import (
     MAX_DAYS_AHEAD,
@@ -86,6 +87,11 @@ def version_row(version: PolicyVersion, *, created_by: int | None) -> PolicyVers
     )
 
 
+def policy_change(version_id: str) -> changelog.Change:
+    """Terminals sync every policy version: each write to one goes into the change log."""
+    return changelog.Change("policy_version", version_id, changelog.POLICY_SCOPE)
+
+
 async def seed_default_policies(session: AsyncSession) -> list[str]:
     """Stores the versions of the shipped policy file that the database lacks (by id); idempotent.
 
@@ -97,6 +103,7 @@ async def seed_default_policies(session: AsyncSession) -> list[str]:
     if not missing:
         return []
     session.add_all(version_row(v, created_by=None) for v in missing)
+    await changelog.record(session, [policy_change(v.id) for v in missing])
     try:
         await session.commit()
     except IntegrityError:  # another worker seeded them first: same file, same rows
@@ -272,6 +279,8 @@ async def create_version(
             raise Conflict("该地区的政策版本刚被修改，请刷新后重试", field="version.effective_from")
     row = version_row(version, created_by=created_by)
     session.add(row)
+    changed = [row.id] + ([closing.id] if closing is not None else [])
+    await changelog.record(session, [policy_change(v) for v in changed])
     try:
         await session.commit()
     except IntegrityError:
