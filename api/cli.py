@@ -164,6 +164,28 @@ def cmd_keys_prune(args: argparse.Namespace) -> None:
     print("pruned: " + (", ".join(dropped) if dropped else "nothing"))
 
 
+def cmd_compact(args: argparse.Namespace) -> None:
+    """Drops change-log entries older than YIBAO_SYNC_RETENTION_DAYS (run it daily, e.g. from cron)."""
+    import asyncio
+    from datetime import timedelta
+
+    from api.db import Database
+    from api.replication import changelog
+
+    settings = _settings()
+    _prepare(settings)
+
+    async def run() -> int:
+        db = Database(settings)
+        try:
+            async with db.sessionmaker() as session:
+                return await changelog.compact(session, timedelta(days=settings.sync_retention_days))
+        finally:
+            await db.dispose()
+
+    print(f"dropped {asyncio.run(run())} change-log entries older than {settings.sync_retention_days} days")
+
+
 def cmd_schema(args: argparse.Namespace) -> None:
     from api.schema import print_schema
 
@@ -209,6 +231,9 @@ def parser() -> argparse.ArgumentParser:
         func=cmd_keys_prune
     )
 
+    sub.add_parser(
+        "compact-changelog", help="drop sync change-log entries past the retention (terminals then resync)"
+    ).set_defaults(func=cmd_compact)
     schema = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
     schema.add_argument("--out")
     schema.set_defaults(func=cmd_schema)

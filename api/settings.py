@@ -64,7 +64,25 @@ class Settings(BaseSettings):
     voucher_rate_limit: int = Field(default=30, ge=1)
     """Vouchers and device certificates one account may get per minute."""
     voucher_skew_s: int = Field(default=30, ge=0, le=300)
+    sync_retention_days: int = Field(default=30, ge=1, le=3650)
+    """Change-log entries (tombstones included) are kept this long; a terminal whose checkpoint is
+    older resyncs from a snapshot. Longer than any outage a clinic should ride out offline."""
     device_cert_validity_days: int = Field(default=30, ge=1, le=30)
+
+    terminal_enrolment_ttl_h: int = Field(default=24, ge=1, le=14 * 24)
+    """How long a terminal enrolment code (given to a clinic by an admin) stays usable, once."""
+    terminal_enrol_rate_limit: int = Field(default=30, ge=1)
+    """Enrolment attempts per client address per minute (the codes are unguessable; this bounds floods)."""
+    terminal_clock_leeway_s: int = Field(default=120, ge=0, le=300)
+    """Clock skew tolerated between a terminal and the server on a client assertion's `iat` and `exp`."""
+    sync_audience: str | None = None
+    """The `aud` every terminal's client assertion must carry: the server's /sync URL as terminals
+    reach it, e.g. ``https://ybj.example.cn/sync``. Default: derived from each request (its scheme,
+    host and root path, plus ``/sync``), which is right when terminals talk to the server directly.
+    Behind a reverse proxy that rewrites the host or the scheme, set it. /sync/enrol tells the
+    terminal the value (``audience``), so both ends always agree."""
+    sync_max_inflated_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """A gzip request body to /sync may inflate to at most this; more is a 413 (a gzip bomb)."""
 
     demo_people: int = Field(default=3000, ge=50)
     demo_seed: int = 20260101
