@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import settings as hypothesis_settings
+from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
 from api.app import create_app
@@ -42,11 +43,22 @@ def _postgres_database() -> tuple[str, str] | None:
     return base, name
 
 
+def _pg_url(base_url: str, *, database: str | None = None, drivername: str | None = None) -> str:
+    """base_url naming another database or driver, its credentials and query kept."""
+    url = make_url(base_url)
+    url = url.set(database=database or url.database, drivername=drivername or url.drivername)
+    return url.render_as_string(hide_password=False)
+
+
 async def _admin_pg(base_url: str, sql: str) -> None:
+    """Runs one statement on base_url's server, connected to the database base_url names or, when
+    that one does not exist (a server with only the maintenance database), to `postgres`."""
     import asyncpg
 
-    dsn = base_url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(dsn)
+    try:
+        conn = await asyncpg.connect(_pg_url(base_url, drivername="postgresql"))
+    except asyncpg.InvalidCatalogNameError:
+        conn = await asyncpg.connect(_pg_url(base_url, drivername="postgresql", database="postgres"))
     try:
         await conn.execute(sql)
     finally:
@@ -62,7 +74,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base, name = pg
     asyncio.run(_admin_pg(base, f'CREATE DATABASE "{name}"'))
     try:
-        yield base.rsplit("/", 1)[0] + "/" + name
+        yield _pg_url(base, database=name)
     finally:
         asyncio.run(_admin_pg(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
