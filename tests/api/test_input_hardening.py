@@ -4,6 +4,7 @@ forwarded headers, and UTF-8 answers. Every String and ID argument of the schema
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -364,7 +365,9 @@ async def _login_codes(app: Starlette, peer: str, forwarded: list[str]) -> list[
 
 async def test_a_client_cannot_walk_around_the_login_limit_with_x_forwarded_for(settings: Settings) -> None:
     app = _app_with(settings, login_rate_limit=3)
-    codes = await _login_codes(app, "127.0.0.1", [f"203.0.113.{i}" for i in range(5)])
+    # A loopback address of its own: other tests' logins must not share this window.
+    local = f"127.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}.1"
+    codes = await _login_codes(app, local, [f"203.0.113.{i}" for i in range(5)])
     assert codes[:3] == [[], [], []]
     assert codes[3:] == [["RATE_LIMITED"], ["RATE_LIMITED"]]
 
@@ -372,12 +375,13 @@ async def test_a_client_cannot_walk_around_the_login_limit_with_x_forwarded_for(
 async def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(settings: Settings) -> None:
     app = _app_with(settings, login_rate_limit=3, trusted_proxies=["10.99.0.0/16"])
     # Each resident behind the balancer has their own window; a spoofed left-most entry changes nothing.
-    codes = await _login_codes(app, "10.99.0.7", [f"198.51.100.{i}" for i in range(5)])
+    net = secrets.randbelow(250) + 1  # addresses of this test's own, whatever ran before
+    codes = await _login_codes(app, "10.99.0.7", [f"198.51.{net}.{i}" for i in range(5)])
     assert codes == [[]] * 5
-    spoofed = await _login_codes(app, "10.99.0.7", [f"1.1.1.{i}, 198.51.100.200" for i in range(4)])
+    spoofed = await _login_codes(app, "10.99.0.7", [f"1.1.1.{i}, 198.51.{net}.200" for i in range(4)])
     assert spoofed[3] == ["RATE_LIMITED"]
     # The same header from an untrusted peer is ignored.
-    untrusted = await _login_codes(app, "192.0.2.10", [f"198.51.100.{i}" for i in range(4)])
+    untrusted = await _login_codes(app, f"192.0.{net}.10", [f"198.51.{net}.{i}" for i in range(4)])
     assert untrusted[3] == ["RATE_LIMITED"]
 
 
