@@ -345,6 +345,7 @@ async def test_chinese_text_is_sent_as_utf8_not_escapes(gql: GraphQLClient) -> N
 
 
 def _app_with(settings: Settings, **changes: Any) -> Starlette:
+    """The app with other settings, on the session's (migrated, demo-loaded) database."""
     changed = settings.model_copy(update=changes)
     return create_app(changed, AppState.build(changed))
 
@@ -363,7 +364,9 @@ async def _login_codes(app: Starlette, peer: str, forwarded: list[str]) -> list[
         return codes
 
 
-async def test_a_client_cannot_walk_around_the_login_limit_with_x_forwarded_for(settings: Settings) -> None:
+async def test_a_client_cannot_walk_around_the_login_limit_with_x_forwarded_for(
+    settings: Settings, state: AppState
+) -> None:
     app = _app_with(settings, login_rate_limit=3)
     # A loopback address of its own: other tests' logins must not share this window.
     local = f"127.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}.1"
@@ -372,7 +375,9 @@ async def test_a_client_cannot_walk_around_the_login_limit_with_x_forwarded_for(
     assert codes[3:] == [["RATE_LIMITED"], ["RATE_LIMITED"]]
 
 
-async def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(settings: Settings) -> None:
+async def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(
+    settings: Settings, state: AppState
+) -> None:
     app = _app_with(settings, login_rate_limit=3, trusted_proxies=["10.99.0.0/16"])
     # Each resident behind the balancer has their own window; a spoofed left-most entry changes nothing.
     net = secrets.randbelow(250) + 1  # addresses of this test's own, whatever ran before
