@@ -3,6 +3,7 @@
 from api.auth import models as auth_models
 from api.dbtypes import metadata
 from api.family import models as family_models
+from api.notifications import models as notification_models
 from api.people import models as people_models
 from api.replication import models as replication_models
 from api.settlement import models as settlement_models
@@ -13,6 +14,7 @@ __all__ = [
     "auth_models",
     "family_models",
     "metadata",
+    "notification_models",
     "people_models",
     "replication_models",
     "settlement_models",
