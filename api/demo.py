@@ -455,8 +455,13 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
 
 async def load_demo_family(session: AsyncSession, person_ids: dict[str, int]) -> None:
     """亲情账户: `resident` acts for her father `elder` (over 75, no smartphone) through a proxy link
-    that a reviewer approved on the household register, with every permission granted."""
-    from api.family.models import FamilyLink, LinkMethod, LinkStatus, Permission, Relationship
+    that a reviewer approved on the household register, with every permission granted.
+
+    The approval predates the elder's own login (the demo accounts are created now, the link in 2025):
+    a proxy link is only ever approved for someone who cannot confirm themselves, and stays valid when
+    they later open a login, which lets them read their audit (the request and the approval are in it,
+    as the service writes them) and end the link or narrow it at any time."""
+    from api.family.models import AccessAudit, FamilyLink, LinkMethod, LinkStatus, Permission, Relationship
     from api.family.service import pair_key
 
     rows = await session.execute(
@@ -485,6 +490,23 @@ async def load_demo_family(session: AsyncSession, person_ids: dict[str, int]) ->
     link.set_wanted(set(Permission))
     link.set_granted(set(Permission))
     session.add(link)
+    await session.flush()
+    everything = ",".join(p.value for p in Permission)
+    for when, account, person, action, detail in (
+        (link.created_at, "resident", holder, "link_requested", f"proxy parent: {everything}"),
+        (decided, "reviewer", None, "link_granted", everything),
+    ):
+        session.add(
+            AccessAudit(
+                person_id=relative,
+                occurred_at=when,
+                actor_account_id=accounts[account],
+                actor_person_id=person,
+                link_id=link.id,
+                action=action,
+                detail=detail,
+            )
+        )
     await session.flush()
 
 

@@ -31,6 +31,7 @@ class LinkStatus(StrEnum):
     REJECTED = "rejected"  # the reviewer said no
     EXPIRED = "expired"
     REMOVED = "removed"  # unlinked by either side, or withdrawn while pending
+    SUPERSEDED = "superseded"  # the holder changed a pending request: a new request replaced this one
 
 
 class Permission(StrEnum):
@@ -49,7 +50,9 @@ class FamilyLink(SQLModel, table=True):
 
     id: int | None = id_field()
     ref: str = Field(max_length=16, unique=True)
-    """Opaque 8-byte link reference (hex) that vouchers and certificates name."""
+    """Opaque 8-byte link reference (hex) that vouchers and certificates name. Replaced by a fresh one
+    (the old one going on the revocation list) whenever show-voucher is withdrawn, so codes issued
+    before a withdrawal never verify again, online or on a terminal, even if it is granted again."""
     holder_person_id: int = ref_field("insured_people.id", index=True)
     relative_person_id: int = ref_field("insured_people.id", index=True)
     relationship: str = Field(max_length=16)

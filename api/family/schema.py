@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import strawberry
 
+from api.auth.models import Account, Role
 from api.auth.permissions import IsAuthenticated, IsResident, IsReviewer
 from api.auth.service import Viewer
 from api.context import Info
@@ -90,38 +91,76 @@ async def _links_out(info: Info, viewer: Viewer, links: Sequence[FamilyLink]) ->
     return [FamilyLinkType.build(link, names, viewer, info) for link in links]
 
 
-@strawberry.type(name="AccessAuditEntry", description="One read or action on your data by a family member.")
+STAFF_TITLES = {Role.REVIEWER.value: "经办人员", Role.ADMIN.value: "管理员"}
+
+
+@strawberry.type(
+    name="AccessAuditEntry",
+    description="One read of, or change to, your data or a family link in your name, and who did it.",
+)
 class AccessAuditEntryType:
     id: strawberry.ID
     occurred_at: dt.datetime
-    action: str = strawberry.field(description="e.g. `read:settlements`, `issue_voucher`, `certify_device`.")
+    action: str = strawberry.field(
+        description=(
+            "Reads: `read:settlements`, … Vouchers: `issue_voucher`, `certify_device`. Links:"
+            " `link_requested`, `link_request_changed` (a pending request replaced by a new one),"
+            " `link_granted`, `link_refused`, `update_permissions`, `link_removed`."
+        )
+    )
     detail: str | None
     link_id: strawberry.ID | None
-    actor_name: str
+    actor_name: str = strawberry.field(
+        description="The family member's name, or for staff their title and name (经办人员（…）)."
+    )
+    actor_role: str = strawberry.field(
+        description="Who acted: `holder` (the family member), `relative` (you), `reviewer` or `admin`."
+    )
 
     @classmethod
-    def build(cls, row: AccessAudit, names: dict[int, InsuredPerson]) -> AccessAuditEntryType:
-        actor = names.get(row.actor_person_id) if row.actor_person_id is not None else None
+    def build(
+        cls, row: AccessAudit, names: dict[int, InsuredPerson], accounts: dict[int, Account]
+    ) -> AccessAuditEntryType:
+        person = names.get(row.actor_person_id) if row.actor_person_id is not None else None
+        if row.actor_person_id is not None:
+            role = "relative" if row.actor_person_id == row.person_id else "holder"
+            name = person.name if person else ""
+        else:
+            account = accounts.get(row.actor_account_id)
+            role = account.role if account else "unknown"
+            shown = (account.display_name if account else "") or f"账号{row.actor_account_id}"
+            name = f"{STAFF_TITLES.get(role, '工作人员')}（{shown}）"
         return cls(
             id=strawberry.ID(str(row.id)),
             occurred_at=row.occurred_at,
             action=row.action,
             detail=row.detail,
             link_id=strawberry.ID(str(row.link_id)) if row.link_id is not None else None,
-            actor_name=actor.name if actor else "",
+            actor_name=name,
+            actor_role=role,
         )
 
 
 @strawberry.input(description="Link a relative: their name and ID number must match an insured person.")
 class RequestFamilyLinkInput:
-    relationship: FamilyRelationship  # type: ignore[valid-type]
+    relationship: FamilyRelationship = strawberry.field(  # type: ignore[valid-type]
+        description=(
+            "Checked against the register, else BAD_USER_INPUT (field `relationship`): a parent is at"
+            " least 14 years older than the child, spouses are of marriage age (men 22, women 20), a"
+            " guardian is an adult linking a minor of the same household."
+        )
+    )
     name: str
     id_number: str
     permissions: list[LinkPermission] = strawberry.field(  # type: ignore[valid-type]
         default_factory=lambda: list(Permission)
     )
     proxy: bool = strawberry.field(
-        default=False, description="For a relative who cannot use a phone: a reviewer decides (代办)."
+        default=False,
+        description=(
+            "For a relative who cannot use a phone and has no login: a reviewer decides (代办). A relative"
+            " with a login must confirm themselves (BAD_USER_INPUT, field `proxy`)."
+        ),
     )
     evidence: str | None = strawberry.field(default=None, description="Required for a proxy request.")
 
@@ -174,7 +213,12 @@ class FamilyQuery:
             names = await service.people_by_ids(
                 session, {row.actor_person_id for row in page.rows if row.actor_person_id is not None}
             )
-        return Connection.from_page(page, lambda row: AccessAuditEntryType.build(row, names), after=after)
+            accounts = await service.accounts_by_ids(
+                session, {row.actor_account_id for row in page.rows if row.actor_person_id is None}
+            )
+        return Connection.from_page(
+            page, lambda row: AccessAuditEntryType.build(row, names, accounts), after=after
+        )
 
     @strawberry.field(
         permission_classes=[IsReviewer], description="Proxy link requests waiting for a reviewer."
@@ -209,7 +253,10 @@ class FamilyMutation:
 
     @strawberry.mutation(
         permission_classes=[IsResident],
-        description="The relative confirms (granting what was asked, or only `permissions`) or declines.",
+        description=(
+            "The relative confirms (granting exactly what this request shows, or only `permissions`) or"
+            " declines; also a pending proxy request made before they had a login."
+        ),
     )
     async def respond_family_link(
         self,
@@ -225,7 +272,10 @@ class FamilyMutation:
 
     @strawberry.mutation(
         permission_classes=[IsAuthenticated],  # residents and reviewers; the service decides which side
-        description="Holder: what I ask for (dropping applies at once). Relative or reviewer (proxy): what is granted.",
+        description=(
+            "Holder: what I ask for (dropping applies at once; on a pending request any change closes it"
+            " and returns a new request, with a new id). Relative or reviewer (proxy): what is granted."
+        ),
     )
     async def update_link_permissions(
         self,
@@ -235,11 +285,14 @@ class FamilyMutation:
     ) -> FamilyLinkType:
         viewer = await info.context.require_viewer()
         async with info.context.db() as session:
-            link = await service.update_permissions(session, viewer, link_id, permissions)
+            link = await service.update_permissions(
+                session, info.context.state.settings, viewer, link_id, permissions
+            )
         return (await _links_out(info, viewer, [link]))[0]
 
     @strawberry.mutation(
-        permission_classes=[IsResident], description="End a link, from either side, at once."
+        permission_classes=[IsResident],
+        description="End a link (active or pending, whatever its method), from either side, at once.",
     )
     async def unlink_family(self, info: Info, link_id: strawberry.ID) -> FamilyLinkType:
         viewer = await info.context.require_viewer()
@@ -248,7 +301,11 @@ class FamilyMutation:
         return (await _links_out(info, viewer, [link]))[0]
 
     @strawberry.mutation(
-        permission_classes=[IsReviewer], description="Approve or reject a proxy link request."
+        permission_classes=[IsReviewer],
+        description=(
+            "Approve or reject a proxy link request. Approval is refused (CONFLICT, relative_can_confirm)"
+            " once the relative has a login of their own: then only they can confirm."
+        ),
     )
     async def decide_proxy_link(
         self,

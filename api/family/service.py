@@ -39,6 +39,16 @@ from api.settings import Settings
 from api.vouchers import revocations
 
 ADULT_AGE = 18
+MIN_PARENT_GAP_YEARS = 14
+"""How much older a parent must be than their child, in full years at the child's birth. The law sets no
+minimum age for parenthood, and the links we hold include step-, adoptive and in-law parents, so this
+is not the marriage age: it is the youngest age at which parenthood is plausible at all, low enough never
+to refuse a real family yet high enough to refuse what the claim usually is when it fails (a sibling,
+a spouse or a peer declared as a parent or child; the issue's 35-year-old "child" of a 40-year-old).
+The relative's own confirmation, or a reviewer reading the evidence, still decides the rest."""
+MARRIAGE_AGE = {"M": 22, "F": 20}
+"""民法典 第1047条: 结婚年龄，男不得早于二十二周岁，女不得早于二十周岁. Both spouses must be of that age
+now (they were at least that old when they married); the gender is the one the ID number encodes."""
 PROOF_WINDOW_S = 3600
 AUDIT = people.RecordList("access_audit", AccessAudit, "occurred_at")
 
@@ -64,6 +74,30 @@ def today(now: datetime) -> date:
 def pair_key(a: int, b: int) -> str:
     low, high = sorted((a, b))
     return f"{low}:{high}"
+
+
+def new_link_ref() -> str:
+    return secrets.token_bytes(8).hex()
+
+
+def _check_plausible(
+    holder: InsuredPerson, relative: InsuredPerson, relationship: Relationship, day: date
+) -> None:
+    """The claimed relationship must fit the data we hold (birth dates and genders from the ID numbers,
+    households), or the request is bad input. Checked for every method: a reviewer or the relative
+    should never be asked to approve what the register already contradicts."""
+    implausible = "所填关系与双方身份信息不符，请核对关系"
+    if relationship in (Relationship.PARENT, Relationship.CHILD):
+        parent, child = (relative, holder) if relationship == Relationship.PARENT else (holder, relative)
+        if age_on(parent.birth_date, child.birth_date) < MIN_PARENT_GAP_YEARS:
+            raise BadUserInput(implausible, field="relationship")
+    elif relationship == Relationship.SPOUSE:
+        for person in (holder, relative):
+            if age_on(person.birth_date, day) < MARRIAGE_AGE.get(person.gender, max(MARRIAGE_AGE.values())):
+                raise BadUserInput(implausible, field="relationship")
+    elif relationship == Relationship.GUARDIAN and age_on(holder.birth_date, day) < ADULT_AGE:
+        # 民法典 第27条: a minor's guardian is a parent or another adult able to act as one.
+        raise BadUserInput("监护人须年满十八周岁", field="relationship")
 
 
 async def _refund_proof_attempt(session: AsyncSession, key: str, window_start: int) -> None:
@@ -121,6 +155,10 @@ async def _has_own_login(session: AsyncSession, person_id: int) -> bool:
         )
     )
     return found.first() is not None
+
+
+def _describe(permissions: set[Permission]) -> str:
+    return ",".join(p.value for p in Permission if p in permissions) or "none"
 
 
 async def _expire_stale(session: AsyncSession, now: datetime, *conditions: object) -> None:
@@ -182,6 +220,7 @@ async def request_link(
     minor = age_on(relative.birth_date, today(now)) < ADULT_AGE
     if relationship == Relationship.GUARDIAN and not minor:
         raise BadUserInput("监护关系仅适用于未成年人", field="relationship")
+    _check_plausible(holder, relative, relationship, today(now))
     evidence = (evidence or "").strip() or None
     if minor:
         if relationship not in (Relationship.CHILD, Relationship.GUARDIAN):
@@ -190,6 +229,9 @@ async def request_link(
             raise Forbidden("未成年人须与申请人同一户籍，方可由监护人关联", reason="not_same_household")
         method, status, expires_at = LinkMethod.HOUSEHOLD, LinkStatus.ACTIVE, None
     elif proxy:
+        if await _has_own_login(session, relative.id):
+            # Whoever can confirm for themselves must: a reviewer never consents in an adult's place.
+            raise BadUserInput("对方已开通账号，须由本人在线确认，不能代办", field="proxy")
         if evidence is None:
             raise BadUserInput("代办申请须说明并上传证明材料", field="evidence")
         if len(evidence) > 500:
@@ -229,7 +271,7 @@ async def request_link(
         raise Conflict(f"最多可关联{settings.family_max_links}位亲属", reason="cap_reached")
 
     link = FamilyLink(
-        ref=secrets.token_bytes(8).hex(),
+        ref=new_link_ref(),
         holder_person_id=holder_id,
         relative_person_id=relative.id,
         relationship=relationship.value,
@@ -247,11 +289,18 @@ async def request_link(
         link.set_granted(wanted)  # a guardian acts for a minor in the household without consent
     session.add(link)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         # Another worker opened a link for the same pair between our check and our insert.
         await session.rollback()
         raise Conflict("已关联该亲属或已有待处理的申请", reason="duplicate") from None
+    # The relative learns of every link made in their name, when it is made (a proxy request too).
+    audit(
+        session, viewer, link, "link_requested", f"{method.value} {relationship.value}: {_describe(wanted)}"
+    )
+    if status == LinkStatus.ACTIVE:
+        audit(session, viewer, link, "link_granted", f"household: {_describe(wanted)}")
+    await session.commit()
     return link
 
 
@@ -260,6 +309,22 @@ async def _get(session: AsyncSession, link_id: str | int) -> FamilyLink:
     if link is None:
         raise NotFound("未找到该亲属关联")
     return link
+
+
+async def _get_for_change(session: AsyncSession, link_id: str | int) -> FamilyLink:
+    """The link, read inside a transaction that holds its row for writing until commit, so that two
+    changes (an answer and a changed request, an unlink and an approval) take turns and each sees the
+    other's outcome. A no-op UPDATE rather than SELECT ... FOR UPDATE: on PostgreSQL it locks the row
+    (FOR NO KEY UPDATE, as inserting a link's key-share locks need), and on SQLite it takes the write
+    lock before the read, so the read cannot be a snapshot older than a concurrent commit."""
+    row_id = parse_id(link_id)
+    await session.execute(
+        update(FamilyLink)
+        .where(col(FamilyLink.id) == row_id)
+        .values(status=col(FamilyLink.status))
+        .execution_options(synchronize_session=False)
+    )
+    return await _get(session, row_id)
 
 
 def _permissions(values: Iterable[Permission] | None, limit: set[Permission]) -> set[Permission]:
@@ -276,6 +341,8 @@ async def _check_pending(session: AsyncSession, link: FamilyLink, now: datetime)
         link.status, link.pair_key = LinkStatus.EXPIRED.value, None
         await session.commit()
         raise Conflict("申请已过期，请重新发起", reason="expired")
+    if link.status == LinkStatus.SUPERSEDED.value:
+        raise Conflict("对方已修改申请内容，请查看新的申请", reason="link_superseded")
     if link.status != LinkStatus.PENDING.value:
         raise Conflict("该申请已处理", reason=f"link_{link.status}")
 
@@ -311,15 +378,21 @@ async def respond(
     permissions: Iterable[Permission] | None = None,
     now: datetime | None = None,
 ) -> FamilyLink:
-    """The adult relative confirms (granting what was asked, or less) or declines."""
+    """The adult relative confirms (granting what this request asks, or less) or declines. A request's
+    permissions never change while it is pending (a change makes a new request), so a "yes" grants
+    exactly what the relative was shown, or the subset they chose.
+
+    A proxy request still pending when its relative has a login of their own (opened since it was made)
+    is theirs to answer too, and then becomes a confirmed link: their word replaces the reviewer's."""
     now = now or utcnow()
     me = person_of(viewer)
-    link = await _get(session, link_id)
+    link = await _get_for_change(session, link_id)
     if link.relative_person_id != me:
         raise NotFound("未找到该亲属关联")
-    if link.method != LinkMethod.CONFIRMATION.value:
-        raise Forbidden("该申请由经办人员审核", reason="not_confirmable")
+    if link.method not in (LinkMethod.CONFIRMATION.value, LinkMethod.PROXY.value):
+        raise Forbidden("该关联无需确认", reason="not_confirmable")
     await _check_pending(session, link, now)
+    link.method = LinkMethod.CONFIRMATION.value
     _decide(session, viewer, link, accept, permissions, LinkStatus.DECLINED, now)
     await session.commit()
     return link
@@ -350,17 +423,23 @@ async def decide_proxy(
     permissions: Iterable[Permission] | None = None,
     now: datetime | None = None,
 ) -> FamilyLink:
-    """A reviewer approves or rejects a proxy request, with the note recorded beside the evidence."""
+    """A reviewer approves or rejects a proxy request, with the note recorded beside the evidence.
+    Approval is re-checked against the relative's login: one opened since the request was made means
+    the relative can (and so must) decide themselves; they see the request and may end it."""
     now = now or utcnow()
     note = (note or "").strip() or None
     if note is not None and len(note) > 500:
         raise BadUserInput("审核意见不能超过500字", field="note")
-    link = await _get(session, link_id)
+    link = await _get_for_change(session, link_id)
     if link.method != LinkMethod.PROXY.value:
         raise NotFound("未找到该代办申请")
     await _check_pending(session, link, now)
     if not approve and note is None:
         raise BadUserInput("驳回须说明理由", field="note")
+    if approve and await _has_own_login(session, link.relative_person_id):
+        raise Conflict(
+            "对方已开通账号，须由本人在线确认该申请，经办人员不能代为同意", reason="relative_can_confirm"
+        )
     link.decided_by_account_id, link.decision_note = viewer.account_id, note
     _decide(session, viewer, link, approve, permissions, LinkStatus.REJECTED, now)
     await session.commit()
@@ -383,29 +462,43 @@ async def list_links(
     return (await session.execute(statement)).scalars().all()
 
 
-def _describe(permissions: set[Permission]) -> str:
-    return ",".join(p.value for p in Permission if p in permissions) or "none"
-
-
 async def update_permissions(
-    session: AsyncSession, viewer: Viewer, link_id: str | int, permissions: Iterable[Permission]
+    session: AsyncSession,
+    settings: Settings,
+    viewer: Viewer,
+    link_id: str | int,
+    permissions: Iterable[Permission],
+    now: datetime | None = None,
 ) -> FamilyLink:
     """The holder sets what they ask for (dropping a permission takes effect at once; asking for more
     waits for a grant); the relative grants within what was asked. A reviewer, for a proxy link, may
     only narrow what is granted now: never give back what the relative (or anyone) took away.
 
+    A pending request is never changed in place, so that a "yes" can only grant what the relative was
+    shown: the holder's change closes it (superseded) and opens a new request with a new id and a fresh
+    expiry, which the relative (or, for a proxy request, the reviewer) answers on its own terms. The
+    link returned is the new request.
+
     Every change is written to the relative's access audit (who, which link, old → new). Withdrawing
-    show-voucher revokes, in the same transaction, every device certificate issued through the link,
-    so the phone's offline codes stop verifying at once, online and (after their next sync) on
-    terminals; online codes through the link are refused by `vouchers.service.verify`."""
+    show-voucher, in the same transaction, revokes every device certificate issued through the link and
+    the link's ref (codes name it), and gives the link a fresh ref: codes issued before the withdrawal
+    stop verifying at once online and, after their next sync, on terminals, and stay dead even if
+    show-voucher is granted again; codes issued after a new grant name the new ref."""
+    now = now or utcnow()
     chosen = set(permissions)
-    link = await _get(session, link_id)
+    link = await _get_for_change(session, link_id)
     if link.status not in OPEN_STATUSES:
         raise Conflict("该亲属关联已失效", reason=f"link_{link.status}")
     old_granted, old_wanted = link.granted(), link.wanted()
     if viewer.person_id is not None and viewer.person_id == link.holder_person_id:
         if not chosen:
             raise BadUserInput("请至少保留一项权限，或解除关联", field="permissions")
+        if link.status == LinkStatus.PENDING.value:
+            if link.expires_at is not None and link.expires_at < now:
+                await _check_pending(session, link, now)  # expires it, and says so
+            if chosen == old_wanted:
+                return link
+            return await _replace_request(session, settings, viewer, link, chosen, now)
         link.set_wanted(chosen)
         link.set_granted(old_granted & chosen)
     elif viewer.person_id is not None and viewer.person_id == link.relative_person_id:
@@ -428,26 +521,75 @@ async def update_permissions(
         audit(session, viewer, link, "update_permissions", detail)
     if Permission.SHOW_VOUCHER in old_granted - new_granted:
         assert link.id is not None
-        await revocations.revoke_link_certificates(session, link.id, "consent_withdrawn")
+        await revocations.revoke_link(session, link.id, link.ref, "consent_withdrawn")
+        link.ref = new_link_ref()
     await session.commit()
     return link
 
 
+async def _replace_request(
+    session: AsyncSession,
+    settings: Settings,
+    viewer: Viewer,
+    old: FamilyLink,
+    wanted: set[Permission],
+    now: datetime,
+) -> FamilyLink:
+    """Closes a pending request and opens its successor asking for `wanted` (see update_permissions).
+    A proxy request whose relative has opened a login since becomes one the relative confirms."""
+    method = LinkMethod(old.method)
+    if method == LinkMethod.PROXY and await _has_own_login(session, old.relative_person_id):
+        method = LinkMethod.CONFIRMATION
+    ttl_h = settings.family_proxy_ttl_h if method == LinkMethod.PROXY else settings.family_request_ttl_h
+    old.status, old.pair_key = LinkStatus.SUPERSEDED.value, None
+    old.removed_at, old.removed_by_account_id = now, viewer.account_id
+    await session.flush()  # frees the pair for the new request (one open link per pair)
+    new = FamilyLink(
+        ref=new_link_ref(),
+        holder_person_id=old.holder_person_id,
+        relative_person_id=old.relative_person_id,
+        relationship=old.relationship,
+        method=method.value,
+        status=LinkStatus.PENDING.value,
+        pair_key=pair_key(old.holder_person_id, old.relative_person_id),
+        requested_by_account_id=viewer.account_id,
+        evidence=old.evidence if method == LinkMethod.PROXY else None,
+        created_at=now,
+        expires_at=now + timedelta(hours=ttl_h),
+    )
+    new.set_wanted(wanted)
+    session.add(new)
+    await session.flush()
+    audit(
+        session,
+        viewer,
+        old,
+        "link_request_changed",
+        f"requested {_describe(old.wanted())} → {_describe(wanted)}; new request {new.id}",
+    )
+    audit(session, viewer, new, "link_requested", f"{method.value} {new.relationship}: {_describe(wanted)}")
+    await session.commit()
+    return new
+
+
 async def unlink(session: AsyncSession, viewer: Viewer, link_id: str | int) -> FamilyLink:
-    """Either side ends the link at once; its vouchers and device certificates are revoked with it."""
+    """Either side ends the link at once, whatever its method (a proxy link too) and state (a pending
+    request too); its vouchers and device certificates are revoked with it, and the relative's audit
+    records who ended it."""
     me = person_of(viewer)
-    link = await _get(session, link_id)
+    link = await _get_for_change(session, link_id)
     if me not in (link.holder_person_id, link.relative_person_id):
         raise NotFound("未找到该亲属关联")
     if link.status not in OPEN_STATUSES:
         return link  # already closed: unlinking twice is not an error
-    was_active = link.status == LinkStatus.ACTIVE.value
+    was = link.status
     link.status, link.pair_key = LinkStatus.REMOVED.value, None
     link.removed_at, link.removed_by_account_id = utcnow(), viewer.account_id
     link.set_granted(set())
     assert link.id is not None
-    if was_active:
+    if was == LinkStatus.ACTIVE.value:
         await revocations.revoke_link(session, link.id, link.ref, "unlinked")
+    audit(session, viewer, link, "link_removed", was)
     await session.commit()
     return link
 
@@ -503,6 +645,14 @@ async def list_audit(
 async def link_by_ref(session: AsyncSession, ref: str) -> FamilyLink | None:
     statement = select(FamilyLink).where(col(FamilyLink.ref) == ref).execution_options(populate_existing=True)
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def accounts_by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, Account]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = (await session.execute(select(Account).where(col(Account.id).in_(wanted)))).scalars()
+    return {row.id: row for row in rows if row.id is not None}
 
 
 async def people_by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, InsuredPerson]:

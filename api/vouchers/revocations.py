@@ -64,8 +64,7 @@ async def revoke_certificates(
 
 
 async def revoke_link_certificates(session: AsyncSession, link_id: int, reason: str) -> list[str]:
-    """Every live certificate issued through a link: its show-voucher consent was withdrawn, or it
-    ended. The link's own ref stays valid (it may still grant other things, or show-voucher again)."""
+    """Every live certificate issued through a link (revoke_link also revokes the ref its codes name)."""
     certs = (
         (
             await session.execute(
@@ -82,7 +81,9 @@ async def revoke_link_certificates(session: AsyncSession, link_id: int, reason: 
 
 
 async def revoke_link(session: AsyncSession, link_id: int, link_ref: str, reason: str) -> None:
-    """Unlinking: the link's ref and every certificate issued through it."""
+    """The link's ref and every certificate issued through it: the link ended, or its show-voucher
+    consent was withdrawn (then the family service gives the link a fresh ref, so that codes issued
+    before the withdrawal stay revoked, on terminals too, even if show-voucher is granted again)."""
     await revoke_link_certificates(session, link_id, reason)
     await append(session, [(LINK, link_ref, reason)])
 

@@ -30,9 +30,13 @@ class Member:
     household_id: int
 
 
-def _id_number(age: int) -> str:
+def _id_number(age: int, gender: str | None = None) -> str:
+    """A valid number of someone `age` full years old today (of `gender`, "M" or "F", if given)."""
     birth = dt.date.today() - dt.timedelta(days=int(age * 365.25) + secrets.randbelow(200) + 10)
-    first17 = f"34{secrets.randbelow(100):02d}{secrets.randbelow(100):02d}{birth:%Y%m%d}{secrets.randbelow(1000):03d}"
+    sequence = secrets.randbelow(1000)
+    if gender is not None and (sequence % 2 == 1) != (gender == "M"):
+        sequence ^= 1  # the 17th digit is odd for men, even for women
+    first17 = f"34{secrets.randbelow(100):02d}{secrets.randbelow(100):02d}{birth:%Y%m%d}{sequence:03d}"
     return first17 + idnumbers.check_digit(first17)
 
 
@@ -53,10 +57,11 @@ async def person(
     account: bool = True,
     role: Role = Role.RESIDENT,
     insured: bool = True,
+    gender: str | None = None,
 ) -> Member:
     household_id = household_id or await household(state)
     name = "测" + "".join(secrets.choice(GIVEN) for _ in range(2))
-    id_number = _id_number(age)
+    id_number = _id_number(age, gender)
     async with state.db.session() as session:
         row = InsuredPerson(
             ref=uuid.uuid4().hex,
@@ -85,6 +90,14 @@ async def person(
         if account:
             account_id, token = await _account(session, state, role, row.id)
         return Member(row.id, account_id, name, id_number, token, household_id)
+
+
+async def add_login(state: AppState, member: Member) -> Member:
+    """The person opens their own resident login (e.g. after a proxy request was made for them)."""
+    async with state.db.session() as session:
+        account_id, token = await _account(session, state, Role.RESIDENT, member.person_id)
+    member.account_id, member.token = account_id, token
+    return member
 
 
 async def staff(state: AppState, role: Role) -> str:

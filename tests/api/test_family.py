@@ -34,11 +34,13 @@ RELATIVE_RECORDS = """query($linkId: ID!) { relative(linkId: $linkId) {
   name settlements(first: 2) { totalCount edges { node { id totalFen } } } } }"""
 AUDIT = """query { accessAudit(first: 50) { totalCount edges { node { action linkId actorName occurredAt } } } }"""
 AUDIT_DETAIL = """query { accessAudit(first: 50) { edges { node { action detail linkId actorName } } } }"""
+AUDIT_PAGE = """query($after: String) { accessAudit(first: 100, after: $after) {
+  pageInfo { hasNextPage endCursor } edges { node { action detail linkId actorName actorRole } } } }"""
 DETAILS = """query($linkId: ID!) { relative(linkId: $linkId) {
   name gender birthDate assistanceCategory chronicDiseases twoDiseases } }"""
 
 
-def ask(relative: world.Member, relationship: str = "PARENT", **extra: Any) -> dict[str, Any]:
+def ask(relative: world.Member, relationship: str = "SPOUSE", **extra: Any) -> dict[str, Any]:
     return {
         "input": {
             "relationship": relationship,
@@ -52,6 +54,18 @@ def ask(relative: world.Member, relationship: str = "PARENT", **extra: Any) -> d
 def data(body: dict[str, Any]) -> Any:
     assert "errors" not in body, body
     return body["data"]
+
+
+async def everything_in_audit(gql: GraphQLClient, token: str | None = None) -> list[dict[str, Any]]:
+    """The caller's whole access audit, newest first."""
+    entries: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = data(await gql(AUDIT_PAGE, {"after": after}, token=token))["accessAudit"]
+        entries += [edge["node"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            return entries
+        after = page["pageInfo"]["endCursor"]
 
 
 async def test_demo_holder_acts_for_the_elder_and_the_elder_sees_the_audit(gql: GraphQLClient) -> None:
@@ -69,9 +83,15 @@ async def test_demo_holder_acts_for_the_elder_and_the_elder_sees_the_audit(gql: 
 
     await gql.login("elder")
     entries = [e["node"] for e in data(await gql(AUDIT))["accessAudit"]["edges"]]
-    mine = [e for e in entries if e["linkId"] == link_id]
+    mine = [e for e in entries if e["linkId"] == link_id and e["action"].startswith("read:")]
     assert {"read:profile", "read:settlements"} <= {e["action"] for e in mine}
     assert all(e["actorName"] == me["name"] for e in mine)
+    # The elder also sees how the link came about: her request in his name, and the reviewer's approval
+    # (made before his own login existed, so it stays valid; he can end it, see the proxy tests).
+    history = [
+        (e["action"], e["actorRole"]) for e in await everything_in_audit(gql) if e["linkId"] == link_id
+    ]
+    assert history[-2:] == [("link_granted", "reviewer"), ("link_requested", "holder")]
     # The elder's own link list shows the link from the relative's side.
     theirs = data(await gql(LINKS, {"all": False}))["familyLinks"]
     assert [(link["id"], link["myRole"]) for link in theirs] == [(link_id, "relative")]
@@ -187,13 +207,13 @@ async def test_malformed_id_number(gql: GraphQLClient, state: AppState, id_numbe
 
 
 async def test_linking_oneself_duplicates_and_cycles(gql: GraphQLClient, state: AppState) -> None:
-    holder, relative = await world.person(state), await world.person(state)
+    holder, relative = await world.person(state), await world.person(state, age=70)
     me = ask(holder, "SPOUSE")
     body = await gql(REQUEST, me, token=holder.token)
     assert error_codes(body) == ["BAD_USER_INPUT"]
 
-    assert data(await gql(REQUEST, ask(relative), token=holder.token))
-    duplicate = await gql(REQUEST, ask(relative), token=holder.token)
+    assert data(await gql(REQUEST, ask(relative, "PARENT"), token=holder.token))
+    duplicate = await gql(REQUEST, ask(relative, "PARENT"), token=holder.token)
     assert (
         error_codes(duplicate) == ["CONFLICT"]
         and duplicate["errors"][0]["extensions"]["reason"] == "duplicate"
@@ -497,6 +517,7 @@ async def test_reviewer_may_only_narrow_a_proxy_link_and_every_change_is_audited
     father = await world.person(state, age=82)  # has a login now, so he manages his own consent
     link_id = str(await world.link(state, holder, father, set(Permission), method=LinkMethod.PROXY))
     reviewer = await world.staff(state, Role.REVIEWER)
+    reviewer_id = state.tokens.verify_access(reviewer).account_id
 
     def granted(body: dict[str, Any]) -> set[str]:
         return set(data(body)["updateLinkPermissions"]["permissions"])
@@ -533,7 +554,7 @@ async def test_reviewer_may_only_narrow_a_proxy_link_and_every_change_is_audited
     changes = [e for e in reversed(entries) if e["action"] == "update_permissions"]
     assert [(e["actorName"], e["detail"]) for e in changes] == [
         (father.name, "show_voucher,read_records,file_on_behalf → show_voucher,file_on_behalf"),
-        ("", "show_voucher,file_on_behalf → show_voucher"),
+        (f"经办人员（账号{reviewer_id}）", "show_voucher,file_on_behalf → show_voucher"),
         (father.name, "show_voucher → show_voucher,read_records"),
         (
             holder.name,
@@ -542,3 +563,362 @@ async def test_reviewer_may_only_narrow_a_proxy_link_and_every_change_is_audited
         ),
     ]
     assert {e["linkId"] for e in changes} == {link_id}
+
+
+# --- Issue 8, item 3: a proxy link never skips the consent of an adult who can give it -------------
+
+DECIDE = """mutation($id: ID!, $approve: Boolean!, $note: String) {
+  decideProxyLink(id: $id, approve: $approve, note: $note) { id status permissions } }"""
+EVIDENCE = "户口簿首页及本人页"
+
+
+async def test_a_relative_with_a_login_confirms_in_person_not_by_proxy(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder, mother = await world.person(state), await world.person(state, age=68)
+    body = await gql(REQUEST, ask(mother, "PARENT", proxy=True, evidence=EVIDENCE), token=holder.token)
+    assert error_codes(body) == ["BAD_USER_INPUT"], body
+    assert body["errors"][0]["extensions"]["field"] == "proxy"
+    assert "本人" in body["errors"][0]["message"]
+    # Nothing was opened: the ordinary request, which she confirms herself, goes through.
+    pending = data(await gql(REQUEST, ask(mother, "PARENT"), token=holder.token))["requestFamilyLink"]
+    assert (pending["method"], pending["status"]) == ("CONFIRMATION", "PENDING")
+
+
+async def test_the_reviewer_cannot_approve_once_the_relative_has_a_login(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder = await world.person(state)
+    father = await world.person(state, age=81, account=False)
+    proxy = ask(father, "PARENT", proxy=True, evidence=EVIDENCE)
+    link_id = data(await gql(REQUEST, proxy, token=holder.token))["requestFamilyLink"]["id"]
+    reviewer = await world.staff(state, Role.REVIEWER)
+
+    # He opens his own login while the request waits: from now on it is his consent that counts.
+    await world.add_login(state, father)
+    body = await gql(DECIDE, {"id": link_id, "approve": True, "note": "材料齐全"}, token=reviewer)
+    assert error_codes(body) == ["CONFLICT"], body
+    assert body["errors"][0]["extensions"]["reason"] == "relative_can_confirm"
+    assert error_codes(await gql(RELATIVE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+
+    # He learns of the request made in his name, sees it among his links and ends it himself.
+    entries = await everything_in_audit(gql, father.token)
+    assert [(e["action"], e["linkId"], e["actorName"]) for e in entries] == [
+        ("link_requested", link_id, holder.name)
+    ]
+    theirs = data(await gql(LINKS, {"all": False}, token=father.token))["familyLinks"]
+    assert [(t["id"], t["myRole"], t["method"], t["status"]) for t in theirs] == [
+        (link_id, "relative", "PROXY", "PENDING")
+    ]
+    ended = data(await gql(UNLINK, {"linkId": link_id}, token=father.token))["unlinkFamily"]
+    assert ended["status"] == "REMOVED"
+    assert error_codes(await gql(DECIDE, {"id": link_id, "approve": True}, token=reviewer)) == ["CONFLICT"]
+    assert [(e["action"], e["actorRole"]) for e in await everything_in_audit(gql, father.token)] == [
+        ("link_removed", "relative"),
+        ("link_requested", "holder"),
+    ]
+
+
+async def test_a_relative_with_a_new_login_answers_a_pending_proxy_request_themselves(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder = await world.person(state)
+    mother = await world.person(state, age=77, account=False)
+    proxy = ask(mother, "PARENT", proxy=True, evidence=EVIDENCE)
+    link_id = data(await gql(REQUEST, proxy, token=holder.token))["requestFamilyLink"]["id"]
+    await world.add_login(state, mother)
+    accepted = data(
+        await gql(
+            RESPOND, {"id": link_id, "accept": True, "permissions": ["SHOW_VOUCHER"]}, token=mother.token
+        )
+    )["respondFamilyLink"]
+    assert (accepted["status"], accepted["method"], accepted["permissions"]) == (
+        "ACTIVE",
+        "CONFIRMATION",
+        ["SHOW_VOUCHER"],
+    )
+    reviewer = await world.staff(state, Role.REVIEWER)
+    assert error_codes(await gql(DECIDE, {"id": link_id, "approve": True}, token=reviewer)) == ["NOT_FOUND"]
+    assert [(e["action"], e["actorRole"]) for e in await everything_in_audit(gql, mother.token)] == [
+        ("link_granted", "relative"),
+        ("link_requested", "holder"),
+    ]
+
+
+async def test_the_relative_ends_an_approved_proxy_link_and_a_pending_request(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder = await world.person(state)
+    father = await world.person(state, age=84, account=False)
+    reviewer = await world.staff(state, Role.REVIEWER)
+    link_id = data(
+        await gql(REQUEST, ask(father, "PARENT", proxy=True, evidence=EVIDENCE), token=holder.token)
+    )["requestFamilyLink"]["id"]
+    assert data(await gql(DECIDE, {"id": link_id, "approve": True, "note": "材料齐全"}, token=reviewer))
+    # Approved before he had a login: it stays valid until he (or the holder) ends it.
+    await world.add_login(state, father)
+    assert data(await gql(RELATIVE, {"linkId": link_id}, token=holder.token))
+    assert data(await gql(UNLINK, {"linkId": link_id}, token=father.token))["unlinkFamily"]["status"] == (
+        "REMOVED"
+    )
+    assert error_codes(await gql(RELATIVE, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
+
+    # A pending confirmation request can be ended by the relative too, instead of answering it.
+    sister = await world.person(state)
+    other = await world.person(state, age=70)
+    pending = data(await gql(REQUEST, ask(other, "PARENT"), token=sister.token))["requestFamilyLink"]["id"]
+    assert data(await gql(UNLINK, {"linkId": pending}, token=other.token))["unlinkFamily"]["status"] == (
+        "REMOVED"
+    )
+    assert error_codes(await gql(RESPOND, {"id": pending, "accept": True}, token=other.token)) == ["CONFLICT"]
+
+
+@pytest.mark.parametrize(
+    ("holder_age", "relative_age", "gender", "relationship", "plausible"),
+    [
+        (40, 35, None, "CHILD", False),  # the issue's case: a 35-year-old is not a 40-year-old's child
+        (40, 45, None, "PARENT", False),
+        (40, 28, None, "PARENT", False),  # younger than the holder
+        (30, 30, None, "CHILD", False),
+        (40, 70, None, "PARENT", True),
+        (60, 30, None, "CHILD", True),
+        (40, 19, "F", "SPOUSE", False),  # 民法典 第1047条: women marry from 20, men from 22
+        (40, 21, "M", "SPOUSE", False),
+        (40, 20, "F", "SPOUSE", True),
+        (40, 22, "M", "SPOUSE", True),
+    ],
+)
+async def test_the_relationship_must_be_plausible(
+    gql: GraphQLClient,
+    state: AppState,
+    holder_age: int,
+    relative_age: int,
+    gender: str | None,
+    relationship: str,
+    plausible: bool,
+) -> None:
+    holder = await world.person(state, age=holder_age)
+    relative = await world.person(state, age=relative_age, gender=gender)
+    for extra in ({}, {"proxy": True, "evidence": EVIDENCE}):
+        body = await gql(REQUEST, ask(relative, relationship, **extra), token=holder.token)
+        if plausible:
+            # Confirmation opens a request; a proxy request for someone with a login is refused as such.
+            assert error_codes(body) == ([] if not extra else ["BAD_USER_INPUT"]), body
+            if extra:
+                assert body["errors"][0]["extensions"]["field"] == "proxy"
+        else:
+            assert error_codes(body) == ["BAD_USER_INPUT"], body
+            assert body["errors"][0]["extensions"]["field"] == "relationship"
+
+
+async def test_implausible_links_to_people_without_a_login_and_to_minors(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder = await world.person(state, age=40)
+    # A proxy request is checked against the data we hold just the same.
+    peer = await world.person(state, age=44, account=False)
+    body = await gql(REQUEST, ask(peer, "PARENT", proxy=True, evidence=EVIDENCE), token=holder.token)
+    assert (
+        error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "relationship"
+    )
+    # A minor in the household is a child only with a plausible age gap; a spouse is never a minor.
+    young_holder = await world.person(state, age=19)
+    sibling = await world.person(state, age=9, household_id=young_holder.household_id, account=False)
+    body = await gql(REQUEST, ask(sibling, "CHILD"), token=young_holder.token)
+    assert (
+        error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "relationship"
+    )
+    # A guardian is an adult (民法典 第27条); a 16-year-old cannot be one.
+    teen = await world.person(state, age=16)
+    little = await world.person(state, age=6, household_id=teen.household_id, account=False)
+    body = await gql(REQUEST, ask(little, "GUARDIAN"), token=teen.token)
+    assert (
+        error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "relationship"
+    )
+    # The holder's age counts for a spouse too.
+    adult = await world.person(state, age=30)
+    body = await gql(REQUEST, ask(adult, "SPOUSE"), token=teen.token)
+    assert (
+        error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "relationship"
+    )
+
+
+async def test_every_request_made_in_a_persons_name_is_in_their_audit(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    holder = await world.person(state)
+    spouse = await world.person(state)
+    data(await gql(REQUEST, ask(spouse, "SPOUSE", permissions=["SHOW_VOUCHER"]), token=holder.token))
+    entries = await everything_in_audit(gql, spouse.token)
+    assert [(e["action"], e["actorName"], e["actorRole"]) for e in entries] == [
+        ("link_requested", holder.name, "holder")
+    ]
+    assert "show_voucher" in entries[0]["detail"] and "confirmation" in entries[0]["detail"]
+
+    # A minor linked on household data at once: the audit (read by the guardian or, later, by the
+    # child) still shows who linked them and with what.
+    child = await world.person(state, age=12, household_id=holder.household_id)
+    link_id = data(await gql(REQUEST, ask(child, "CHILD"), token=holder.token))["requestFamilyLink"]["id"]
+    actions = [(e["action"], e["linkId"]) for e in await everything_in_audit(gql, child.token)]
+    assert actions == [("link_granted", link_id), ("link_requested", link_id)]
+
+
+# --- Issue 8, item 4: acceptance grants exactly what the relative was shown ----------------------
+
+
+async def test_changing_a_pending_request_makes_a_new_request(gql: GraphQLClient, state: AppState) -> None:
+    holder, spouse = await world.person(state), await world.person(state)
+    shown = data(await gql(REQUEST, ask(spouse, "SPOUSE", permissions=["SHOW_VOUCHER"]), token=holder.token))[
+        "requestFamilyLink"
+    ]
+    assert shown["requestedPermissions"] == ["SHOW_VOUCHER"]
+    # The relative has seen the request (voucher only); the holder now asks for everything.
+    widened = data(await gql(UPDATE, {"linkId": shown["id"], "permissions": ALL}, token=holder.token))[
+        "updateLinkPermissions"
+    ]
+    assert widened["id"] != shown["id"] and widened["status"] == "PENDING"
+    assert set(widened["requestedPermissions"]) == set(ALL) and widened["permissions"] == []
+    assert widened["expiresAt"] >= shown["expiresAt"]
+
+    # Her "yes" to what she was shown cannot grant what she was not shown.
+    body = await gql(RESPOND, {"id": shown["id"], "accept": True}, token=spouse.token)
+    assert error_codes(body) == ["CONFLICT"], body
+    assert body["errors"][0]["extensions"]["reason"] == "link_superseded"
+    assert error_codes(await gql(RELATIVE, {"linkId": shown["id"]}, token=holder.token)) == ["FORBIDDEN"]
+    closed = data(await gql(LINKS, {"all": True}, token=spouse.token))["familyLinks"]
+    assert {c["id"]: c["status"] for c in closed} == {shown["id"]: "SUPERSEDED", widened["id"]: "PENDING"}
+
+    # The new request is answered on its own terms: exactly what it shows, or the subset she picks.
+    accepted = data(
+        await gql(
+            RESPOND,
+            {"id": widened["id"], "accept": True, "permissions": ["SHOW_VOUCHER", "READ_RECORDS"]},
+            token=spouse.token,
+        )
+    )["respondFamilyLink"]
+    assert set(accepted["permissions"]) == {"SHOW_VOUCHER", "READ_RECORDS"}
+    history = [(e["action"], e["linkId"]) for e in await everything_in_audit(gql, spouse.token)]
+    assert history == [
+        ("link_granted", widened["id"]),
+        ("link_requested", widened["id"]),
+        ("link_request_changed", shown["id"]),
+        ("link_requested", shown["id"]),
+    ]
+
+
+async def test_an_unchanged_or_narrowed_pending_request(gql: GraphQLClient, state: AppState) -> None:
+    holder, spouse = await world.person(state), await world.person(state)
+    asked = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]
+    # Asking again for the same is no change: the same request, nothing new in the audit.
+    same = data(await gql(UPDATE, {"linkId": asked["id"], "permissions": ALL}, token=holder.token))
+    assert same["updateLinkPermissions"]["id"] == asked["id"]
+    # Narrowing is a change as well: a new request, and the old one is closed.
+    narrowed = data(
+        await gql(UPDATE, {"linkId": asked["id"], "permissions": ["READ_RECORDS"]}, token=holder.token)
+    )["updateLinkPermissions"]
+    assert narrowed["id"] != asked["id"] and narrowed["requestedPermissions"] == ["READ_RECORDS"]
+    accepted = data(await gql(RESPOND, {"id": narrowed["id"], "accept": True}, token=spouse.token))
+    assert accepted["respondFamilyLink"]["permissions"] == ["READ_RECORDS"]
+    # The first request stays closed, whatever is asked of it.
+    body = await gql(RESPOND, {"id": asked["id"], "accept": True, "permissions": ALL}, token=spouse.token)
+    assert error_codes(body) == ["CONFLICT"]
+
+
+async def test_a_reviewer_decides_only_the_request_as_it_stands(gql: GraphQLClient, state: AppState) -> None:
+    holder = await world.person(state)
+    father = await world.person(state, age=80, account=False)
+    reviewer = await world.staff(state, Role.REVIEWER)
+    first = data(
+        await gql(
+            REQUEST,
+            ask(father, "PARENT", proxy=True, evidence=EVIDENCE, permissions=["READ_RECORDS"]),
+            token=holder.token,
+        )
+    )["requestFamilyLink"]["id"]
+    second = data(await gql(UPDATE, {"linkId": first, "permissions": ALL}, token=holder.token))[
+        "updateLinkPermissions"
+    ]
+    assert second["id"] != first and second["method"] == "PROXY" and second["evidence"] == EVIDENCE
+    queue = {
+        q["id"] for q in data(await gql("{ pendingProxyLinks { id } }", token=reviewer))["pendingProxyLinks"]
+    }
+    assert second["id"] in queue and first not in queue
+    body = await gql(DECIDE, {"id": first, "approve": True, "note": "同意"}, token=reviewer)
+    assert error_codes(body) == ["CONFLICT"]
+    approved = data(await gql(DECIDE, {"id": second["id"], "approve": True, "note": "同意"}, token=reviewer))
+    assert set(approved["decideProxyLink"]["permissions"]) == set(ALL)
+
+
+async def test_a_pending_request_changed_while_answered_opens_one_link_at_most(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    """The relative's answer and the holder's change race: whichever wins, the pair has one open link,
+    and an accepted link holds only permissions of a request the relative answered."""
+    _, other_app = world.second_worker(state)
+    transport = httpx.ASGITransport(app=other_app, client=("10.7.7.8", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker-b") as other_http:
+        a, b = GraphQLClient(client), GraphQLClient(other_http)
+        for _ in range(3):
+            holder, spouse = await world.person(state), await world.person(state)
+            link_id = data(
+                await a(REQUEST, ask(spouse, "SPOUSE", permissions=["SHOW_VOUCHER"]), token=holder.token)
+            )["requestFamilyLink"]["id"]
+            await asyncio.gather(
+                a(RESPOND, {"id": link_id, "accept": True}, token=spouse.token),
+                b(UPDATE, {"linkId": link_id, "permissions": ALL}, token=holder.token),
+            )
+            links = data(await a(LINKS, {"all": False}, token=spouse.token))["familyLinks"]
+            assert len(links) == 1, links
+            if links[0]["status"] == "ACTIVE":
+                assert links[0]["permissions"] == ["SHOW_VOUCHER"], links
+        await transport.aclose()
+
+
+# --- Issue 8, item 6: every change to a link is in the relative's audit, with who did it -----------
+
+
+@pytest.mark.parametrize("side", ["holder", "relative"])
+async def test_unlinking_is_audited_on_the_relative(gql: GraphQLClient, state: AppState, side: str) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    link_id = str(await world.link(state, holder, relative, set(Permission)))
+    by = holder if side == "holder" else relative
+    assert data(await gql(UNLINK, {"linkId": link_id}, token=by.token))
+    assert data(await gql(UNLINK, {"linkId": link_id}, token=by.token))  # twice: harmless, one entry
+    entries = await everything_in_audit(gql, relative.token)
+    assert [(e["action"], e["linkId"], e["actorName"], e["actorRole"]) for e in entries] == [
+        ("link_removed", link_id, by.name, side)
+    ]
+    assert data(await gql(AUDIT, token=holder.token))["accessAudit"]["totalCount"] == 0
+
+
+async def test_a_reviewers_decisions_name_the_reviewer(gql: GraphQLClient, state: AppState) -> None:
+    holder = await world.person(state)
+    father = await world.person(state, age=83, account=False)
+    reviewer = await world.staff(state, Role.REVIEWER)
+    reviewer_id = state.tokens.verify_access(reviewer).account_id
+    proxy = ask(father, "PARENT", proxy=True, evidence=EVIDENCE)
+    rejected = data(await gql(REQUEST, proxy, token=holder.token))["requestFamilyLink"]["id"]
+    assert data(await gql(DECIDE, {"id": rejected, "approve": False, "note": "材料不全"}, token=reviewer))
+    approved = data(await gql(REQUEST, proxy, token=holder.token))["requestFamilyLink"]["id"]
+    assert data(await gql(DECIDE, {"id": approved, "approve": True, "note": "材料齐全"}, token=reviewer))
+    await world.add_login(state, father)
+    entries = await everything_in_audit(gql, father.token)
+    assert [(e["action"], e["linkId"], e["actorRole"], e["actorName"]) for e in entries] == [
+        ("link_granted", approved, "reviewer", f"经办人员（账号{reviewer_id}）"),
+        ("link_requested", approved, "holder", holder.name),
+        ("link_refused", rejected, "reviewer", f"经办人员（账号{reviewer_id}）"),
+        ("link_requested", rejected, "holder", holder.name),
+    ]
+
+
+async def test_a_named_reviewer_is_shown_by_name(gql: GraphQLClient, state: AppState) -> None:
+    holder = await world.person(state)
+    father = await world.person(state, age=80, account=False)
+    link_id = str(await world.link(state, holder, father, set(Permission), method=LinkMethod.PROXY))
+    await world.add_login(state, father)
+    await gql.login("reviewer")  # the demo reviewer's account has a display name
+    assert data(await gql(UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER"]}))
+    entries = await everything_in_audit(gql, father.token)
+    assert [(e["action"], e["actorName"], e["actorRole"]) for e in entries] == [
+        ("update_permissions", "经办人员（医保经办审核员）", "reviewer")
+    ]

@@ -358,8 +358,9 @@ async def test_withdrawing_show_voucher_stops_the_links_codes_and_certificates(
         now=dt.datetime.now(dt.UTC),
     )
     assert (offline.reason, offline.detail) == ("revoked", "certificate")
-    # The link itself lives on (it still grants reading records), so its ref is not revoked.
-    assert parse_device_certificate(certificate).link_ref not in shipped.link_refs
+    # The link itself lives on (it still grants reading records) under a fresh ref; the ref its codes
+    # named so far is revoked, so they stay dead even if show-voucher is granted again.
+    assert parse_device_certificate(certificate).link_ref in shipped.link_refs
     assert bytes.fromhex(own_cert["serial"]) not in shipped.cert_serials
     assert (await verify(gql, pharmacy, own_online))["valid"]
     own_certificate = base64.b64decode(own_cert["certificate"])
@@ -456,6 +457,93 @@ async def test_revocation_versions_grow_by_one_per_entry(state: AppState) -> Non
 )
 def test_mask_name(name: str, masked: str) -> None:
     assert vouchers.mask_name(name) == masked
+
+
+# --- Issue 8, item 5: codes issued before a withdrawal stay dead after a re-grant -----------------
+
+
+@pytest.mark.parametrize("who", ["relative", "holder", "reviewer"])
+async def test_codes_from_before_a_withdrawal_stay_dead_after_show_voucher_is_granted_again(
+    gql: GraphQLClient, state: AppState, who: str
+) -> None:
+    holder, relative = await world.person(state), await world.person(state)
+    pharmacy = await world.staff(state, Role.PHARMACY)
+    method = LinkMethod.PROXY if who == "reviewer" else LinkMethod.CONFIRMATION
+    link_id = str(await world.link(state, holder, relative, set(Permission), method=method))
+    before = [
+        data(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token))["issueVoucher"]["code"]
+        for _ in range(3)
+    ]
+    device = Ed25519PrivateKey.generate()
+    old_certificate = base64.b64decode(
+        data(
+            await gql(
+                CERTIFY,
+                {"key": public_key_to_b64(device.public_key()), "linkId": link_id},
+                token=holder.token,
+            )
+        )["certifyDevice"]["certificate"]
+    )
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+
+    # Show-voucher is withdrawn (by the relative, by the holder, or by a reviewer on a proxy link)...
+    if who == "holder":
+        assert data(
+            await gql(UPDATE, {"linkId": link_id, "permissions": ["READ_RECORDS"]}, token=holder.token)
+        )
+        # ...and the holder asks for it again.
+        assert data(
+            await gql(UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER"]}, token=holder.token)
+        )
+    else:
+        token = relative.token if who == "relative" else await world.staff(state, Role.REVIEWER)
+        assert data(await gql(UPDATE, {"linkId": link_id, "permissions": ["READ_RECORDS"]}, token=token))
+    # ...and the relative grants it again, within the code's 60 seconds.
+    regranted = await gql(UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER"]}, token=relative.token)
+    assert "SHOW_VOUCHER" in data(regranted)["updateLinkPermissions"]["permissions"]
+
+    # Online: the codes issued before the withdrawal stay revoked.
+    checked = await verify(gql, pharmacy, before[0])
+    assert (checked["valid"], checked["reason"], checked["detail"]) == (False, "revoked", "link")
+    checked = await verify(gql, pharmacy, compose_offline_code(old_certificate, device, now, 1))
+    assert not checked["valid"] and checked["reason"] == "revoked"
+    # Offline, on a terminal that synced after the withdrawal: the same, with nothing but the list.
+    async with state.db.session() as session:
+        shipped = await revocations.revocation_list(session)
+    for n, code in enumerate([before[1], compose_offline_code(old_certificate, device, now, 2)]):
+        offline = verify_code(
+            code,
+            issuer_keys=state.voucher_keys.public_keys(),
+            revocations=shipped,
+            now=dt.datetime.now(dt.UTC),
+        )
+        assert offline.reason == "revoked", (n, offline)
+
+    # Codes issued after the re-grant verify, online and offline.
+    fresh = data(await gql(ISSUE_CODE, {"linkId": link_id}, token=holder.token))["issueVoucher"]["code"]
+    offline = verify_code(
+        fresh, issuer_keys=state.voucher_keys.public_keys(), revocations=shipped, now=dt.datetime.now(dt.UTC)
+    )
+    assert offline.valid and offline.link_ref not in shipped.link_refs
+    assert (await verify(gql, pharmacy, fresh))["valid"]
+    new_device = Ed25519PrivateKey.generate()
+    new_certificate = base64.b64decode(
+        data(
+            await gql(
+                CERTIFY,
+                {"key": public_key_to_b64(new_device.public_key()), "linkId": link_id},
+                token=holder.token,
+            )
+        )["certifyDevice"]["certificate"]
+    )
+    assert (await verify(gql, pharmacy, compose_offline_code(new_certificate, new_device, now, 3)))["valid"]
+    # The link is the same link throughout (same id, still active); only what its codes name changed.
+    links = data(await gql("{ familyLinks { id status } }", token=holder.token))["familyLinks"]
+    assert {"id": link_id, "status": "ACTIVE"} in links
+    assert (
+        parse_device_certificate(new_certificate).link_ref
+        != parse_device_certificate(old_certificate).link_ref
+    )
 
 
 # --- Issue 8, item 2: weak device keys are refused at certification -------------------------------
