@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from api.db import dialect_insert
 from api.errors import BadUserInput
 from api.pagination import local_today
 from api.people import idnumbers
@@ -46,8 +47,8 @@ from api.settlement import service as settlement_service
 from api.settlement.models import PolicyVersionRow
 from api.state import AppState
 from api.terminals.models import Terminal
-from api.vouchers import service as voucher_service
 from api.vouchers.models import VoucherRevocation, VoucherSubject
+from sync.vouchers import new_ref
 
 ROSTER = "person"
 POLICY = "policy_version"
@@ -206,28 +207,14 @@ async def _snapshot(
         elif current.phase == "revocations":
             more = await _revocations(session, current, page)
         elif current.phase == "roster":
-            ids: list[int] = []
-            if clinic.village_code:
-                ids = [
-                    pid
-                    for pid in (
-                        await session.execute(
-                            select(col(InsuredPerson.id))
-                            .where(
-                                col(InsuredPerson.village_code) == clinic.village_code,
-                                col(InsuredPerson.id) > (int(current.after) if current.after else 0),
-                            )
-                            .order_by(col(InsuredPerson.id))
-                            .limit(room + 1)
-                        )
-                    ).scalars()
-                    if pid is not None
-                ]
-            for document in await roster_documents(session, state, ids[:room], clinic.village_code):
+            after = int(current.after) if current.after else 0
+            documents = await roster_documents(
+                session, state, clinic.village_code, after=after, limit=room + 1
+            )
+            for document in documents[:room]:
                 page.add(document)
-            if ids[:room]:
-                current.after = str(ids[:room][-1])
-            more = len(ids) > room
+                current.after = document["id"]
+            more = len(documents) > room
         else:  # issues
             documents = await _issue_documents(session, clinic, after=current.after, limit=room + 1)
             for document in documents[:room]:
@@ -287,7 +274,9 @@ async def _deltas(
         current.seq = max(current.seq, mark)
         return more
     roster_ids = [int(e.entity_id) for e in entries if e.entity == ROSTER and e.op == ChangeOp.UPSERT]
-    documents = {d["id"]: d for d in await roster_documents(session, state, roster_ids, clinic.village_code)}
+    documents = {
+        d["id"]: d for d in await roster_documents(session, state, clinic.village_code, ids=roster_ids)
+    }
     policies = {
         row.id: row
         for row in (
@@ -330,54 +319,82 @@ def _policy_document(row: PolicyVersionRow) -> dict[str, Any]:
     return {"entity": POLICY, "id": row.id, "op": "upsert", "data": row.body}
 
 
+_ROSTER_COLUMNS = (
+    InsuredPerson.id,
+    InsuredPerson.name,
+    InsuredPerson.id_number_cipher,
+    InsuredPerson.gender,
+    InsuredPerson.birth_date,
+    InsuredPerson.insurance_type,
+    InsuredPerson.region_code,
+    InsuredPerson.village_code,
+    InsuredPerson.assistance_category,
+    InsuredPerson.chronic_diseases,
+    InsuredPerson.two_diseases,
+)
+
+
 async def roster_documents(
-    session: AsyncSession, state: AppState, person_ids: Sequence[int], village_code: str | None
+    session: AsyncSession,
+    state: AppState,
+    village_code: str | None,
+    *,
+    ids: Sequence[int] | None = None,
+    after: int = 0,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The roster entries of these people who live in `village_code`, as of now: what a terminal needs
-    to settle a visit offline. The voucher ref lets it match a scanned code to the entry; ID numbers
-    are masked; year-to-date totals are the current insurance year's, from stored settlements."""
-    if not person_ids or not village_code:
+    """Roster entries of `village_code`, as of now: these `ids` (those still in the village), or the
+    next `limit` residents by id after `after`. What a terminal needs to settle a visit offline: the
+    voucher ref matches a scanned code to the entry, ID numbers are masked, year-to-date totals are
+    the current insurance year's from stored settlements. Plain rows, not ORM objects: a first pull
+    builds thousands of these."""
+    if not village_code or (ids is not None and not ids):
         return []
-    people = list(
-        (
-            await session.execute(
-                select(InsuredPerson).where(
-                    col(InsuredPerson.id).in_(person_ids), col(InsuredPerson.village_code) == village_code
-                )
-            )
-        ).scalars()
+    statement = select(*(col(c) for c in _ROSTER_COLUMNS)).where(
+        col(InsuredPerson.village_code) == village_code
     )
-    ids = [p.id for p in people if p.id is not None]
-    if not ids:
+    if ids is not None:
+        statement = statement.where(col(InsuredPerson.id).in_(ids))
+    else:
+        statement = (
+            statement.where(col(InsuredPerson.id) > after).order_by(col(InsuredPerson.id)).limit(limit)
+        )
+    people = (await session.execute(statement)).all()
+    person_ids = [int(p.id) for p in people]
+    if not person_ids:
         return []
-    refs = await _voucher_refs(session, ids)
-    year = local_today().year
-    totals = await settlement_service.year_to_date_many(session, ids, year)
-    balances = {
-        pid: balance
-        for pid, balance in await session.execute(
-            select(col(PersonalAccount.person_id), col(PersonalAccount.balance_fen)).where(
-                col(PersonalAccount.person_id).in_(ids)
-            )
+    refs = await _voucher_refs(session, person_ids)
+    totals = await settlement_service.year_to_date_many(session, person_ids, local_today().year)
+    balance_rows = await session.execute(
+        select(col(PersonalAccount.person_id), col(PersonalAccount.balance_fen)).where(
+            col(PersonalAccount.person_id).in_(person_ids)
         )
-    }
-    periods: dict[int, list[dict[str, Any]]] = {pid: [] for pid in ids}
-    for row in (
-        await session.execute(
-            select(Enrolment).where(col(Enrolment.person_id).in_(ids)).order_by(col(Enrolment.start_on))
+    )
+    balances = {pid: balance for pid, balance in balance_rows}
+    periods: dict[int, list[dict[str, Any]]] = {pid: [] for pid in person_ids}
+    enrolments = await session.execute(
+        select(
+            col(Enrolment.person_id),
+            col(Enrolment.insurance_type),
+            col(Enrolment.region_code),
+            col(Enrolment.start_on),
+            col(Enrolment.end_on),
         )
-    ).scalars():
-        periods[row.person_id].append(
+        .where(col(Enrolment.person_id).in_(person_ids))
+        .order_by(col(Enrolment.start_on))
+    )
+    for pid, insurance, region, start, end in enrolments:
+        periods[pid].append(
             {
-                "insuranceType": row.insurance_type,
-                "region": row.region_code,
-                "from": row.start_on.isoformat(),
-                "to": row.end_on.isoformat() if row.end_on else None,
+                "insuranceType": insurance,
+                "region": region,
+                "from": start.isoformat(),
+                "to": end.isoformat() if end else None,
             }
         )
+    mask, decrypt = idnumbers.mask, state.id_numbers.decrypt
     documents = []
     for person in people:
-        assert person.id is not None
         ytd = totals[person.id]
         documents.append(
             {
@@ -387,7 +404,7 @@ async def roster_documents(
                 "data": {
                     "voucherRef": refs[person.id],
                     "name": person.name,
-                    "idNumberMasked": idnumbers.mask(state.id_numbers.decrypt(person.id_number_cipher)),
+                    "idNumberMasked": mask(decrypt(person.id_number_cipher)),
                     "gender": person.gender,
                     "birthDate": person.birth_date.isoformat(),
                     "insuranceType": person.insurance_type,
@@ -414,19 +431,28 @@ async def roster_documents(
 
 
 async def _voucher_refs(session: AsyncSession, person_ids: list[int]) -> dict[int, str]:
-    """Each person's voucher ref, minting the missing ones (insert-if-absent, as issuing a code does):
-    a terminal must recognise a resident's first code even if it is shown while the clinic is offline."""
-    refs = {
-        pid: ref
-        for pid, ref in await session.execute(
+    """Each person's voucher ref, minting the missing ones first (insert-if-absent in one statement, as
+    issuing a code does one at a time): a terminal must recognise a resident's first code even if it
+    is shown while the clinic is offline."""
+
+    async def known() -> dict[int, str]:
+        rows = await session.execute(
             select(col(VoucherSubject.person_id), col(VoucherSubject.ref)).where(
                 col(VoucherSubject.person_id).in_(person_ids)
             )
         )
-    }
-    for pid in person_ids:
-        if pid not in refs:
-            refs[pid] = (await voucher_service.person_ref(session, pid)).hex()
+        return {pid: ref for pid, ref in rows}
+
+    refs = await known()
+    missing = [pid for pid in person_ids if pid not in refs]
+    if missing:
+        table = VoucherSubject.__table__  # type: ignore[attr-defined]
+        await session.execute(
+            dialect_insert(session)(table)
+            .values([{"person_id": pid, "ref": new_ref().hex()} for pid in missing])
+            .on_conflict_do_nothing()
+        )
+        refs = await known()
     return refs
 
 
