@@ -105,13 +105,6 @@ def _is_identity(p: _Point) -> bool:
     return x % _P == 0 and (y - z) % _P == 0
 
 
-def _encode_point(p: _Point) -> bytes:
-    x, y, z, _ = p
-    zinv = pow(z, -1, _P)
-    x, y = x * zinv % _P, y * zinv % _P
-    return (y | ((x & 1) << 255)).to_bytes(32, "little")
-
-
 def _decode_point(raw: bytes) -> _Point:
     """RFC 8032 section 5.1.3 decoding, strict: raises WeakPublicKeyError for y >= p, for x = 0
     with the sign bit set, and for a y with no x on the curve."""
