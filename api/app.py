@@ -47,8 +47,12 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await state.db.dispose()
+        await state.broker.start()  # this worker's live notifications (LISTEN on PostgreSQL)
+        try:
+            yield
+        finally:
+            await state.broker.stop()
+            await state.db.dispose()
 
     middleware = []
     if settings.trusted_proxies:

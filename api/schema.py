@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import strawberry
+from starlette.websockets import WebSocket
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -17,11 +18,15 @@ from strawberry.extensions import (
 from strawberry.extensions.max_aliases import create_validator as alias_validator
 from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from api.auth.schema import AuthMutation
+from api.context import Context
+from api.errors import AppError
 from api.family.schema import FamilyMutation, FamilyQuery
 from api.graphql_view import ErrorCodes, OperationScope
 from api.input_guard import InputGuard
+from api.notifications.schema import NotificationMutation, NotificationQuery, NotificationSubscription
 from api.people.schema import PeopleMutation, PeopleQuery
 from api.settings import Settings
 from api.settlement.schema import SettlementMutation, SettlementQuery
@@ -30,13 +35,33 @@ from graphql import GraphQLError
 
 
 @strawberry.type
-class Query(PeopleQuery, FamilyQuery, SettlementQuery):
+class Query(PeopleQuery, FamilyQuery, SettlementQuery, NotificationQuery):
     pass
 
 
 @strawberry.type
-class Mutation(AuthMutation, PeopleMutation, FamilyMutation, VoucherMutation, SettlementMutation):
+class Mutation(
+    AuthMutation, PeopleMutation, FamilyMutation, VoucherMutation, SettlementMutation, NotificationMutation
+):
     pass
+
+
+@strawberry.type
+class Subscription(NotificationSubscription):
+    pass
+
+
+class SubscriptionsOverWebSocket(SchemaExtension):
+    """Subscriptions run on the WebSocket (graphql-transport-ws) only: over plain HTTP graphql-core
+    would execute one like a query and fail on its null root."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if self.execution_context.operation_type is OperationType.SUBSCRIPTION and not (
+            isinstance(context, Context) and isinstance(context.connection, WebSocket)
+        ):
+            raise AppError("订阅需通过 WebSocket（graphql-transport-ws）连接 /graphql")
+        yield
 
 
 class YibaoSchema(strawberry.Schema):
@@ -58,6 +83,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ErrorCodes,
         OperationScope,
+        SubscriptionsOverWebSocket,
         lambda: MaxTokensLimiter(max_token_count=settings.query_max_tokens),
         lambda: ParserCache(maxsize=256),
         lambda: AddValidationRules(list(limits)),
@@ -66,7 +92,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
-    return YibaoSchema(query=Query, mutation=Mutation, extensions=extensions)
+    return YibaoSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 
 
 def print_schema() -> str:

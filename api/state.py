@@ -9,6 +9,7 @@ from api.auth.keys import KeyRing
 from api.auth.providers import IdentityProvider, build_providers
 from api.auth.tokens import TokenCodec
 from api.db import Database
+from api.notifications.broker import Broker, build_broker
 from api.observability import Metrics
 from api.pagination import CursorCodec
 from api.people.idnumbers import IdNumberVault
@@ -28,6 +29,8 @@ class AppState:
     cursors: CursorCodec
     metrics: Metrics
     voucher_keys: VoucherKeys
+    broker: Broker
+    """Live notifications: started and stopped by the app's lifespan (api/notifications/broker.py)."""
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -36,9 +39,10 @@ class AppState:
         keys = KeyRing.open(key_dir, allow_demo=allow_demo)
         explicit = settings.data_key.get_secret_value() if settings.data_key else None
         data_keys = DataKeys.load(key_dir, explicit=explicit, allow_create=allow_demo)
+        db = Database(settings)
         return cls(
             settings=settings,
-            db=Database(settings),
+            db=db,
             keys=keys,
             tokens=TokenCodec(
                 keys,
@@ -51,4 +55,5 @@ class AppState:
             cursors=CursorCodec(data_keys.cursor_mac),
             metrics=Metrics(),
             voucher_keys=VoucherKeys(keys),
+            broker=build_broker(db.engine),
         )
