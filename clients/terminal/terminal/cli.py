@@ -1,55 +1,374 @@
-"""`yibao-terminal`: the village-clinic agent.
+"""`yibao-terminal --home DIR <command> [--json]`: the village-clinic agent (DESIGN.md section 7).
 
-This version verifies vouchers offline (`scan`) against the issuer keys and revocation list kept in
-its home, and reports its state (`status`). Enrolment, settling and the sync loop arrive with the
-clinic-sync issue; until then their commands are not offered.
+    enrol --server URL --code CODE   make this terminal's key, register it with the one-time code
+    scan CODE                        verify an e-voucher offline (accepted once)
+    settle ...                       settle a visit offline: a receipt marked 预结算/待同步
+    sync                             push the outbox, then pull (backoff with jitter, resumable)
+    status                           queue, last sync, and the adjustments and rejections to show
+    watch                            sync whenever the network is there, until SIGTERM
+
+What the operator reads is Chinese; `--json` (before or after the command) prints one JSON document
+instead (for `watch`, one per line). Exit statuses are in terminal/errors.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import fcntl
 import json
+import os
+import signal
 import sys
-import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sync.vouchers import InMemoryReplayGuard, verify_code
-from terminal.home import Home
+from sync.assertion import audience_for
+from sync.settlement.codes import INSURANCE_TYPES, LOCALITIES, VISIT_CATEGORIES
+from sync.vouchers import public_key_to_b64
+from terminal.client import Identity, SyncClient
+from terminal.errors import NotReady, StorageError, TerminalError, Unreachable
+from terminal.keys import load_key, load_or_create_key
+from terminal.settle import (
+    BillInput,
+    Patient,
+    bill_from_items,
+    parse_bill_file,
+    patient_text,
+    require_enrolled,
+    scan,
+    settle,
+    voucher_refusal,
+)
+from terminal.status import status, status_text
+from terminal.store import Store, utc_iso
+from terminal.syncer import Backoff, Syncer, SyncReport
+
+LOCK_FILE = "sync.lock"
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
     # `json` is absent unless --json was given, before or after the command (see parser()).
-    print(json.dumps(payload, ensure_ascii=False) if getattr(args, "json", False) else text)
+    if getattr(args, "json", False):
+        print(json.dumps(payload, ensure_ascii=False), flush=True)
+    else:
+        print(text, flush=True)
 
 
-def cmd_status(args: argparse.Namespace, home: Home) -> int:
-    if not home.has_trust():
-        _emit(args, {"trusted_keys": 0, "revocation_version": None}, "未同步签发密钥：请先登记并同步本终端")
-        return 0
-    trust = home.load_trust()
-    payload = {"trusted_keys": len(trust.issuer_keys), "revocation_version": trust.revocations.version}
-    _emit(args, payload, f"签发密钥 {len(trust.issuer_keys)} 个，吊销清单版本 {trust.revocations.version}")
+# ------------------------------------------------------------------------------------------ enrol
+
+
+async def _enrol(args: argparse.Namespace) -> dict[str, Any]:
+    server = str(args.server).rstrip("/")
+    if not server.startswith(("http://", "https://")):
+        raise NotReady("服务器地址应以 http:// 或 https:// 开头", reason="bad_server_url")
+    store = Store.open(args.home, create=True)
+    try:
+        existing = store.identity()
+        if existing is not None:
+            length, _ = store.queue_stats()
+            raise NotReady(
+                f"本目录已登记为终端 {existing['terminalId']}（{existing.get('clinicName', '')}），不能重复登记。"
+                + (f"其中还有 {length} 笔结算未上传。" if length else "")
+                + "如需登记另一台终端，请使用新的 --home 目录。",
+                reason="already_enrolled",
+                terminalId=existing["terminalId"],
+            )
+        key = load_or_create_key(args.home)
+        clock = store.clock()
+        async with SyncClient(server, clock, timeout=args.timeout) as client:
+            syncer = Syncer(store, client, attempts=args.attempts)
+            answer = await syncer._retrying(
+                lambda: client.enrol(args.code, public_key_to_b64(key.public_key()))
+            )
+            village = answer.get("villageCode")
+            identity = {
+                "server": server,
+                "terminalId": answer["terminalId"],
+                "clinicId": answer["clinicId"],
+                "clinicName": answer.get("clinicName"),
+                "villageCode": village,
+                "regionCode": answer.get("regionCode") or (str(village)[:6] if village else None),
+                "facilityLevel": answer.get("facilityLevel") or args.level,
+                "audience": answer.get("audience") or audience_for(server),
+                "enrolledAt": utc_iso(datetime.now(UTC)),
+            }
+            store.set(identity=identity, clock=clock.to_dict())
+            result: dict[str, Any] = {"enrolled": True, **identity}
+            if not args.no_sync:
+                client.identity = Identity(identity["terminalId"], key, identity["audience"])
+                try:
+                    report = await Syncer(store, client, attempts=args.attempts).run()
+                    result["sync"] = report.to_dict()
+                except TerminalError as exc:
+                    result["sync"] = {"error": exc.to_dict()}
+        return result
+    finally:
+        store.close()
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    result = asyncio.run(_enrol(args))
+    text = (
+        f"登记成功：终端 {result['terminalId']}，所属机构 {result.get('clinicName')}（{result['clinicId']}），"
+        f"服务器 {result['server']}。私钥保存在 {args.home / 'terminal.key'}（仅本机可读）。"
+    )
+    sync = result.get("sync")
+    if isinstance(sync, dict) and "error" in sync:
+        text += f"\n首次同步未完成：{sync['error']['message']}。请稍后运行 sync。"
+    elif isinstance(sync, dict):
+        text += f"\n首次同步完成：下载 {sync['pulled']} 条数据。"
+    _emit(args, result, text)
     return 0
 
 
-def cmd_scan(args: argparse.Namespace, home: Home) -> int:
-    if not home.has_trust():
-        _emit(args, {"valid": False, "reason": "no_trust"}, "无法核验：本终端尚未同步签发密钥")
-        return 2
-    trust = home.load_trust()
-    # One process scans one code; replays across scans are caught by the agent's persistent guard
-    # once the sync issue lands. Here the in-memory guard still refuses a code repeated in one run.
-    result = verify_code(
-        args.code,
-        issuer_keys=trust.issuer_keys,
-        revocations=trust.revocations,
-        now=int(time.time()),
-        replay_guard=InMemoryReplayGuard(),
+# ------------------------------------------------------------------------------------------- scan
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    store = Store.open(args.home)
+    try:
+        scanned = scan(store, args.code)
+    finally:
+        store.close()
+    result = scanned.result
+    payload = {
+        **result.to_dict(),
+        "scan": scanned.number,
+        "patient": scanned.patient() if result.valid else None,
+    }
+    if not result.valid:
+        refusal = voucher_refusal(result)
+        payload["message"] = refusal.message
+        _emit(args, payload, refusal.message)
+        return 1
+    text = f"核验通过（扫码记录 {scanned.number}）：就诊人 {patient_text(scanned.patient())}"
+    _emit(args, payload, text)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- settle
+
+
+def _bill(args: argparse.Namespace) -> BillInput:
+    if args.bill is not None:
+        if args.item:
+            raise NotReady("--bill 与 --item 只能用其一", reason="bad_arguments")
+        try:
+            text = sys.stdin.read() if str(args.bill) == "-" else Path(args.bill).read_text(encoding="utf-8")
+            data = json.loads(text)
+        except (OSError, ValueError) as exc:
+            from terminal.errors import Refused
+
+            raise Refused(f"无法读取账单文件：{exc}", reason="bad_bill", field="bill") from None
+        bill = parse_bill_file(data)
+        if args.category is not None or args.locality is not None or args.no_personal_account:
+            bill = BillInput(
+                args.category or bill.category,
+                bill.items,
+                args.locality or bill.locality,
+                bill.use_personal_account and not args.no_personal_account,
+            )
+        return bill
+    if not args.item:
+        raise NotReady("请用 --item 类别:金额（可多次）或 --bill 账单文件 给出费用", reason="bad_arguments")
+    return bill_from_items(
+        args.item,
+        args.category or "general_outpatient",
+        args.locality or "local",
+        not args.no_personal_account,
     )
-    text = "核验通过" if result.valid else f"核验未通过：{result.reason}"
-    _emit(args, result.to_dict(), text)
-    return 0 if result.valid else 1
+
+
+def cmd_settle(args: argparse.Namespace) -> int:
+    bill = _bill(args)
+    patient = Patient(
+        code=args.voucher, scan_number=args.scan, person=args.person, insurance_type=args.insurance_type
+    )
+    if sum(x is not None for x in (args.voucher, args.scan, args.person)) > 1:
+        raise NotReady("--voucher、--scan、--person 只能用其一", reason="bad_arguments")
+    store = Store.open(args.home)
+    try:
+        receipt = settle(store, patient, bill)
+        clinic = (store.identity() or {}).get("clinicName") or ""
+    finally:
+        store.close()
+    _emit(args, receipt.to_dict(), receipt.text(clinic))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- sync
+
+
+@contextlib.contextmanager
+def sync_lock(home: Path) -> Iterator[None]:
+    """One sync at a time per home (a SIGKILLed holder releases it with its process)."""
+    try:
+        handle = open(home / LOCK_FILE, "a+")  # noqa: SIM115
+    except OSError as exc:
+        from terminal.store import _storage_error
+
+        raise _storage_error(exc) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NotReady("另一个同步正在进行，请稍候。", reason="sync_running") from None
+        yield
+    finally:
+        handle.close()
+
+
+def _client(store: Store, home: Path, timeout: float) -> SyncClient:
+    identity = require_enrolled(store)
+    key = load_key(home)
+    return SyncClient(
+        identity["server"],
+        store.clock(),
+        Identity(identity["terminalId"], key, identity["audience"]),
+        timeout=timeout,
+    )
+
+
+def _report_text(report: SyncReport) -> str:
+    parts = [
+        f"上传 {report.pushed} 笔（确认 {report.applied}，调整 {report.adjusted}，拒绝 {report.rejected}）"
+    ]
+    if report.pull_complete:
+        parts.append(f"下载 {report.pulled} 条更新")
+    elif report.queue_left:
+        parts.append(f"还有 {report.queue_left} 笔待上传，暂未下载更新")
+    if report.resynced:
+        parts.append("已按服务器要求重新完整同步")
+    return "同步完成：" + "，".join(parts)
+
+
+async def _sync(args: argparse.Namespace, store: Store) -> SyncReport:
+    def retrying(exc: TerminalError, delay: float) -> None:
+        if not args.json:
+            print(f"{exc.message}；{delay:.1f} 秒后重试……", file=sys.stderr, flush=True)
+
+    async with _client(store, args.home, args.timeout) as client:
+        progress = None if args.progress is None else args.progress
+        syncer = Syncer(store, client, attempts=args.attempts, progress=progress, on_retry=retrying)
+        return await syncer.run()
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    store = Store.open(args.home)
+    try:
+        require_enrolled(store)
+        with sync_lock(args.home):
+            report = asyncio.run(_sync(args, store))
+    finally:
+        store.close()
+    _emit(args, {"ok": True, **report.to_dict()}, _report_text(report))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ watch
+
+
+async def _watch(args: argparse.Namespace, store: Store) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    backoff = Backoff(base_s=1.0, cap_s=args.max_wait)
+    failures = 0
+
+    def say(payload: dict[str, Any], text: str) -> None:
+        _emit(args, {"at": utc_iso(datetime.now(UTC)), **payload}, text)
+
+    async with _client(store, args.home, args.timeout) as client:
+        while not stop.is_set():
+            task = asyncio.ensure_future(Syncer(store, client, attempts=1, progress=False).run())
+            stopper = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done:
+                task.cancel()  # only an HTTP wait is interrupted: answers already stored stay stored
+                with contextlib.suppress(asyncio.CancelledError, TerminalError):
+                    await task
+                break
+            stopper.cancel()
+            exc = task.exception()
+            if exc is None:
+                failures = 0
+                report = task.result()
+                if report.pushed or report.pulled:
+                    say({"event": "synced", **report.to_dict()}, _report_text(report))
+                wait = args.interval
+            elif isinstance(exc, Unreachable):
+                wait = backoff.delay(failures) + 0.2
+                failures += 1
+                say(
+                    {"event": "offline", "error": exc.to_dict(), "retryInS": round(wait, 1)},
+                    f"暂时无法同步：{exc.message}；{wait:.0f} 秒后重试",
+                )
+            elif (isinstance(exc, TerminalError) and exc.exit_status in (5,)) or isinstance(
+                exc, StorageError
+            ):
+                say({"event": "stopped", "error": exc.to_dict()}, f"停止同步：{exc.message}")
+                return exc.exit_status
+            elif isinstance(exc, TerminalError):
+                wait = max(args.interval, backoff.delay(failures))
+                failures += 1
+                say({"event": "error", "error": exc.to_dict()}, f"同步出错：{exc.message}")
+            else:
+                raise exc
+            await _wait_or_stop(stop, store, wait)
+    say({"event": "stopped", "signal": True}, "已停止（收到停止信号）")
+    return 0
+
+
+async def _wait_or_stop(stop: asyncio.Event, store: Store, seconds: float) -> None:
+    """Waits `seconds`, or less: until stopped, or until a new settlement is queued."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    queued = store.queue_stats()[0]
+    while not stop.is_set():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=min(left, 1.0))
+        if store.queue_stats()[0] > queued:
+            return
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    store = Store.open(args.home)
+    try:
+        require_enrolled(store)
+        with sync_lock(args.home):
+            return asyncio.run(_watch(args, store))
+    finally:
+        store.close()
+
+
+# ----------------------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        store = Store.open(args.home)
+    except NotReady as exc:
+        if exc.reason != "not_enrolled":
+            raise
+        data = {"enrolled": False}
+        _emit(args, data, "本终端尚未登记：请运行 enrol --server URL --code 注册码。")
+        return 0
+    try:
+        data = status(store)
+    finally:
+        store.close()
+    _emit(args, data, status_text(data))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- parser
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,17 +382,80 @@ def parser() -> argparse.ArgumentParser:
         prog="yibao-terminal", description="yibao village-clinic terminal", parents=[common]
     )
     root.add_argument(
-        "--home", type=Path, default=Path(".yibao-terminal"), help="the terminal's data directory"
+        "--home",
+        type=Path,
+        default=Path(os.environ.get("YIBAO_TERMINAL_HOME", ".yibao-terminal")),
+        help="the terminal's data directory (default $YIBAO_TERMINAL_HOME or ./.yibao-terminal)",
     )
     sub = root.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", help="what this terminal has synced", parents=[common])
-    status.set_defaults(func=cmd_status)
-    scan = sub.add_parser("scan", help="verify a voucher code offline", parents=[common])
-    scan.add_argument("code")
-    scan.set_defaults(func=cmd_scan)
+
+    def network(p: argparse.ArgumentParser, attempts: int = 5) -> None:
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+        p.add_argument(
+            "--attempts", type=int, default=attempts, help=f"tries per request (default {attempts})"
+        )
+
+    enrol = sub.add_parser("enrol", help="register this terminal with a one-time code", parents=[common])
+    enrol.add_argument("--server", required=True, help="the server's base URL, e.g. https://ybj.example.cn")
+    enrol.add_argument("--code", required=True, help="the one-time enrolment code from the insurance office")
+    enrol.add_argument(
+        "--level", default="village", help="facility level if the server does not say (village)"
+    )
+    enrol.add_argument("--no-sync", action="store_true", help="do not pull right after enrolling")
+    network(enrol)
+    enrol.set_defaults(func=cmd_enrol)
+
+    scan_p = sub.add_parser("scan", help="verify a voucher code offline", parents=[common])
+    scan_p.add_argument("code")
+    scan_p.set_defaults(func=cmd_scan)
+
+    settle_p = sub.add_parser("settle", help="settle a visit offline (预结算)", parents=[common])
+    who = settle_p.add_argument_group("patient (one of; default: the latest unused scan)")
+    who.add_argument("--voucher", help="a voucher code: verified and settled in one step")
+    who.add_argument("--scan", type=int, help="the number `scan` printed")
+    who.add_argument("--person", help="a roster person id or voucher ref (a patient with only the card)")
+    who.add_argument(
+        "--insurance-type", choices=sorted(INSURANCE_TYPES), help="for a voucher holder not on the roster"
+    )
+    bill = settle_p.add_argument_group("bill (--item, repeated, or --bill)")
+    bill.add_argument(
+        "--item", action="append", default=[], help="CLASS:YUAN[:PERMILLE[:NAME]], e.g. 甲:12.50"
+    )
+    bill.add_argument("--bill", help="a JSON bill file (or - for stdin)")
+    bill.add_argument("--category", choices=sorted(VISIT_CATEGORIES), help="default general_outpatient")
+    bill.add_argument("--locality", choices=sorted(LOCALITIES), help="default local")
+    bill.add_argument(
+        "--no-personal-account", action="store_true", help="the patient pays cash, not the account"
+    )
+    settle_p.set_defaults(func=cmd_settle)
+
+    sync_p = sub.add_parser("sync", help="push the outbox, then pull", parents=[common])
+    network(sync_p)
+    sync_p.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
+    sync_p.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+    sync_p.set_defaults(func=cmd_sync)
+
+    status_p = sub.add_parser("status", help="queue, last sync, adjustments and rejections", parents=[common])
+    status_p.set_defaults(func=cmd_status)
+
+    watch_p = sub.add_parser("watch", help="keep syncing until SIGTERM", parents=[common])
+    watch_p.add_argument("--interval", type=float, default=60.0, help="seconds between syncs when online")
+    watch_p.add_argument("--max-wait", type=float, default=300.0, help="longest wait between tries offline")
+    watch_p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    watch_p.set_defaults(func=cmd_watch)
     return root
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    sys.exit(args.func(args, Home(args.home)))
+    try:
+        status_code = args.func(args)
+    except TerminalError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": exc.to_dict()}, ensure_ascii=False), flush=True)
+        else:
+            print(f"错误：{exc.message}", file=sys.stderr, flush=True)
+        status_code = exc.exit_status
+    except KeyboardInterrupt:
+        status_code = 130
+    sys.exit(status_code)

@@ -1,0 +1,215 @@
+"""HTTP to the server's /sync endpoints (DESIGN.md sections 4 and 7), built with the shared wire types.
+
+Every request after enrolment carries a fresh client assertion (`sync.assertion.make_assertion`) signed
+with the terminal's key at the terminal's corrected clock. Bodies are JSON, gzip-compressed when large;
+answers are accepted gzip-compressed. Every answer's `Date` header (and a `clock_skew` refusal's
+`serverTime`) teaches the clock its offset.
+
+What an answer means is decided here, once:
+- a usable 2xx JSON answer: returned;
+- no answer, a timeout, a 5xx, garbage, a truncated or broken gzip body, a 429, a 409
+  `concurrent_push`: `Unreachable` (retry later; nothing was lost, the server is exactly-once);
+- 401 `clock_skew`: the clock learns the server's time and the request is made again at once;
+- 401 `terminal_revoked`: `TerminalRevoked` (stop, and say why);
+- 413: `TooLarge` (the caller sends less at a time);
+- any other 4xx: `ServerRefused`, with the server's message.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sync.assertion import make_assertion
+from sync.protocol import Mutation, PushResult, WireError, parse_push_answer
+from terminal.clock import ClockState, local_time
+from terminal.errors import ServerRefused, TerminalRevoked, Unreachable
+
+GZIP_ABOVE = 1024
+USER_AGENT = "yibao-terminal/1"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class TooLarge(Exception):
+    pass
+
+
+@dataclass
+class Identity:
+    terminal_id: str
+    key: Ed25519PrivateKey
+    audience: str
+
+
+class SyncClient:
+    def __init__(
+        self,
+        server: str,
+        clock: ClockState,
+        identity: Identity | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.clock = clock
+        self.identity = identity
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"user-agent": USER_AGENT, "accept-encoding": "gzip"},
+        )
+        self.clock_changed = False
+
+    async def __aenter__(self) -> SyncClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self.http.aclose()
+
+    # ---------------------------------------------------------------------------------- endpoints
+
+    async def enrol(self, code: str, public_key: str) -> dict[str, Any]:
+        answer = await self._post("/sync/enrol", {"code": code, "publicKey": public_key}, auth=False)
+        for name in ("terminalId", "clinicId"):
+            if not isinstance(answer.get(name), str):
+                raise Unreachable("服务器的登记应答不完整", reason="bad_response", field=name)
+        return answer
+
+    async def pull(self, checkpoint: str | None, limit: int) -> dict[str, Any]:
+        answer = await self._post("/sync/pull", {"checkpoint": checkpoint, "limit": limit})
+        if answer.get("resync") is True:
+            return answer
+        if (
+            not isinstance(answer.get("changes"), list)
+            or not isinstance(answer.get("checkpoint"), str)
+            or not isinstance(answer.get("hasMore"), bool)
+        ):
+            raise Unreachable("服务器的同步应答格式有误", reason="bad_response")
+        return answer
+
+    async def push(self, mutations: list[Mutation]) -> tuple[list[PushResult], int | None]:
+        answer = await self._post("/sync/push", {"mutations": [m.to_dict() for m in mutations]})
+        try:
+            return parse_push_answer(answer)
+        except WireError as exc:
+            raise Unreachable("服务器的上传应答格式有误", reason="bad_response", field=exc.field) from None
+
+    # ----------------------------------------------------------------------------------- transport
+
+    async def _post(self, path: str, body: dict[str, Any], *, auth: bool = True) -> dict[str, Any]:
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = {"content-type": "application/json"}
+        if len(data) > GZIP_ABOVE:
+            data = gzip.compress(data, compresslevel=6)
+            headers["content-encoding"] = "gzip"
+        for _ in range(3):  # a wrong clock costs at most one extra round trip (two if it jumps meanwhile)
+            if auth:
+                headers["authorization"] = "Bearer " + self._assertion()
+            sent = local_time()
+            try:
+                response = await self.http.post(self.server + path, content=data, headers=headers)
+                raw = response.content  # read (and inflated) here: a truncated gzip body fails now
+            except httpx.DecodingError as exc:
+                raise Unreachable(
+                    "服务器应答数据损坏（压缩数据不完整）", reason="bad_response", detail=str(exc)[:200]
+                ) from None
+            except httpx.HTTPError as exc:
+                raise Unreachable(
+                    f"无法连接服务器：{type(exc).__name__}", reason="network", detail=str(exc)[:200]
+                ) from None
+            received = local_time()
+            self._learn_time(response.headers.get("date"), sent, received)
+            status = response.status_code
+            if 200 <= status < 300:
+                parsed = _json(raw)
+                if not isinstance(parsed, dict):
+                    raise Unreachable("服务器应答不是有效的数据", reason="bad_response", status=status)
+                return parsed
+            if status >= 500:
+                raise Unreachable(f"服务器暂时出错（HTTP {status}）", reason="server_error", status=status)
+            error = _json(raw)
+            error = error.get("error") if isinstance(error, dict) else None
+            if not isinstance(error, dict):
+                raise Unreachable(
+                    f"服务器应答格式有误（HTTP {status}）", reason="bad_response", status=status
+                )
+            reason = error.get("reason")
+            message = str(error.get("message") or f"HTTP {status}")
+            if status == 401 and reason == "clock_skew" and auth:
+                self._learn_time_iso(error.get("serverTime"), sent, received)
+                continue
+            if status == 401 and reason == "terminal_revoked":
+                raise TerminalRevoked(message, status=status, reason="terminal_revoked")
+            if status == 413:
+                raise TooLarge(message)
+            if status == 429 or (status == 409 and reason == "concurrent_push"):
+                raise Unreachable(message, reason="busy", status=status)
+            raise ServerRefused(
+                message,
+                status=status,
+                reason=reason if isinstance(reason, str) else None,
+                serverCode=error.get("code"),
+                field=error.get("field"),
+            )
+        raise Unreachable("终端时钟与服务器相差过大，且校准未成功", reason="clock_skew")
+
+    def _assertion(self) -> str:
+        assert self.identity is not None, "an assertion needs an enrolled terminal"
+        return make_assertion(
+            self.identity.key,
+            self.identity.terminal_id,
+            self.identity.audience,
+            now=self.clock.corrected_now(),
+        )
+
+    def _learn_time(self, header: str | None, sent: float, received: float) -> None:
+        if not header:
+            return
+        try:
+            server = parsedate_to_datetime(header).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return
+        self._observe(server, sent, received)
+
+    def _learn_time_iso(self, text: object, sent: float, received: float) -> None:
+        if not isinstance(text, str):
+            return
+        try:
+            server = datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            return
+        self._observe(server, sent, received)
+
+    def _observe(self, server: float, sent: float, received: float) -> None:
+        # The Date header has whole seconds: the server's clock was somewhere in [server, server + 1).
+        before = self.clock.offset_s
+        self.clock.observe(server + 0.5, sent, received)
+        if abs(self.clock.offset_s - before) > 0.0:
+            self.clock_changed = True
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,165 @@
+"""What `status` shows: the queue, the last sync, and what the server changed or refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sync.protocol import ADJUST_LABELS, REASON_LABELS, SPLIT_FIELDS
+from sync.settlement.engine import yuan
+from terminal.clock import iso
+from terminal.settle import mask_name
+from terminal.store import Store
+
+_LAYER_LABELS = dict(zip(SPLIT_FIELDS, ("基本医保", "大病保险", "医疗救助", "个人账户", "现金"), strict=True))
+TEXT_LIMIT = 20
+
+
+def _label(labels: dict[Any, str], code: object) -> str | None:
+    return labels.get(code) if isinstance(code, str) else None
+
+
+def status(store: Store) -> dict[str, Any]:
+    identity = store.identity()
+    clock = store.clock()
+    with store.read() as db:
+        length, oldest = store.queue_stats()
+        counts = {
+            row[0]: int(row[1])
+            for row in db.execute("SELECT status, count(*) FROM settlements GROUP BY status")
+        }
+        issues = {
+            mid: json.loads(data)
+            for mid, data in db.execute(
+                "SELECT mutation_id, data FROM push_issues WHERE mutation_id IS NOT NULL"
+            )
+        }
+        names = {
+            pid: json.loads(data).get("name", "")
+            for pid, data in db.execute("SELECT person_id, data FROM roster")
+        }
+        rows = db.execute(
+            "SELECT mutation_id, seq, person_id, visit_date, status, reason, terminal_split, server "
+            "FROM settlements WHERE status IN ('adjusted', 'rejected') ORDER BY seq"
+        ).fetchall()
+        synced = store.counts()
+        revocation_version = store.revocation_list().version
+        meta = {
+            key: store.get(key, None, db)
+            for key in ("last_sync_at", "last_push_at", "last_pull_at", "last_error", "revoked")
+        }
+    adjustments, rejections = [], []
+    for mid, seq, person_id, visit_date, state, reason, terminal_split, server in rows:
+        answer = json.loads(server) if server else {}
+        issue = issues.get(mid) or {}
+        item: dict[str, Any] = {
+            "mutationId": mid,
+            "seq": seq,
+            "visitDate": visit_date,
+            "patient": mask_name(names.get(person_id, "")) if person_id else None,
+            "resolved": issue.get("resolvedAt") is not None,
+            "resolvedAt": issue.get("resolvedAt"),
+            "resolutionNote": issue.get("resolutionNote"),
+        }
+        if state == "adjusted":
+            adjustment = answer.get("adjustment") or {}
+            settlement = answer.get("settlement") or {}
+            code = adjustment.get("reason")
+            item.update(
+                reason=code,
+                message=adjustment.get("message") or _label(ADJUST_LABELS, code),
+                terminal=json.loads(terminal_split),
+                server={name: settlement.get(name) for name in SPLIT_FIELDS},
+                deltas=adjustment.get("deltas") or {},
+                serverVisitDate=settlement.get("visitDate"),
+            )
+            adjustments.append(item)
+        else:
+            item.update(
+                reason=reason,
+                message=answer.get("message") or _label(REASON_LABELS, reason),
+                detail=answer.get("detail"),
+                field=answer.get("field"),
+            )
+            rejections.append(item)
+    return {
+        "enrolled": identity is not None,
+        "terminalId": identity.get("terminalId") if identity else None,
+        "clinicId": identity.get("clinicId") if identity else None,
+        "clinicName": identity.get("clinicName") if identity else None,
+        "server": identity.get("server") if identity else None,
+        "revoked": meta["revoked"],
+        "queue": {"length": length, "oldestClientTime": oldest},
+        "lastSyncAt": meta["last_sync_at"],
+        "lastPushAt": meta["last_push_at"],
+        "lastPullAt": meta["last_pull_at"],
+        "lastError": meta["last_error"],
+        "clock": {
+            "offsetS": round(clock.offset_s, 3),
+            "lastServerTime": iso(clock.server_time),
+            "behind": clock.is_behind(),
+        },
+        "synced": {**synced, "revocationVersion": revocation_version},
+        "settlements": {
+            "total": sum(counts.values()),
+            "pending": counts.get("pending", 0),
+            "applied": counts.get("applied", 0),
+            "adjusted": counts.get("adjusted", 0),
+            "rejected": counts.get("rejected", 0),
+        },
+        "adjustments": adjustments,
+        "rejections": rejections,
+    }
+
+
+def status_text(data: dict[str, Any]) -> str:
+    if not data["enrolled"]:
+        return "本终端尚未登记：请运行 enrol --server URL --code 注册码。"
+    lines = [
+        f"终端 {data['terminalId']}（{data['clinicName']}，机构号 {data['clinicId']}）服务器 {data['server']}"
+    ]
+    if data["revoked"]:
+        lines.append(
+            f"！终端已被停用：{data['revoked'].get('message', '')}（不再上传，未上传的结算仍保存在本机）"
+        )
+    queue = data["queue"]
+    if queue["length"]:
+        lines.append(f"待上传结算：{queue['length']} 笔，最早一笔结算于 {queue['oldestClientTime']}")
+    else:
+        lines.append("待上传结算：0 笔")
+    lines.append(
+        f"上次完整同步：{data['lastSyncAt'] or '从未'}（上次上传 {data['lastPushAt'] or '从未'}，上次下载 {data['lastPullAt'] or '从未'}）"
+    )
+    if data["lastError"]:
+        lines.append(f"上次同步出错：{data['lastError'].get('message')}（{data['lastError'].get('at')}）")
+    if data["clock"]["behind"]:
+        lines.append("！本机时钟早于上次同步时的服务器时间，请校准时钟。")
+    synced = data["synced"]
+    lines.append(
+        f"已同步：签约居民 {synced['roster']} 人，医保政策 {synced['policies']} 版，签发密钥 {synced['issuerKeys']} 个，"
+        f"注销清单版本 {synced['revocationVersion']}"
+    )
+    s = data["settlements"]
+    lines.append(
+        f"本机结算 {s['total']} 笔：待确认 {s['pending']}，已确认 {s['applied']}，已调整 {s['adjusted']}，被拒绝 {s['rejected']}"
+    )
+    if data["adjustments"]:
+        lines.append("医保中心调整的结算（请向患者说明）：")
+        for item in data["adjustments"][-TEXT_LIMIT:]:
+            changes = "，".join(
+                f"{_LAYER_LABELS[name]} {yuan(item['terminal'].get(name, 0))}→{yuan(item['server'].get(name) or 0)}"
+                for name in SPLIT_FIELDS
+                if item["deltas"].get(name)
+            )
+            done = "（已处理）" if item["resolved"] else ""
+            lines.append(
+                f"  第 {item['seq']} 笔 {item['visitDate']} {item['patient'] or ''}：{item['message']}；{changes or '金额未变'}{done}"
+            )
+    if data["rejections"]:
+        lines.append("医保中心拒绝的结算（需经办人员处理，请勿重复结算）：")
+        for item in data["rejections"][-TEXT_LIMIT:]:
+            done = f"（已处理：{item['resolutionNote'] or ''}）" if item["resolved"] else "（待处理）"
+            lines.append(
+                f"  第 {item['seq']} 笔 {item['visitDate']} {item['patient'] or ''}：{item['message']}{done}"
+            )
+    return "\n".join(lines)
