@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from api.filings.http import UPLOAD_BODY_BYTES, UPLOAD_PATH, filing_routes
 from api.graphiql import graphiql_routes
 from api.graphql_view import GraphQLView
 from api.middleware import BodySizeLimitMiddleware
@@ -60,7 +61,11 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
     middleware += [
         Middleware(RequestContextMiddleware, metrics=state.metrics),
-        Middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes),
+        Middleware(
+            BodySizeLimitMiddleware,
+            max_body_bytes=settings.max_body_bytes,
+            overrides={UPLOAD_PATH: UPLOAD_BODY_BYTES},  # attachments: their own bound, streamed to disk
+        ),
     ]
     if settings.cors_origins:
         middleware.append(
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             Route("/metrics", metrics, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *filing_routes(state),  # /filings/{id}/attachments: upload and download
             *(graphiql_routes() if settings.graphiql else []),  # GraphiQL's assets, served offline
         ],
         middleware=middleware,

@@ -3,6 +3,7 @@
 from api.auth import models as auth_models
 from api.dbtypes import metadata
 from api.family import models as family_models
+from api.filings import models as filing_models
 from api.notifications import models as notification_models
 from api.people import models as people_models
 from api.replication import models as replication_models
@@ -13,6 +14,7 @@ from api.vouchers import models as voucher_models
 __all__ = [
     "auth_models",
     "family_models",
+    "filing_models",
     "metadata",
     "notification_models",
     "people_models",

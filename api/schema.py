@@ -24,6 +24,7 @@ from api.auth.schema import AuthMutation
 from api.context import Context
 from api.errors import AppError
 from api.family.schema import FamilyMutation, FamilyQuery
+from api.filings.schema import FilingMutation, FilingQuery
 from api.graphql_view import ErrorCodes, OperationScope
 from api.input_guard import InputGuard
 from api.notifications.schema import NotificationMutation, NotificationQuery, NotificationSubscription
@@ -35,13 +36,19 @@ from graphql import GraphQLError
 
 
 @strawberry.type
-class Query(PeopleQuery, FamilyQuery, SettlementQuery, NotificationQuery):
+class Query(PeopleQuery, FamilyQuery, SettlementQuery, NotificationQuery, FilingQuery):
     pass
 
 
 @strawberry.type
 class Mutation(
-    AuthMutation, PeopleMutation, FamilyMutation, VoucherMutation, SettlementMutation, NotificationMutation
+    AuthMutation,
+    PeopleMutation,
+    FamilyMutation,
+    VoucherMutation,
+    SettlementMutation,
+    NotificationMutation,
+    FilingMutation,
 ):
     pass
 

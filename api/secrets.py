@@ -23,6 +23,7 @@ class DataKeys:
     id_number_encryption: bytes
     id_number_lookup: bytes
     cursor_mac: bytes
+    bank_account_encryption: bytes
 
     @classmethod
     def from_master(cls, master: bytes) -> DataKeys:
@@ -32,6 +33,7 @@ class DataKeys:
             id_number_encryption=_derive(master, "yibao/id-number/aes-gcm"),
             id_number_lookup=_derive(master, "yibao/id-number/hmac"),
             cursor_mac=_derive(master, "yibao/cursor/hmac"),
+            bank_account_encryption=_derive(master, "yibao/bank-account/aes-gcm"),
         )
 
     @classmethod

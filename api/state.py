@@ -9,6 +9,7 @@ from api.auth.keys import KeyRing
 from api.auth.providers import IdentityProvider, build_providers
 from api.auth.tokens import TokenCodec
 from api.db import Database
+from api.filings.bankaccounts import BankAccountVault
 from api.notifications.broker import Broker, build_broker
 from api.observability import Metrics
 from api.pagination import CursorCodec
@@ -29,6 +30,7 @@ class AppState:
     cursors: CursorCodec
     metrics: Metrics
     voucher_keys: VoucherKeys
+    bank_accounts: BankAccountVault
     broker: Broker
     """Live notifications: started and stopped by the app's lifespan (api/notifications/broker.py)."""
 
@@ -55,5 +57,6 @@ class AppState:
             cursors=CursorCodec(data_keys.cursor_mac),
             metrics=Metrics(),
             voucher_keys=VoucherKeys(keys),
+            bank_accounts=BankAccountVault(data_keys.bank_account_encryption),
             broker=build_broker(db.engine),
         )

@@ -73,7 +73,17 @@ class EstimateSettlementInput:
     facility_level: str | None = strawberry.field(
         default=None, description="village | primary | secondary | tertiary"
     )
-    locality: str = strawberry.field(default="local", description="local | registered | unregistered")
+    locality: str = strawberry.field(
+        default="local",
+        description="local | registered | unregistered; decided by the server when visitRegion is given.",
+    )
+    visit_region: str | None = strawberry.field(
+        default=None,
+        description=(
+            "Where the visit happens (6-digit region code). Then the locality is the server's: local in my"
+            " pooling area, registered where an approved 异地就医备案 covers the region and date, else unregistered."
+        ),
+    )
     visit_date: dt.date | None = strawberry.field(
         default=None, description="Defaults to today (Asia/Shanghai)."
     )
@@ -190,6 +200,7 @@ def _request(data: EstimateSettlementInput) -> service.EstimateRequest:
         locality=data.locality,
         visit_date=data.visit_date,
         use_personal_account=data.use_personal_account,
+        visit_region=data.visit_region,
     )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api.errors import BadUserInput, Conflict, NotFound
+from api.filings import registrations
 from api.pagination import SHANGHAI
 from api.people.models import Facility, InsuredPerson, PersonalAccount, Settlement
 from api.replication import changelog
@@ -44,6 +45,7 @@ from sync.settlement import (
     parse_date,
 )
 
+REGION_CODE = re.compile(r"[1-9][0-9]{5}", re.ASCII)
 VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_POLICY_TEXT = 200_000  # characters of JSON/TOML for one version; the default file is ~12,000
 MAX_ESTIMATE_ITEMS = 500  # a resident's pre-settlement bill; terminals settle bigger ones
@@ -375,6 +377,10 @@ class EstimateRequest:
     locality: str = "local"
     visit_date: dt.date | None = None
     use_personal_account: bool = True
+    visit_region: str | None = None
+    """Where the visit happens (6-digit region code). When given, the server decides the locality:
+    local inside the person's pooling area, else registered if an approved 异地就医备案 covers the
+    region and date (api.filings.registrations), else unregistered."""
 
 
 @dataclass(frozen=True)
@@ -420,6 +426,13 @@ async def estimate(
         raise BadUserInput(f"就诊日期不能晚于今天{MAX_DAYS_AHEAD}天以上", field="visit.visit_date")
     if day < person.birth_date:
         raise BadUserInput("就诊日期早于出生日期", field="visit.visit_date")
+    locality = request.locality
+    if request.visit_region is not None:
+        if not REGION_CODE.fullmatch(request.visit_region):
+            raise BadUserInput("就医地须为6位行政区划代码", field="input.visitRegion")
+        locality = await registrations.locality(
+            session, person_id, person.region_code, request.visit_region, day
+        )
     account = await session.get(PersonalAccount, person_id)
     balance = max(account.balance_fen, 0) if account is not None else 0
     visit = Visit(
@@ -428,7 +441,7 @@ async def estimate(
         insurance_type=person.insurance_type,
         age_group=age_group(person.birth_date, day),
         facility_level=level,
-        locality=request.locality,
+        locality=locality,
         category=request.category,
         items=tuple(
             BillItem(i.amount_fen, i.item_class, i.self_pay_permille, i.code or "", i.name or "")

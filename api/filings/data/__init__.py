@@ -1,0 +1,1 @@
+"""Data shipped with the filings (the chronic-disease catalogue)."""
