@@ -539,7 +539,11 @@ def _settle(
     result = compute(policies, visit, before, today=DEMO_TODAY)
     ytd[day.year] = result.ytd
     version = policies.get(result.policy_version_id)
-    return result, settlement_service.ytd_columns(version, visit, before, result)
+    # The engine's input is stored with the amounts, so the settlement can be replayed and audited.
+    return result, {
+        **settlement_service.ytd_columns(version, visit, before, result),
+        "visit": visit.to_dict(),
+    }
 
 
 def _contributions(rng: random.Random, person: DemoPerson, pid: int, year: int) -> Iterator[dict[str, Any]]:
