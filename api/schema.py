@@ -29,6 +29,7 @@ from api.graphql_view import ErrorCodes, OperationScope
 from api.input_guard import InputGuard
 from api.notifications.schema import NotificationMutation, NotificationQuery, NotificationSubscription
 from api.people.schema import PeopleMutation, PeopleQuery
+from api.replication.schema import ReplicationMutation, ReplicationQuery
 from api.settings import Settings
 from api.settlement.schema import SettlementMutation, SettlementQuery
 from api.vouchers.schema import VoucherMutation
@@ -36,7 +37,7 @@ from graphql import GraphQLError
 
 
 @strawberry.type
-class Query(PeopleQuery, FamilyQuery, SettlementQuery, NotificationQuery, FilingQuery):
+class Query(PeopleQuery, FamilyQuery, SettlementQuery, NotificationQuery, FilingQuery, ReplicationQuery):
     pass
 
 
@@ -49,6 +50,7 @@ class Mutation(
     SettlementMutation,
     NotificationMutation,
     FilingMutation,
+    ReplicationMutation,
 ):
     pass
 

@@ -18,9 +18,12 @@ from api.pagination import local_today
 from api.people import dataloaders, idnumbers, service
 from api.people.models import AccountFlow, Contribution, Enrolment, Facility, InsuredPerson, Settlement
 from api.relay import Connection
+from api.replication import service as replication_service
+from api.settlement.models import SettlementAdjustment
 from api.vouchers import revocations
 
 # The domain's codes and their zh-CN labels are defined once, beside the engine that uses them.
+from sync.protocol import ADJUST_LABELS, AdjustReason
 from sync.settlement import FACILITY_LEVELS, INSURANCE_TYPES, VISIT_CATEGORIES
 
 FLOW_KIND_LABELS = {
@@ -28,6 +31,7 @@ FLOW_KIND_LABELS = {
     "settlement": "消费支出",
     "family_transfer": "家庭共济",
     "interest": "利息",
+    "settlement_void": "结算作废退回",
 }
 
 
@@ -54,6 +58,46 @@ class FacilityType:
         )
 
 
+@strawberry.type(
+    name="SettlementAdjustment",
+    description="How the server's settlement of a clinic terminal's offline visit differs from the terminal's "
+    "预结算 (it could not know the visits elsewhere that count toward the same caps).",
+)
+class SettlementAdjustmentType:
+    reason: str = strawberry.field(description="recomputed | policy_version | visit_date")
+    reason_label: str
+    basic_delta_fen: int = strawberry.field(description="Server minus terminal, per layer; likewise below.")
+    critical_illness_delta_fen: int
+    assistance_delta_fen: int
+    personal_account_delta_fen: int
+    cash_delta_fen: int = strawberry.field(
+        description="What the person owes (+) or is owed (-) beyond what the clinic took."
+    )
+    terminal_cash_fen: int = strawberry.field(description="The cash the terminal asked for at the visit.")
+    terminal_policy_version: str | None
+    created_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: SettlementAdjustment) -> SettlementAdjustmentType:
+        split = row.terminal_split
+        try:
+            label = ADJUST_LABELS[AdjustReason(row.reason)]
+        except ValueError:
+            label = row.reason
+        return cls(
+            reason=row.reason,
+            reason_label=label,
+            basic_delta_fen=row.basic_delta_fen,
+            critical_illness_delta_fen=row.critical_illness_delta_fen,
+            assistance_delta_fen=row.assistance_delta_fen,
+            personal_account_delta_fen=row.personal_account_delta_fen,
+            cash_delta_fen=row.cash_delta_fen,
+            terminal_cash_fen=int(split.get("cashFen", 0)),
+            terminal_policy_version=split.get("policyVersion"),
+            created_at=row.created_at,
+        )
+
+
 @strawberry.type(name="Settlement", description="One settled visit (结算) and how the bill split.")
 class SettlementType:
     id: strawberry.ID
@@ -71,7 +115,16 @@ class SettlementType:
     personal_account_fen: int
     cash_fen: int
     policy_version: str = strawberry.field(description="The policy version the amounts were computed with.")
-    source: str
+    source: str = strawberry.field(
+        description="hospital | terminal (a village clinic's terminal, maybe offline)"
+    )
+    voided: bool = strawberry.field(
+        description="Voided by the clinic: kept for the record, counted in no total or cap."
+    )
+    voided_at: dt.datetime | None
+    adjustment: SettlementAdjustmentType | None = strawberry.field(
+        description="For a terminal's settlement the server recomputed: how it differs from the terminal's."
+    )
     _facility: strawberry.Private[Facility | None]
     """Loaded for the whole page at once by the list's resolver, through the request's dataloader."""
 
@@ -82,7 +135,9 @@ class SettlementType:
         return FacilityType.from_row(self._facility)
 
     @classmethod
-    def from_row(cls, row: Settlement, facility: Facility | None) -> SettlementType:
+    def from_row(
+        cls, row: Settlement, facility: Facility | None, adjustment: SettlementAdjustment | None = None
+    ) -> SettlementType:
         return cls(
             id=strawberry.ID(str(row.id)),
             settled_at=row.settled_at,
@@ -100,6 +155,9 @@ class SettlementType:
             cash_fen=row.cash_fen,
             policy_version=row.policy_version,
             source=row.source,
+            voided=row.voided_at is not None,
+            voided_at=row.voided_at,
+            adjustment=SettlementAdjustmentType.from_row(adjustment) if adjustment is not None else None,
             _facility=facility,
         )
 
@@ -303,8 +361,16 @@ class InsuredPersonType:
         ids = sorted({row.facility_id for row in page.rows})
         loaded = await dataloaders.facilities(info.context).load_many(ids)
         by_id = dict(zip(ids, loaded, strict=True))
+        # Only terminals' settlements can have an adjustment: a page without any costs no query.
+        pushed = [row.id for row in page.rows if row.source != "hospital"]
+        adjustments: dict[int, SettlementAdjustment] = {}
+        if pushed:
+            async with info.context.db() as session:
+                adjustments = await replication_service.adjustments_for(session, pushed)
         return Connection.from_page(
-            page, lambda row: SettlementType.from_row(row, by_id[row.facility_id]), after=after
+            page,
+            lambda row: SettlementType.from_row(row, by_id[row.facility_id], adjustments.get(row.id)),
+            after=after,
         )
 
     @strawberry.field(description="Contributions (缴费记录), newest first.")

@@ -153,7 +153,7 @@ async def year_totals(session: AsyncSession, person_id: int) -> list[YearTotal]:
             func.sum(col(s.personal_account_fen)),
             func.sum(col(s.cash_fen)),
         )
-        .where(col(s.person_id) == person_id)
+        .where(col(s.person_id) == person_id, col(s.voided_at).is_(None))  # voided ones count nowhere
         .group_by(col(s.year))
     )
     totals: dict[int, YearTotal] = {}

@@ -237,19 +237,25 @@ class DatabaseReplayGuard:
     last step, exactly where verify_code would, so only otherwise valid codes take a row.
     """
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, commit: bool = True) -> None:
         self.session = session
+        self.commit = commit
+        """False: the key commits with the caller's transaction (a terminal push settles the visit in
+        the same transaction, so the code is used exactly when the settlement is stored), and expired
+        keys are not purged there: a long transaction must not hold locks on other codes' rows."""
 
     async def check_and_remember(self, key: bytes, expires_at: int, now: int | None = None) -> bool:
         now = int(utcnow().timestamp()) if now is None else now
         table = VoucherReplay.__table__  # type: ignore[attr-defined]
-        await self.session.execute(delete(table).where(table.c.expires_at < now))
+        if self.commit:
+            await self.session.execute(delete(table).where(table.c.expires_at < now))
         result = await self.session.execute(
             dialect_insert(self.session)(table)
             .values(key=key.hex(), expires_at=expires_at)
             .on_conflict_do_nothing(index_elements=["key"])
         )
-        await self.session.commit()
+        if self.commit:
+            await self.session.commit()
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
@@ -270,8 +276,15 @@ def _claimed_refs(code: str) -> tuple[str | None, str | None, str | None]:
 
 
 async def verify(
-    session: AsyncSession, settings: Settings, keys: VoucherKeys, code: str, now: datetime | None = None
+    session: AsyncSession,
+    settings: Settings,
+    keys: VoucherKeys,
+    code: str,
+    now: datetime | None = None,
+    *,
+    commit: bool = True,
 ) -> Verification:
+    """`commit=False` leaves the replay key in the caller's transaction (see DatabaseReplayGuard)."""
     now = now or utcnow()
     if len(code) > MAX_CODE_CHARS:
         return Verification(VerificationResult(Reason.MALFORMED), None, None)
@@ -310,7 +323,7 @@ async def verify(
             or link.relative_person_id != subject.person_id
         ):
             return Verification(_with(result, Reason.REVOKED, "link"), None, None)
-    guard = DatabaseReplayGuard(session)
+    guard = DatabaseReplayGuard(session, commit=commit)
     if not await guard.check_and_remember(
         result.replay_key, result.expires_at + settings.voucher_skew_s, int(now.timestamp())
     ):
