@@ -152,3 +152,94 @@ async def test_enrol_scan_settle_offline_then_sync_agrees_with_the_server(
     assert sum(ytd.basic_paid_fen.values()) == split1.basic_fen + split2.basic_fen
     roster = json.loads(local(home, "SELECT data FROM roster WHERE person_id = ?", str(alice.id))[0][0])
     assert sum(roster["yearToDate"]["basicPaidFen"].values()) == split1.basic_fen + split2.basic_fen
+
+
+async def test_two_offline_clinics_pass_a_cap_the_second_is_adjusted_and_a_replayed_voucher_rejected(
+    state: AppState, sync_server: Server, tmp_path: Path
+) -> None:
+    village = await make_village(state, 1, clinics=2)
+    (alice,) = village.people
+    one, two = tmp_path / "one", tmp_path / "two"
+    await enrolled(state, sync_server, one, village.clinics[0])
+    await enrolled(state, sync_server, two, village.clinics[1])
+
+    # Both clinics offline: each settles her against the totals it synced (nothing used yet).
+    shown_twice = online_code(state, alice)
+    assert agent(one, "settle", "--voucher", shown_twice, "--item", "甲:500.00").json["basicFen"] == 30_000
+    assert (
+        agent(two, "settle", "--voucher", online_code(state, alice), "--item", "甲:500.00").json["basicFen"]
+        == 30_000
+    )
+    # The same code shown at the second clinic too: its own replay store has never seen it.
+    assert agent(two, "settle", "--voucher", shown_twice, "--item", "甲:20.00").status == 0
+
+    assert agent(one, "sync").json["applied"] == 1
+    second = agent(two, "sync").json
+    assert (second["adjusted"], second["rejected"]) == (1, 1)
+
+    status = agent(two, "status").json
+    (adjusted,) = status["adjustments"]
+    assert adjusted["reason"] == "recomputed" and adjusted["message"] == "按参保人最新年度累计重新结算"
+    # The resident cap of 400 yuan: 300 paid at the first clinic leaves 100 here.
+    assert adjusted["terminal"]["basicFen"] == 30_000 and adjusted["server"]["basicFen"] == 10_000
+    assert adjusted["deltas"]["basicFen"] == -20_000 and adjusted["deltas"]["cashFen"] == 20_000
+    (rejected,) = status["rejections"]
+    assert rejected["reason"] == "voucher_replayed" and rejected["message"] == "医保码已被使用"
+    human = _text(two, "status")
+    assert (
+        "医保中心调整的结算" in human and "基本医保 300.00元→100.00元" in human and "医保码已被使用" in human
+    )
+
+    # The pull after the push brought the server's totals: the next visit here knows the cap is used.
+    assert (
+        agent(two, "settle", "--voucher", online_code(state, alice), "--item", "甲:50.00").json["basicFen"]
+        == 0
+    )
+    # Her settlements on the server add up to the cap, and each voucher was used once.
+    stored = await settlements_of(state, alice.id)
+    assert sum(s.basic_fen for s in stored) == 40_000
+    refs = [s.voucher_ref for s in stored]
+    assert len(refs) == len(set(refs)) == 2
+
+
+def _text(home: Path, *args: str) -> str:
+    import subprocess
+
+    from tests.terminal.world import ROOT, TERMINAL, agent_env
+
+    done = subprocess.run(
+        [*TERMINAL, "--home", str(home), *args], capture_output=True, text=True, env=agent_env(), cwd=ROOT
+    )
+    return done.stdout + done.stderr
+
+
+async def test_the_operator_reads_chinese_receipts_and_status(
+    state: AppState, sync_server: Server, home: Path
+) -> None:
+    village = await make_village(state, 2, employees=1)
+    worker, farmer = village.people
+    await enrolled(state, sync_server, home, village.clinics[0])
+    receipt = _text(
+        home,
+        "settle",
+        "--voucher",
+        online_code(state, worker),
+        "--item",
+        "甲:620.50:0:诊疗费",
+        "--item",
+        "乙:88:100:阿莫西林",
+    )
+    print(receipt)
+    assert "【预结算/待同步】" in receipt and "费用合计：708.50元" in receipt and "个人账户支付" in receipt
+    assert worker.name not in receipt and worker.name[0] in receipt  # masked
+    card = _text(home, "settle", "--person", str(farmer.id), "--item", "丙:30")
+    assert "社保卡" in card
+    status = _text(home, "status")
+    print(status)
+    assert "待上传结算：2 笔" in status
+    synced = _text(home, "sync")
+    print(synced)
+    assert "同步完成：上传 2 笔（确认 2" in synced
+    bad = _text(home, "settle", "--person", str(farmer.id), "--item", "甲:-3")
+    print(bad)
+    assert bad.startswith("错误：") and "金额" in bad

@@ -24,12 +24,10 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sync.assertion import audience_for
 from sync.settlement.codes import INSURANCE_TYPES, LOCALITIES, VISIT_CATEGORIES
 from sync.vouchers import public_key_to_b64
-from terminal.client import Identity, SyncClient
 from terminal.errors import NotReady, StorageError, TerminalError, Unreachable
 from terminal.keys import load_key, load_or_create_key
 from terminal.settle import (
@@ -45,7 +43,10 @@ from terminal.settle import (
 )
 from terminal.status import status, status_text
 from terminal.store import Store, utc_iso
-from terminal.syncer import Backoff, Syncer, SyncReport
+
+if TYPE_CHECKING:  # the network side is imported only by the commands that talk to the server
+    from terminal.client import SyncClient
+    from terminal.syncer import SyncReport
 
 LOCK_FILE = "sync.lock"
 
@@ -62,6 +63,10 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 
 async def _enrol(args: argparse.Namespace) -> dict[str, Any]:
+    from sync.assertion import audience_for
+    from terminal.client import Identity, SyncClient
+    from terminal.syncer import Syncer
+
     server = str(args.server).rstrip("/")
     if not server.startswith(("http://", "https://")):
         raise NotReady("服务器地址应以 http:// 或 https:// 开头", reason="bad_server_url")
@@ -223,6 +228,8 @@ def sync_lock(home: Path) -> Iterator[None]:
 
 
 def _client(store: Store, home: Path, timeout: float) -> SyncClient:
+    from terminal.client import Identity, SyncClient
+
     identity = require_enrolled(store)
     key = load_key(home)
     return SyncClient(
@@ -247,6 +254,8 @@ def _report_text(report: SyncReport) -> str:
 
 
 async def _sync(args: argparse.Namespace, store: Store) -> SyncReport:
+    from terminal.syncer import Syncer
+
     def retrying(exc: TerminalError, delay: float) -> None:
         if not args.json:
             print(f"{exc.message}；{delay:.1f} 秒后重试……", file=sys.stderr, flush=True)
@@ -273,6 +282,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace, store: Store) -> int:
+    from terminal.syncer import Backoff, Syncer
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -353,7 +364,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        store = Store.open(args.home)
+        store = Store.open(args.home, readable=True)
     except NotReady as exc:
         if exc.reason != "not_enrolled":
             raise

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sync.protocol import ADJUST_LABELS, REASON_LABELS, SPLIT_FIELDS
 from sync.settlement.engine import yuan
 from terminal.clock import iso
-from terminal.settle import mask_name
+from terminal.settle import SHANGHAI, mask_name
 from terminal.store import Store
 
 _LAYER_LABELS = dict(zip(SPLIT_FIELDS, ("基本医保", "大病保险", "医疗救助", "个人账户", "现金"), strict=True))
@@ -89,6 +90,7 @@ def status(store: Store) -> dict[str, Any]:
         "clinicName": identity.get("clinicName") if identity else None,
         "server": identity.get("server") if identity else None,
         "revoked": meta["revoked"],
+        "readOnly": store.read_only,
         "queue": {"length": length, "oldestClientTime": oldest},
         "lastSyncAt": meta["last_sync_at"],
         "lastPushAt": meta["last_push_at"],
@@ -112,6 +114,16 @@ def status(store: Store) -> dict[str, Any]:
     }
 
 
+def local_time(text: str | None) -> str:
+    """A stored UTC timestamp as the clinic reads it: Asia/Shanghai, to the minute."""
+    if not text:
+        return "从未"
+    try:
+        return datetime.fromisoformat(text).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return text
+
+
 def status_text(data: dict[str, Any]) -> str:
     if not data["enrolled"]:
         return "本终端尚未登记：请运行 enrol --server URL --code 注册码。"
@@ -122,16 +134,23 @@ def status_text(data: dict[str, Any]) -> str:
         lines.append(
             f"！终端已被停用：{data['revoked'].get('message', '')}（不再上传，未上传的结算仍保存在本机）"
         )
+    if data.get("readOnly"):
+        lines.append("！终端数据目录只读：现在不能结算或同步，请检查磁盘或目录权限。")
     queue = data["queue"]
     if queue["length"]:
-        lines.append(f"待上传结算：{queue['length']} 笔，最早一笔结算于 {queue['oldestClientTime']}")
+        lines.append(
+            f"待上传结算：{queue['length']} 笔，最早一笔结算于 {local_time(queue['oldestClientTime'])}"
+        )
     else:
         lines.append("待上传结算：0 笔")
     lines.append(
-        f"上次完整同步：{data['lastSyncAt'] or '从未'}（上次上传 {data['lastPushAt'] or '从未'}，上次下载 {data['lastPullAt'] or '从未'}）"
+        f"上次完整同步：{local_time(data['lastSyncAt'])}（上次上传 {local_time(data['lastPushAt'])}，"
+        f"上次下载 {local_time(data['lastPullAt'])}）"
     )
     if data["lastError"]:
-        lines.append(f"上次同步出错：{data['lastError'].get('message')}（{data['lastError'].get('at')}）")
+        lines.append(
+            f"上次同步出错：{data['lastError'].get('message')}（{local_time(data['lastError'].get('at'))}）"
+        )
     if data["clock"]["behind"]:
         lines.append("！本机时钟早于上次同步时的服务器时间，请校准时钟。")
     synced = data["synced"]

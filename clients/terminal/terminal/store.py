@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -224,17 +225,20 @@ def ytd_plus(a: YearToDate, b: YearToDate, sign: int = 1) -> YearToDate:
 
 
 class Store:
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, connection: sqlite3.Connection, *, read_only: bool = False) -> None:
         self.path = path
         self.db = connection
+        self.read_only = read_only
 
     # ------------------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, home: Path, *, create: bool = False, check: bool = True) -> Store:
+    def open(cls, home: Path, *, create: bool = False, check: bool = True, readable: bool = False) -> Store:
         """The store of `home`. `create` makes the directory and the database when absent; otherwise
         a home without a database is NotReady. `check` runs SQLite's quick_check and the outbox's own
-        checks: a damaged database is CorruptStore (its outbox rescued first), never replaced."""
+        checks: a damaged database is CorruptStore (its outbox rescued first), never replaced.
+        A home that cannot be written is StorageError `read_only`, unless `readable` (for `status`):
+        then it is opened read-only (`store.read_only`)."""
         path = home / DB_FILE
         if not path.exists():
             if not create:
@@ -243,20 +247,51 @@ class Store:
                 home.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise _storage_error(exc) from None
+        writable = os.access(home, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+        if not writable:
+            if not readable:
+                raise StorageError(
+                    "终端数据目录只读或无写权限：本次操作没有保存任何内容。请检查目录权限或磁盘。",
+                    reason="read_only",
+                    path=str(home),
+                )
+            return cls._open_read_only(path, check)
         try:
             connection = sqlite3.connect(path, isolation_level=None, timeout=15.0, check_same_thread=False)
         except sqlite3.Error as exc:
             raise _storage_error(exc) from None
-        store = cls(path, connection)
+        return cls._prepared(cls(path, connection), check)
+
+    @classmethod
+    def _open_read_only(cls, path: Path, check: bool) -> Store:
+        # A WAL database on read-only media: SQLite reads it when its -shm can be read, and with
+        # `immutable` (nobody can write it anyway) when it cannot.
+        for query in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                connection = sqlite3.connect(
+                    f"file:{path}?{query}", uri=True, isolation_level=None, check_same_thread=False
+                )
+                store = cls._prepared(cls(path, connection, read_only=True), check)
+                return store
+            except StorageError as exc:
+                if exc.reason == "corrupt" or query.endswith("immutable=1"):
+                    raise
+            except sqlite3.Error as exc:
+                if query.endswith("immutable=1"):
+                    raise _storage_error(exc) from None
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _prepared(cls, store: Store, check: bool) -> Store:
         try:
             store._prepare(check=check)
         except sqlite3.DatabaseError as exc:
-            connection.close()
+            store.db.close()
             if _is_corruption(exc):
                 raise store._corrupt(str(exc)) from None
             raise _storage_error(exc) from None
-        except CorruptStore:
-            connection.close()
+        except (StorageError, NotReady):
+            store.db.close()
             raise
         return store
 
@@ -264,6 +299,8 @@ class Store:
         db = self.db
         db.execute("PRAGMA busy_timeout = 15000")
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0 and self.read_only:
+            raise NotReady("本终端尚未登记：请先运行 enrol。", reason="not_enrolled")
         if version == 0:
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -289,8 +326,9 @@ class Store:
                 f"终端数据库版本（{version}）与本程序（{SCHEMA_VERSION}）不符，请升级终端程序。",
                 reason="schema_version",
             )
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("PRAGMA foreign_keys = ON")
+        if not self.read_only:
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
         if check:
             verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
             if verdict != ["ok"]:

@@ -261,4 +261,4 @@ class Syncer:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=what, unit="笔" if total else "条", file=sys.stderr, leave=False)
+        return tqdm(total=total, desc=what, unit="笔" if total else "条", file=sys.stderr, leave=True)
