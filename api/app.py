@@ -19,6 +19,7 @@ from api.graphiql import graphiql_routes
 from api.graphql_view import GraphQLView
 from api.middleware import BodySizeLimitMiddleware
 from api.observability import RequestContextMiddleware
+from api.replication.http import sync_routes
 from api.schema import build_schema
 from api.settings import Settings
 from api.state import AppState
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             Route("/metrics", metrics, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *sync_routes(state),  # /sync/enrol, /sync/pull, /sync/push: clinic terminals
             *filing_routes(state),  # /filings/{id}/attachments: upload and download
             *(graphiql_routes() if settings.graphiql else []),  # GraphiQL's assets, served offline
         ],

@@ -67,7 +67,28 @@ def _load_demo(settings: Settings, *, force: bool = False) -> bool:
     return asyncio.run(run())
 
 
-def _banner(settings: Settings, host: str, port: int) -> str:
+def _enrolment_codes(settings: Settings) -> list[tuple[str, str, str]]:
+    """A fresh one-time enrolment code for every clinic (outside production only): (clinic code,
+    clinic name, enrolment code). Older unused codes that expired are dropped."""
+    from api.db import Database
+    from api.terminals.service import demo_enrolment_codes
+
+    async def run() -> list[tuple[str, str, str]]:
+        db = Database(settings)
+        try:
+            async with db.session() as session:
+                ttl = timedelta(hours=settings.terminal_enrolment_ttl_h)
+                issued = await demo_enrolment_codes(session, ttl)
+        finally:
+            await db.dispose()
+        return [(clinic.code, clinic.name, code) for clinic, code, _ in issued]
+
+    return asyncio.run(run())
+
+
+def _banner(
+    settings: Settings, host: str, port: int, enrolment_codes: list[tuple[str, str, str]] | None = None
+) -> str:
     from api.auth.providers import DEMO_LOGINS
 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
@@ -84,6 +105,13 @@ def _banner(settings: Settings, host: str, port: int) -> str:
             '  Demo logins: mutation { login(provider: "demo", code: "<login>") { accessToken refreshToken } }',
             "    " + ", ".join(DEMO_LOGINS),
         ]
+    if enrolment_codes:
+        lines += [
+            "",
+            f"  Clinic terminal enrolment codes (one-time, valid {settings.terminal_enrolment_ttl_h} h):",
+            f"    yibao-terminal --home DIR enrol --server http://{shown}:{port} --code <code>",
+            *(f"    {code}  {clinic}  {name}" for clinic, name, code in enrolment_codes),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +122,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _prepare(settings)
     if not settings.production and not args.no_demo and _load_demo(settings):
         print("  Loaded the demo county into the empty database.", flush=True)
-    print(_banner(settings, args.host, args.port), flush=True)
+    codes = [] if settings.production else _enrolment_codes(settings)
+    print(_banner(settings, args.host, args.port, codes), flush=True)
     uvicorn.run(
         "api.app:app_factory",
         factory=True,

@@ -179,7 +179,7 @@ def _assistance(rng: random.Random) -> str | None:
 
 
 def build_facilities(fake: Faker) -> list[dict[str, Any]]:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"code": "H34042100001", "name": f"{COUNTY_NAME}人民医院", "level": "secondary", "kind": "hospital"},
         {"code": "H34040000001", "name": "淮南市第一人民医院", "level": "tertiary", "kind": "hospital"},
     ]
@@ -200,6 +200,8 @@ def build_facilities(fake: Faker) -> list[dict[str, Any]]:
                     "name": f"{town}{village}卫生室",
                     "level": "village",
                     "kind": "clinic",
+                    # 统计用区划代码: county (6) + town (3) + village (3); the clinic syncs its roster
+                    "village_code": f"{COUNTY}{n + 101:03d}{v + 201:03d}",
                 }
             )
     for n in range(3):
@@ -213,7 +215,29 @@ def build_facilities(fake: Faker) -> list[dict[str, Any]]:
         )
     for row in rows:
         row["region_code"] = COUNTY
+        row.setdefault("village_code", None)
     return rows
+
+
+def assign_villages(
+    seed: int, household_towns: list[str], facility_rows: list[dict[str, Any]]
+) -> list[str | None]:
+    """Each household's village (its village clinic's roster), in a town's villages: households 0 and
+    1 (the demo `resident` and her father) share one; about one in seven households lives in a
+    town's residential community (社区), which has no village clinic. Its own generator, so the rest
+    of the county does not move."""
+    villages: dict[str, list[str]] = {}
+    for row in facility_rows:
+        if row["kind"] == "clinic":
+            town = next(t for t in TOWNS if row["name"].startswith(t))
+            villages.setdefault(town, []).append(row["village_code"])
+    rng = random.Random(f"{seed}:villages")
+    chosen: list[str | None] = [
+        None if h % 7 == 5 else rng.choice(villages[town]) for h, town in enumerate(household_towns)
+    ]
+    if len(chosen) > 1:
+        chosen[1] = chosen[0] = chosen[0] or villages[household_towns[0]][0]
+    return chosen
 
 
 @dataclass
@@ -337,12 +361,16 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
         level_of = {fid: row["level"] for row, fid in zip(facility_rows, facility_ids, strict=True)}
 
         demo_people, household_count = build_people(rng, fake, people)
+        towns = [rng.choice(TOWNS) for _ in range(household_count)]
+        if household_count > 1:
+            towns[1] = towns[0]  # the demo resident's father lives in her village
+        village_of = assign_villages(seed, towns, facility_rows)
         household_ids = await _insert(
             session,
             Household,
             [
-                {"region_code": COUNTY, "address": f"{COUNTY_NAME}{rng.choice(TOWNS)}{fake.street_address()}"}
-                for _ in range(household_count)
+                {"region_code": COUNTY, "address": f"{COUNTY_NAME}{town}{fake.street_address()}"}
+                for town in towns
             ],
             ids=True,
         )
@@ -357,6 +385,7 @@ async def load_demo_county(state: AppState, *, people: int, seed: int, force: bo
                 "insurance_type": p.insurance_type,
                 "region_code": COUNTY,
                 "household_id": household_ids[p.household],
+                "village_code": village_of[p.household],
                 "assistance_category": p.assistance_category,
                 "chronic_diseases": p.chronic,
                 "two_diseases": p.two_diseases,

@@ -17,7 +17,7 @@ class _BodyTooLarge(Exception):
 
 def _too_large(limit: int, path: str = "") -> JSONResponse:
     message = f"请求内容过大（上限 {limit} 字节）"
-    if path.startswith("/filings/"):  # the REST endpoints' error shape (DESIGN.md section 5)
+    if path.startswith(("/sync/", "/filings/")):  # the REST endpoints' error shape (DESIGN.md section 5)
         rest = {"error": {"message": message, "code": ErrorCode.PAYLOAD_TOO_LARGE, "limitBytes": limit}}
         return JSONResponse(rest, status_code=413)
     body = {

@@ -61,6 +61,18 @@ class Metrics:
         self.graphql_errors = Counter(
             "yibao_graphql_errors_total", "GraphQL errors by code", ["code"], registry=self.registry
         )
+        self.sync_requests = Counter(
+            "yibao_sync_requests_total",
+            "Terminal /sync requests by route (enrol, pull, push) and outcome (ok or the error code)",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.sync_auth_failures = Counter(
+            "yibao_sync_auth_failures_total",
+            "Refused terminal client assertions by reason (clock_skew, replayed, terminal_revoked, ...)",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 class RequestContextMiddleware:

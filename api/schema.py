@@ -32,12 +32,15 @@ from api.people.schema import PeopleMutation, PeopleQuery
 from api.replication.schema import ReplicationMutation, ReplicationQuery
 from api.settings import Settings
 from api.settlement.schema import SettlementMutation, SettlementQuery
+from api.terminals.schema import TerminalMutation, TerminalQuery
 from api.vouchers.schema import VoucherMutation
 from graphql import GraphQLError
 
 
 @strawberry.type
-class Query(PeopleQuery, FamilyQuery, SettlementQuery, NotificationQuery, FilingQuery, ReplicationQuery):
+class Query(
+    PeopleQuery, FamilyQuery, SettlementQuery, TerminalQuery, NotificationQuery, FilingQuery, ReplicationQuery
+):
     pass
 
 
@@ -48,6 +51,7 @@ class Mutation(
     FamilyMutation,
     VoucherMutation,
     SettlementMutation,
+    TerminalMutation,
     NotificationMutation,
     FilingMutation,
     ReplicationMutation,

@@ -1,0 +1,230 @@
+"""The /sync endpoints of clinic terminals (DESIGN.md sections 4 and 7): JSON over HTTP, gzip both ways.
+
+    POST /sync/enrol  {"code", "publicKey"}     -> {"terminalId", "clinicId", "clinicName", "villageCode",
+                                                    "audience"}
+    POST /sync/pull   {"checkpoint", "limit"}   -> api.replication.pull.pull's answer
+    POST /sync/push   {"mutations": [...]}      -> api.replication.push.push's answer
+
+Pull and push authenticate the terminal's client assertion first (api.terminals.service.authenticate,
+audience: `Settings.sync_audience`, or this server's base URL + "/sync"; enrol tells the terminal
+which). Bodies: at most `max_body_bytes` as sent (BodySizeLimitMiddleware, 413), gzip request bodies
+(`Content-Encoding: gzip`) inflate to at most `sync_max_inflated_bytes` (413, so a gzip bomb never
+exhausts memory), and every body goes through api.jsonlimits.loads (too deep: 400). Answers are
+gzip-compressed when the client accepts it.
+
+Every error is JSON, ``{"error": {"message", "code", ...}}``: a wire error 400 with its `field`, a
+domain error the status of its code (a bad assertion 401 with its `reason`), anything unexpected is
+logged and answered 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from api import jsonlimits, ratelimit
+from api.errors import HTTP_STATUS, AppError, BadUserInput, ErrorCode, Unauthenticated
+from api.state import AppState
+from api.terminals import service
+from api.terminals.models import Terminal
+from sync.assertion import audience_for
+from sync.protocol import WireError, parse_pull, parse_push
+
+log = logging.getLogger("api.sync")
+
+_ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""Routes take every method, so that a wrong one gets a JSON 405 too, not Starlette's plain text."""
+
+Handler = Callable[[Request, AsyncSession, bytes], Awaitable[dict[str, Any]]]
+
+
+class PayloadTooLarge(AppError):
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+    default_message = "请求内容过大"
+
+
+class BadRequest(AppError):
+    code = ErrorCode.BAD_REQUEST
+    default_message = "请求格式有误"
+
+
+class MethodNotAllowed(AppError):
+    code = ErrorCode.BAD_REQUEST  # answered 405
+    default_message = "只接受POST请求"
+
+
+class InternalError(AppError):
+    code = ErrorCode.INTERNAL_SERVER_ERROR
+    default_message = "服务器内部错误，请稍后重试"
+
+
+def inflate(body: bytes, limit: int) -> bytes:
+    """A gzip body inflated, at most `limit` bytes of it: zlib stops at limit + 1, so a bomb costs
+    no more memory than that. Garbage, a truncated stream or bytes after it are a 400."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise BadRequest("请求内容不是有效的gzip数据", reason="bad_gzip") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"解压后的请求内容过大（上限 {limit} 字节）", limitBytes=limit)
+    if not inflater.eof or inflater.unused_data:
+        raise BadRequest("请求内容不是完整的gzip数据", reason="bad_gzip")
+    return out
+
+
+def decode_body(request: Request, raw: bytes, inflated_limit: int) -> Any:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        raw = inflate(raw, inflated_limit)
+    elif encoding != "identity":
+        raise BadRequest("不支持该内容编码（只接受gzip）", reason="unsupported_encoding")
+    if not raw.strip():
+        raise BadRequest("请求内容为空", reason="empty_body")
+    try:
+        body = jsonlimits.loads(raw)
+    except jsonlimits.JSONTooDeep as exc:
+        raise BadRequest(f"JSON嵌套过深（上限 {exc.limit} 层）", reason="json_too_deep") from None
+    except json.JSONDecodeError:
+        raise BadRequest("请求内容不是有效的JSON", reason="malformed_json") from None
+    bad = jsonlimits.find_bad_text(body)
+    if bad is not None:
+        where, problem = bad
+        message = "内容过长" if problem == "too_long" else "内容包含无法保存的字符"
+        raise BadUserInput(message, field=where or "body", reason=problem)
+    return body
+
+
+def audience(request: Request, state: AppState) -> str:
+    configured = state.settings.sync_audience
+    return configured if configured else audience_for(str(request.base_url))
+
+
+def _error(exc: AppError) -> JSONResponse:
+    headers = (
+        {"www-authenticate": 'Bearer error="invalid_token"'}
+        if exc.code == ErrorCode.UNAUTHENTICATED
+        else None
+    )
+    return JSONResponse(exc.as_json(), status_code=HTTP_STATUS[exc.code], headers=headers)
+
+
+def sync_routes(state: AppState) -> list[BaseRoute]:
+    metrics = state.metrics
+    settings = state.settings
+
+    async def authenticated(request: Request, session: AsyncSession) -> Terminal:
+        try:
+            return await service.authenticate(
+                session, settings, request.headers.get("authorization"), audience(request, state)
+            )
+        except Unauthenticated as exc:
+            metrics.sync_auth_failures.labels(str(exc.extra.get("reason", "unknown"))).inc()
+            raise
+
+    def body_of(request: Request, raw: bytes) -> Any:
+        return decode_body(request, raw, settings.sync_max_inflated_bytes)
+
+    async def enrol(request: Request, session: AsyncSession, raw: bytes) -> dict[str, Any]:
+        body = body_of(request, raw)
+        if not isinstance(body, dict) or set(body) - {"code", "publicKey"}:
+            raise WireError("body", 'must be {"code": string, "publicKey": string}')
+        for name in ("code", "publicKey"):
+            if not isinstance(body.get(name), str):
+                raise WireError(name, "must be a string")
+        client = request.client.host if request.client else "unknown"
+        await ratelimit.hit(
+            session, f"terminal-enrol:{client}", limit=settings.terminal_enrol_rate_limit, window_s=60
+        )
+        terminal = await service.enrol(session, body["code"], body["publicKey"])
+        clinic = await service.clinic_of(session, terminal)
+        return {
+            "terminalId": str(terminal.id),
+            "clinicId": str(clinic.id),
+            "clinicName": clinic.name,
+            "villageCode": clinic.village_code,
+            "audience": audience(request, state),
+        }
+
+    async def pull(request: Request, session: AsyncSession, raw: bytes) -> dict[str, Any]:
+        from api.replication import pull as pulling  # imported here: pull imports much of the server
+
+        terminal = await authenticated(request, session)  # before the body is even inflated
+        checkpoint, limit = parse_pull(body_of(request, raw))
+        answer = await pulling.pull(session, state, terminal, checkpoint, limit)
+        assert terminal.id is not None
+        await service.record_sync(session, terminal.id, pulled=True)
+        return answer
+
+    async def push(request: Request, session: AsyncSession, raw: bytes) -> dict[str, Any]:
+        from api.replication import push as pushing
+
+        terminal = await authenticated(request, session)
+        mutations = parse_push(body_of(request, raw))
+        answer = await pushing.push(session, state, terminal, mutations)
+        assert terminal.id is not None
+        await service.record_sync(session, terminal.id, pulled=False)
+        return answer
+
+    def endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def run(request: Request) -> JSONResponse:
+            outcome = "ok"
+            try:
+                if request.method != "POST":
+                    outcome = "method_not_allowed"
+                    response = _error(MethodNotAllowed())
+                    response.status_code = 405
+                    response.headers["allow"] = "POST"
+                    return response
+                try:
+                    raw = await request.body()
+                except Exception:
+                    # Past max_body_bytes receiving raises, and BodySizeLimitMiddleware answers 413
+                    # itself (or the client went away): not this handler's to answer.
+                    outcome = "body_not_received"
+                    raise
+                try:
+                    async with state.db.session() as session:
+                        answer = await handler(request, session, raw)
+                except WireError as exc:
+                    outcome = "bad_request"
+                    return _error(BadRequest("同步请求格式有误", field=exc.field, detail=exc.message))
+                except AppError as exc:
+                    outcome = exc.code.value.lower()
+                    return _error(exc)
+                except Exception:
+                    outcome = "internal_error"
+                    log.exception("sync request failed", extra={"route": route})
+                    return _error(InternalError())
+                return JSONResponse(answer)
+            finally:
+                metrics.sync_requests.labels(route, outcome).inc()
+
+        return run
+
+    async def not_found(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"message": "未找到", "code": ErrorCode.NOT_FOUND.value}}, status_code=404
+        )
+
+    routes: list[BaseRoute] = [
+        Route("/enrol", endpoint("enrol", enrol), methods=_ANY_METHOD),
+        Route("/pull", endpoint("pull", pull), methods=_ANY_METHOD),
+        Route("/push", endpoint("push", push), methods=_ANY_METHOD),
+        Route("/{rest:path}", not_found, methods=_ANY_METHOD),
+    ]
+    return [
+        Mount(
+            "/sync", routes=routes, middleware=[Middleware(GZipMiddleware, minimum_size=500, compresslevel=6)]
+        )
+    ]

@@ -1,0 +1,469 @@
+"""Village clinics, their terminals and how a terminal proves who it is (DESIGN.md section 4).
+
+- An admin makes a one-time enrolment code for a clinic (`create_enrolment_code`); only its SHA-256
+  is stored. The clinic types it into its terminal, which makes its own Ed25519 key pair and
+  registers the public key with the code (`enrol`): the code is spent in the same statement that
+  checks it, so of two enrolments with one code exactly one wins, on every database.
+- Every later request carries a client assertion (`authenticate`, the claims are in
+  sync/assertion.py): a JWT signed by the terminal's key, EdDSA only, for this server's /sync URL,
+  living at most ASSERTION_TTL_S, with a `jti` that the database accepts once across all workers.
+- `revoke` stops a terminal at its next request (401, reason ``terminal_revoked``).
+
+No HTTP and no GraphQL here: api/replication/http.py and api/terminals/schema.py call these.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from api.auth.models import Role
+from api.auth.service import Viewer
+from api.db import dialect_insert
+from api.dbtypes import utcnow
+from api.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
+from api.people.models import Facility, FacilityKind
+from api.settings import Settings
+from api.terminals.models import (
+    Terminal,
+    TerminalAssertionReplay,
+    TerminalEnrolmentCode,
+    TerminalStatus,
+)
+from sync.assertion import JTI_PATTERN
+from sync.protocol import ASSERTION_ALGORITHM, ASSERTION_TTL_S, REASON_LABELS, RejectReason
+from sync.vouchers.keys import WeakPublicKeyError, strict_public_key
+
+# --- enrolment codes ---------------------------------------------------------------------------
+
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: no I, L, O, U
+CODE_LENGTH = 20
+"""20 characters of 5 bits: 100 random bits, shown as five groups of four (``7K3M-...``)."""
+_CODE_GROUP = 4
+_CODE_CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
+_CODE_TEXT = re.compile(f"[{CODE_ALPHABET}]{{{CODE_LENGTH}}}")
+
+
+def new_code() -> str:
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return "-".join(raw[i : i + _CODE_GROUP] for i in range(0, CODE_LENGTH, _CODE_GROUP))
+
+
+def normalise_code(text: str) -> str | None:
+    """The code as stored (hashed): case, hyphens and spaces do not matter, O reads as 0 and I or L
+    as 1, as Crockford's base32 has it. None when it cannot be a code at all."""
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    compact = re.sub(r"[\s-]", "", text).upper().translate(_CODE_CONFUSABLE)
+    return compact if _CODE_TEXT.fullmatch(compact) else None
+
+
+def code_hash(normalised: str) -> str:
+    # A plain hash is enough: the code has 100 random bits, nobody can search that space.
+    return hashlib.sha256(normalised.encode("ascii")).hexdigest()
+
+
+def _require_admin(viewer: Viewer) -> None:
+    if viewer.role != Role.ADMIN:
+        raise Forbidden()
+
+
+@dataclass(frozen=True, slots=True)
+class Clinic:
+    facility: Facility
+    terminals: list[Terminal]
+
+
+async def list_clinics(session: AsyncSession, viewer: Viewer) -> list[Clinic]:
+    """Every village clinic (facilities of kind clinic) with its terminals, oldest first."""
+    _require_admin(viewer)
+    facilities = list(
+        (
+            await session.execute(
+                select(Facility)
+                .where(col(Facility.kind) == FacilityKind.CLINIC.value)
+                .order_by(col(Facility.code))
+            )
+        ).scalars()
+    )
+    by_clinic: dict[int, list[Terminal]] = {f.id: [] for f in facilities if f.id is not None}
+    if by_clinic:
+        terminals = await session.execute(
+            select(Terminal).where(col(Terminal.clinic_id).in_(list(by_clinic))).order_by(col(Terminal.id))
+        )
+        for terminal in terminals.scalars():
+            by_clinic[terminal.clinic_id].append(terminal)
+    return [Clinic(f, by_clinic.get(f.id or 0, [])) for f in facilities]
+
+
+async def get_clinic(session: AsyncSession, clinic_id: int, field: str = "clinicId") -> Facility:
+    clinic = await session.get(Facility, clinic_id)
+    if clinic is None or clinic.kind != FacilityKind.CLINIC.value:
+        raise NotFound("未找到该村卫生室", field=field)
+    return clinic
+
+
+async def _issue_code(
+    session: AsyncSession, clinic_id: int, ttl: timedelta, created_by: int | None, now: datetime
+) -> tuple[str, datetime]:
+    if ttl <= timedelta(0):
+        raise ValueError("an enrolment code needs a positive lifetime")
+    code = new_code()
+    normalised = normalise_code(code)
+    assert normalised is not None
+    expires_at = now + ttl
+    session.add(
+        TerminalEnrolmentCode(
+            clinic_id=clinic_id,
+            code_hash=code_hash(normalised),
+            created_at=now,
+            expires_at=expires_at,
+            created_by_account_id=created_by,
+        )
+    )
+    await session.flush()
+    return code, expires_at
+
+
+async def create_enrolment_code(
+    session: AsyncSession,
+    viewer: Viewer,
+    clinic_id: int,
+    ttl: timedelta = timedelta(hours=24),
+    now: datetime | None = None,
+) -> tuple[str, datetime]:
+    """A fresh one-time code (admin) for enrolling one terminal of the clinic, and when it expires.
+    The code itself is returned once and never stored; commits."""
+    _require_admin(viewer)
+    await get_clinic(session, clinic_id)
+    code, expires_at = await _issue_code(session, clinic_id, ttl, viewer.account_id, now or utcnow())
+    await session.commit()
+    return code, expires_at
+
+
+async def demo_enrolment_codes(
+    session: AsyncSession, ttl: timedelta, now: datetime | None = None
+) -> list[tuple[Facility, str, datetime]]:
+    """One fresh code for every clinic, made by the system (what `yibao serve` prints outside
+    production). Commits."""
+    now = now or utcnow()
+    # Each start prints fresh codes: drop the unused ones that expired (a used one names its terminal).
+    await session.execute(
+        delete(TerminalEnrolmentCode).where(
+            col(TerminalEnrolmentCode.used_at).is_(None), col(TerminalEnrolmentCode.expires_at) < now
+        )
+    )
+    clinics = (
+        await session.execute(
+            select(Facility)
+            .where(col(Facility.kind) == FacilityKind.CLINIC.value)
+            .order_by(col(Facility.code))
+        )
+    ).scalars()
+    issued = []
+    for clinic in list(clinics):
+        assert clinic.id is not None
+        code, expires_at = await _issue_code(session, clinic.id, ttl, None, now)
+        issued.append((clinic, code, expires_at))
+    await session.commit()
+    return issued
+
+
+# --- enrolment ---------------------------------------------------------------------------------
+
+
+def decode_public_key(text: object, field: str = "publicKey") -> tuple[Ed25519PublicKey, str]:
+    """A terminal's public key as sent (base64url of the raw 32 bytes, padding optional), strictly
+    checked: canonical, on the curve, of prime order. Returns the key and its stored form."""
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]{43}={0,1}", text):
+        raise BadUserInput(
+            "公钥格式有误（应为32字节公钥的base64url编码）", field=field, reason="malformed_key"
+        )
+    try:
+        raw = base64.urlsafe_b64decode(text.rstrip("=") + "=")
+    except (binascii.Error, ValueError):
+        raise BadUserInput("公钥格式有误", field=field, reason="malformed_key") from None
+    try:
+        key = strict_public_key(raw)
+    except WeakPublicKeyError:
+        raise BadUserInput("该公钥不安全，不能用于终端", field=field, reason="weak_key") from None
+    except ValueError:
+        raise BadUserInput("公钥格式有误", field=field, reason="malformed_key") from None
+    stored = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return key, stored
+
+
+async def enrol(
+    session: AsyncSession, code: str, public_key_b64: str, now: datetime | None = None
+) -> Terminal:
+    """Registers a terminal's public key with a one-time code; the code is spent. Commits.
+
+    The key is checked before the code is touched, so a bad key does not burn the code. The code is
+    spent by one conditional UPDATE (unused and unexpired): with two enrolments at once, on SQLite
+    or on PostgreSQL, one updates the row and the other finds it spent."""
+    now = now or utcnow()
+    _, stored_key = decode_public_key(public_key_b64)
+    normalised = normalise_code(code)
+    if normalised is None:
+        raise BadUserInput("注册码格式有误", field="code", reason="malformed_code")
+    digest = code_hash(normalised)
+    table = TerminalEnrolmentCode.__table__  # type: ignore[attr-defined]
+    spent = (
+        await session.execute(
+            update(table)
+            .where(table.c.code_hash == digest, table.c.used_at.is_(None), table.c.expires_at > now)
+            .values(used_at=now)
+            .returning(table.c.id, table.c.clinic_id)
+        )
+    ).first()
+    if spent is None:
+        found = (
+            await session.execute(
+                select(table.c.used_at, table.c.expires_at).where(table.c.code_hash == digest)
+            )
+        ).first()
+        await session.rollback()
+        if found is None:
+            raise Unauthenticated("注册码无效", field="code", reason="enrolment_code_unknown")
+        if found.used_at is not None:
+            raise Unauthenticated(
+                "注册码已被使用，请向管理员申请新的注册码", field="code", reason="enrolment_code_used"
+            )
+        raise Unauthenticated(
+            "注册码已过期，请向管理员申请新的注册码", field="code", reason="enrolment_code_expired"
+        )
+    terminal = Terminal(
+        clinic_id=spent.clinic_id,
+        public_key=stored_key,
+        enrolled_at=now,
+        enrolment_code_id=spent.id,
+    )
+    session.add(terminal)
+    await session.flush()
+    await session.commit()
+    return terminal
+
+
+async def revoke(
+    session: AsyncSession, viewer: Viewer, terminal_id: int, now: datetime | None = None
+) -> Terminal:
+    """Revokes a terminal (admin): its next request is refused. Revoking twice changes nothing."""
+    _require_admin(viewer)
+    terminal = await session.get(Terminal, terminal_id, with_for_update=True, populate_existing=True)
+    if terminal is None:
+        raise NotFound("未找到该终端", field="id")
+    if terminal.status != TerminalStatus.REVOKED.value:
+        terminal.status = TerminalStatus.REVOKED.value
+        terminal.revoked_at = now or utcnow()
+        terminal.revoked_by_account_id = viewer.account_id
+        await session.flush()
+    await session.commit()
+    return terminal
+
+
+async def record_sync(
+    session: AsyncSession, terminal_id: int, *, pulled: bool, now: datetime | None = None
+) -> None:
+    """Notes a successful pull or push (what the admin sees as the terminal's last sync); the
+    caller commits."""
+    column = "last_pull_at" if pulled else "last_push_at"
+    await session.execute(
+        update(Terminal).where(col(Terminal.id) == terminal_id).values({column: now or utcnow()})
+    )
+
+
+async def clinic_of(session: AsyncSession, terminal: Terminal) -> Facility:
+    clinic = await session.get(Facility, terminal.clinic_id)
+    if clinic is None:  # a foreign key holds it; only a broken database gets here
+        raise NotFound("终端所属机构不存在")
+    return clinic
+
+
+# --- client assertions -------------------------------------------------------------------------
+
+_MAX_ASSERTION_CHARS = 2048
+_TERMINAL_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+_PURGE_BATCH = 1000
+_PURGE_INTERVAL_S = 60.0
+_next_purge = 0.0
+"""time.monotonic() after which this worker purges expired jtis again. Only a schedule: what an
+assertion may do lives in the database, the same for every worker."""
+
+_MESSAGES = {
+    "missing": "缺少终端凭证",
+    "malformed": "终端凭证格式有误",
+    "alg_not_allowed": "终端凭证的签名算法不被接受（只接受EdDSA）",
+    "unknown_terminal": "终端未注册或已被删除，请重新注册",
+    "bad_signature": "终端凭证签名无效",
+    "wrong_subject": "终端凭证的签发方与主体不一致",
+    "wrong_audience": "终端凭证的服务地址不符",
+    "lifetime_too_long": f"终端凭证有效期过长（最长{ASSERTION_TTL_S}秒）",
+    "clock_skew": "终端时间与服务器相差过大，请校准终端时间",
+    "expired": "终端凭证已过期",
+    "replayed": "终端凭证已被使用过",
+}
+
+
+class TerminalRevoked(Unauthenticated):
+    """A terminal that an admin revoked: 401 like every credential that no longer works, with its
+    own reason, so that the terminal stops and tells its operator instead of retrying."""
+
+    def __init__(self) -> None:
+        super().__init__(REASON_LABELS[RejectReason.TERMINAL_REVOKED], reason="terminal_revoked")
+
+
+def _refuse(reason: str, **extra: Any) -> Unauthenticated:
+    return Unauthenticated(_MESSAGES[reason], reason=reason, **extra)
+
+
+def _claim_int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**41:
+        raise _refuse("malformed")
+    return value
+
+
+def bearer_token(authorization_header: str | None) -> str:
+    if not authorization_header:
+        raise _refuse("missing")
+    scheme, _, token = authorization_header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > _MAX_ASSERTION_CHARS:
+        raise _refuse("malformed")
+    return token
+
+
+async def authenticate(
+    session: AsyncSession,
+    settings: Settings,
+    authorization_header: str | None,
+    audience: str,
+    now: datetime | None = None,
+) -> Terminal:
+    """The terminal whose client assertion is in `authorization_header` (``Bearer <JWT>``), or
+    Unauthenticated with a `reason`: missing, malformed, alg_not_allowed, unknown_terminal,
+    bad_signature, wrong_subject, terminal_revoked, wrong_audience, lifetime_too_long, clock_skew
+    (with `serverTime`: the terminal's clock is off by more than an assertion can live), expired,
+    replayed. The `jti` is recorded and committed before this returns, so the assertion is spent
+    whatever the request does next."""
+    now = now or utcnow()
+    token = bearer_token(authorization_header)
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise _refuse("malformed") from None
+    if header.get("alg") != ASSERTION_ALGORITHM:
+        raise _refuse("alg_not_allowed")
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise _refuse("malformed") from None
+    issuer = unverified.get("iss")
+    if not isinstance(issuer, str) or not _TERMINAL_ID.fullmatch(issuer) or int(issuer) >= 2**63:
+        raise _refuse("malformed")
+    terminal = await session.get(Terminal, int(issuer), populate_existing=True)
+    if terminal is None:
+        raise _refuse("unknown_terminal")
+    key = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(terminal.public_key + "="))
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[ASSERTION_ALGORITHM],
+            options={
+                "verify_exp": False,  # checked below against `now`, with reasons a terminal can act on
+                "verify_iat": False,
+                "verify_nbf": False,
+                "verify_aud": False,
+                "verify_iss": False,
+                "require": ["iss", "sub", "aud", "iat", "exp", "jti"],
+            },
+        )
+    except jwt.InvalidSignatureError:
+        raise _refuse("bad_signature") from None
+    except jwt.PyJWTError:
+        raise _refuse("malformed") from None
+    if claims["sub"] != issuer or claims["iss"] != issuer:
+        raise _refuse("wrong_subject")
+    if terminal.status != TerminalStatus.ACTIVE.value:
+        raise TerminalRevoked()
+    if not isinstance(claims["aud"], str) or claims["aud"] != audience:
+        raise _refuse("wrong_audience", expected=audience)
+    issued, expires = _claim_int(claims["iat"]), _claim_int(claims["exp"])
+    if expires <= issued:
+        raise _refuse("malformed")
+    if expires - issued > ASSERTION_TTL_S:
+        raise _refuse("lifetime_too_long")
+    leeway = settings.terminal_clock_leeway_s
+    clock = now.timestamp()
+    server_time = now.astimezone(UTC).isoformat()
+    # A terminal signs a fresh assertion for every request, so an `iat` further from the server's
+    # clock than an assertion can live means the terminal's clock is off (or the assertion is old).
+    if issued > clock + leeway or clock - issued > ASSERTION_TTL_S + leeway:
+        raise _refuse("clock_skew", serverTime=server_time, skewS=int(issued - clock))
+    if expires < clock - leeway:
+        raise _refuse("expired", serverTime=server_time)
+    nbf = claims.get("nbf")
+    if nbf is not None and _claim_int(nbf) > clock + leeway:
+        raise _refuse("clock_skew", serverTime=server_time, skewS=int(issued - clock))
+    jti = claims["jti"]
+    if not isinstance(jti, str) or not JTI_PATTERN.fullmatch(jti):
+        raise _refuse("malformed")
+    assert terminal.id is not None
+    if not await _spend_jti(session, jti, terminal.id, datetime.fromtimestamp(expires + leeway, UTC)):
+        raise _refuse("replayed")
+    await _maybe_purge(session)
+    return terminal
+
+
+async def _spend_jti(session: AsyncSession, jti: str, terminal_id: int, keep_until: datetime) -> bool:
+    """Records the jti in its own committed statement; False if any worker recorded it before.
+
+    ON CONFLICT DO NOTHING: on PostgreSQL a second insert of the same key waits for the first
+    transaction and then inserts nothing, so of two requests at once exactly one gets a row back."""
+    table = TerminalAssertionReplay.__table__  # type: ignore[attr-defined]
+    inserted = (
+        await session.execute(
+            dialect_insert(session)(table)
+            .values(jti=jti, terminal_id=terminal_id, expires_at=keep_until)
+            .on_conflict_do_nothing(index_elements=["jti"])
+            .returning(table.c.jti)
+        )
+    ).first()
+    await session.commit()
+    return inserted is not None
+
+
+async def _maybe_purge(session: AsyncSession) -> None:
+    global _next_purge
+    if time.monotonic() < _next_purge:
+        return
+    _next_purge = time.monotonic() + _PURGE_INTERVAL_S
+    await purge_expired_assertions(session)
+
+
+async def purge_expired_assertions(session: AsyncSession, now: datetime | None = None) -> int:
+    """Drops up to a batch of jtis that can no longer be accepted anyway (their assertion expired,
+    leeway included); its own transaction. On PostgreSQL rows another transaction holds are skipped,
+    so two purges, or a purge and an insert, never wait on each other: no deadlock. Returns the
+    number of rows dropped."""
+    table = TerminalAssertionReplay.__table__  # type: ignore[attr-defined]
+    cutoff = now or utcnow()
+    stale = select(table.c.jti).where(table.c.expires_at < cutoff).limit(_PURGE_BATCH)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        stale = stale.with_for_update(skip_locked=True)
+    result = await session.execute(delete(table).where(table.c.jti.in_(stale)))
+    await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
