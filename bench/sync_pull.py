@@ -1,11 +1,12 @@
 """A village's first pull and an empty incremental pull through `POST /sync/pull` (issue 9 (b)).
 
-A fresh data dir (SQLite, migrated, demo county), all of whose residents are moved into one village so
+A fresh data dir (SQLite, migrated, demo county) all of whose residents are moved into one village, so
 the first pull carries a large village (3,000 residents by default), plus the policy versions, the
-issuer keys and the revocation list. One terminal is enrolled through `/sync/enrol` with a key of its
-own; every request carries a fresh client assertion. The app runs in this process behind httpx's ASGI
-transport, so "server time" is the whole server path (assertion check, queries, JSON, gzip) without a
-network or a client process on the same two cores; RSS is this process's, i.e. the server's.
+issuer keys and the revocation list. The server then runs alone in its own process (one uvicorn worker,
+`yibao`'s app factory) and this process, the terminal, enrols through `/sync/enrol` with a key of its
+own and pulls over loopback with `Accept-Encoding: gzip`, a fresh client assertion on every request.
+Times are what the terminal waits per request on loopback (the server's work plus a loopback round
+trip); bytes are the gzip bodies as sent; RSS is the server process's, sampled every 20 ms.
 
     .venv/bin/python bench/sync_pull.py                    # --people 3000 --limit 1000 --empty 200
 """
@@ -14,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
-import resource
+import os
 import statistics
 import sys
 import tempfile
@@ -30,8 +30,10 @@ from sqlalchemy import update
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from api.app import create_app  # noqa: E402
+import harness  # noqa: E402
+
 from api.demo import load_demo_county  # noqa: E402
 from api.migrate import upgrade  # noqa: E402
 from api.people.models import Facility, InsuredPerson  # noqa: E402
@@ -44,12 +46,8 @@ from sync.vouchers import public_key_to_b64  # noqa: E402
 VILLAGE = "340421100001"
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-async def main(people: int, limit: int, empty: int) -> dict[str, object]:
-    data = Path(tempfile.mkdtemp(prefix="yibao-bench-pull-"))
+async def prepare(data: Path, people: int) -> str:
+    """The data dir with its demo county in one village; returns a one-time enrolment code."""
     settings = Settings(data_dir=data, demo_people=people, log_json=False, log_level="WARNING")
     upgrade(settings.resolved_database_url)
     state = AppState.build(settings)
@@ -63,69 +61,74 @@ async def main(people: int, limit: int, empty: int) -> dict[str, object]:
         await session.execute(update(InsuredPerson).values(village_code=VILLAGE))
         await session.commit()
         codes = await terminals.demo_enrolment_codes(session, timedelta(hours=1))
-        code = next(code for facility, code, _ in codes if facility.code == "BENCH-CLINIC")
-    app = create_app(settings, state)
-    key = Ed25519PrivateKey.generate()
-    base = "http://yibao.bench"
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url=base) as http:
-        enrolled = (
-            await http.post(
-                "/sync/enrol", json={"code": code, "publicKey": public_key_to_b64(key.public_key())}
-            )
-        ).json()
-        terminal_id, audience = enrolled["terminalId"], enrolled["audience"]
-
-        async def pull(checkpoint: str | None) -> tuple[dict[str, object], int, float]:
-            headers = {
-                "authorization": "Bearer " + make_assertion(key, terminal_id, audience),
-                "accept-encoding": "gzip",
-            }
-            started = time.perf_counter()
-            response = await http.post(
-                "/sync/pull", json={"checkpoint": checkpoint, "limit": limit}, headers=headers
-            )
-            elapsed = time.perf_counter() - started
-            assert response.status_code == 200, response.text[:300]
-            wire = int(response.headers.get("content-length") or len(gzip.compress(response.content)))
-            return response.json(), wire, elapsed
-
-        rss_before = rss_mb()
-        checkpoint = None
-        first_s = 0.0
-        first_bytes = 0
-        trips = 0
-        documents = 0
-        while True:
-            body, wire, elapsed = await pull(checkpoint)
-            trips += 1
-            first_s += elapsed
-            first_bytes += wire
-            documents += len(body["changes"])  # type: ignore[arg-type]
-            checkpoint = body["checkpoint"]  # type: ignore[assignment]
-            if not body["hasMore"]:
-                break
-        rss_first = rss_mb()
-        empties = []
-        for _ in range(empty):
-            body, _, elapsed = await pull(checkpoint)
-            assert body["changes"] == [] and not body["hasMore"]
-            checkpoint = body["checkpoint"]  # type: ignore[assignment]
-            empties.append(elapsed * 1000)
-        empties.sort()
     await state.db.dispose()
+    return next(code for facility, code, _ in codes if facility.code == "BENCH-CLINIC")
+
+
+def main(people: int, limit: int, empty: int) -> dict[str, object]:
+    data = Path(tempfile.mkdtemp(prefix="yibao-bench-pull-"))
+    code = asyncio.run(prepare(data, people))
+    port = harness.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YIBAO_")}
+    env.update(YIBAO_DATA_DIR=str(data), YIBAO_LOG_LEVEL="WARNING")
+    server = harness.start_server(harness.uvicorn_cmd("api.app:app_factory", port), env, port, "/healthz")
+    base = f"http://127.0.0.1:{port}"
+    key = Ed25519PrivateKey.generate()
+    try:
+        with httpx.Client(base_url=base, timeout=60) as http, harness.PeakRss(server.pid, 0.02) as rss:
+            idle_mb = harness.rss_kb(server.pid) / 1024
+            enrolled = http.post(
+                "/sync/enrol", json={"code": code, "publicKey": public_key_to_b64(key.public_key())}
+            ).json()
+            terminal_id, audience = enrolled["terminalId"], enrolled["audience"]
+
+            def pull(checkpoint: str | None) -> tuple[dict[str, object], int, float]:
+                headers = {
+                    "authorization": "Bearer " + make_assertion(key, terminal_id, audience),
+                    "accept-encoding": "gzip",
+                }
+                started = time.perf_counter()
+                response = http.post(
+                    "/sync/pull", json={"checkpoint": checkpoint, "limit": limit}, headers=headers
+                )
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 200, response.text[:300]
+                # Starlette's GZipMiddleware leaves bodies under 500 bytes (an empty pull) as they are.
+                return response.json(), int(response.headers["content-length"]), elapsed
+
+            checkpoint = None
+            first_s, first_bytes, trips, documents = 0.0, 0, 0, 0
+            while True:
+                body, wire, elapsed = pull(checkpoint)
+                trips += 1
+                first_s += elapsed
+                first_bytes += wire
+                documents += len(body["changes"])  # type: ignore[arg-type]
+                checkpoint = body["checkpoint"]  # type: ignore[assignment]
+                if not body["hasMore"]:
+                    break
+            first_peak_mb = rss.peak_mb
+            empties = []
+            for _ in range(empty):
+                body, _, elapsed = pull(checkpoint)
+                assert body["changes"] == [] and not body["hasMore"]
+                checkpoint = body["checkpoint"]  # type: ignore[assignment]
+                empties.append(elapsed * 1000)
+            empties.sort()
+    finally:
+        harness.stop_server(server)
     return {
         "residents": people,
         "limit": limit,
         "first_pull_round_trips": trips,
         "first_pull_documents": documents,
-        "first_pull_server_s": round(first_s, 3),
+        "first_pull_s": round(first_s, 3),
         "first_pull_gzip_bytes": first_bytes,
         "empty_pull_p50_ms": round(statistics.median(empties), 2),
-        "empty_pull_p99_ms": round(empties[int(len(empties) * 0.99) - 1], 2),
-        "rss_mb_before": round(rss_before, 1),
-        "rss_mb_after_first_pull": round(rss_first, 1),
-        "rss_mb_peak": round(rss_mb(), 1),
+        "empty_pull_p99_ms": round(empties[max(0, int(len(empties) * 0.99) - 1)], 2),
+        "server_rss_mb_idle": round(idle_mb, 1),
+        "server_rss_mb_peak_first_pull": round(first_peak_mb, 1),
+        "server_rss_mb_peak": round(rss.peak_mb, 1),
     }
 
 
@@ -138,7 +141,7 @@ if __name__ == "__main__":
     parser.add_argument("--empty", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(main(args.people, args.limit, args.empty))
+    result = main(args.people, args.limit, args.empty)
     if args.json:
         print(json.dumps(result))
     else:
