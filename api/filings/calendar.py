@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 
-import chinese_calendar
+from chinese_calendar import constants as official
 
 FIXED_HOLIDAYS = frozenset({(1, 1), (5, 1), (5, 2), (10, 1), (10, 2), (10, 3)})
 """(month, day) of the fixed-date statutory holidays, used only past the package's data."""
@@ -30,7 +31,7 @@ MAX_LIMIT_DAYS = 366
 
 
 def _data_years() -> tuple[int, int]:
-    years = [day.year for day in chinese_calendar.holidays]
+    years = [day.year for day in official.holidays]
     return min(years), max(years)
 
 
@@ -42,9 +43,11 @@ def covered(day: dt.date) -> bool:
     return FIRST_YEAR <= day.year <= LAST_YEAR
 
 
+@lru_cache(maxsize=4096)
 def is_working_day(day: dt.date) -> bool:
     if covered(day):
-        return bool(chinese_calendar.is_workday(day))
+        # chinese_calendar.is_workday(day), without its per-call scan of every holiday for the year range
+        return day in official.workdays or (day.weekday() < 5 and day not in official.holidays)
     return day.weekday() < 5 and (day.month, day.day) not in FIXED_HOLIDAYS
 
 

@@ -151,6 +151,11 @@ async def test_reimbursement_amounts_are_integer_fen_and_must_add_up(
     assert bad_input(
         await who(CREATE, create_input("REIMBURSEMENT", fw.reimbursement(visits=[float_item])))
     ) == ("input.fields.visits[0].items[0].amountFen")
+    for amount in (0, -100, 100_000_001):  # positive, and at most 1,000,000 yuan an amount
+        huge = fw.visit(items=[{"name": "检查费", "amountFen": amount, "itemClass": "class_a"}])
+        huge["invoiceAmountFen"] = 100
+        body = await who(CREATE, create_input("REIMBURSEMENT", fw.reimbursement(visits=[huge])))
+        assert bad_input(body) == "input.fields.visits[0].items[0].amountFen", amount
     mismatch = fw.visit()
     mismatch["invoiceAmountFen"] += 1
     assert bad_input(

@@ -68,6 +68,15 @@ def test_working_days_skip_national_day_and_count_its_make_up_saturday() -> None
     # Without the calendar a plain weekday count would say 5 October (and a weekend count 7 October).
 
 
+def test_the_working_day_test_agrees_with_the_official_calendar_on_every_covered_day() -> None:
+    import chinese_calendar
+
+    day = dt.date(calendar.FIRST_YEAR, 1, 1)
+    while day.year <= calendar.LAST_YEAR:
+        assert calendar.is_working_day(day) == chinese_calendar.is_workday(day), day
+        day += dt.timedelta(days=1)
+
+
 def test_past_the_calendar_data_weekdays_and_fixed_holidays_count_and_the_deadline_is_estimated() -> None:
     last = dt.date(calendar.LAST_YEAR, 12, 31)
     beyond = calendar.add_working_days(last, 1)
@@ -174,6 +183,14 @@ async def test_needs_materials_lists_everything_and_a_resubmission_adds_only_tha
     filing = await fw.submitted(state, who, "REIMBURSEMENT")
     (first,) = await reviewers(state, gql, 1)
     data(await first(CLAIM, {"id": filing["id"]}))
+    ask = {"id": filing["id"], "decision": "NEEDS_MATERIALS", "reason": "材料不全"}
+    for bad, field in (([{"code": "nonsense"}], "missing[0].code"), ([], "missing"), (None, "missing")):
+        body = await first(DECIDE, {**ask, "missing": bad})
+        assert code(body) == "BAD_USER_INPUT" and body["errors"][0]["extensions"]["field"] == field, body
+    assert (
+        code(await first(DECIDE, {**ask, "reason": None, "missing": [{"code": "invoice"}]}))
+        == "BAD_USER_INPUT"
+    )
     missing = [{"code": "invoice", "note": "第2页不清晰"}, {"code": "bankAccount", "note": "户名与本人不符"}]
     asked = data(
         await first(
@@ -186,20 +203,9 @@ async def test_needs_materials_lists_everything_and_a_resubmission_adds_only_tha
         ("invoice", "医疗收费票据（发票）", "第2页不清晰"),
         ("bankAccount", "收款银行账户", "户名与本人不符"),
     ]
-    assert (
-        code(
-            await first(
-                DECIDE,
-                {
-                    "id": filing["id"],
-                    "decision": "NEEDS_MATERIALS",
-                    "reason": "x",
-                    "missing": [{"code": "nonsense"}],
-                },
-            )
-        )
-        == "CONFLICT"
-    )
+    # Once asked, the filing waits for the filer: no second request on top.
+    again = {"id": filing["id"], "decision": "NEEDS_MATERIALS", "reason": "x", "missing": missing}
+    assert code(await first(DECIDE, again)) == "CONFLICT"
 
     # Resubmitting without what was asked lists all of it, at once.
     body = await who(SUBMIT, {"id": filing["id"]})

@@ -71,7 +71,9 @@ class ChronicDisease(Kind):
             raise BadUserInput("确诊日期早于出生日期", field=ctx.at("diagnosedOn"))
 
     async def approve(self, ctx: Context, filing: Filing, values: Mapping[str, Any]) -> None:
-        person = await ctx.session.get(InsuredPerson, filing.person_id, with_for_update=True)
+        person = await ctx.session.get(
+            InsuredPerson, filing.person_id, with_for_update=True, populate_existing=True
+        )
         assert person is not None and person.id is not None
         code = values["diseaseCode"]
         if code not in person.chronic_diseases:

@@ -11,7 +11,9 @@ from typing import Any
 
 from api.errors import BadUserInput
 
-MAX_MONEY_FEN = 100_000_000_000  # 10 亿 yuan: far above any real bill; keeps sums inside BIGINT
+MAX_MONEY_FEN = 100_000_000
+"""1,000,000 yuan for one amount (an item, an invoice): above any real bill, and small enough that a
+filing's sums (20 visits) stay inside GraphQL's 32-bit Int."""
 REGION = re.compile(r"[1-9][0-9]{5}", re.ASCII)
 
 

@@ -63,6 +63,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_filings_queue_due', ['due_on', 'id'], unique=False, sqlite_where=sa.text('due_on IS NOT NULL'), postgresql_where=sa.text('due_on IS NOT NULL'))
         batch_op.create_index('ix_filings_queue_kind_due', ['kind', 'due_on', 'id'], unique=False, sqlite_where=sa.text('due_on IS NOT NULL'), postgresql_where=sa.text('due_on IS NOT NULL'))
         batch_op.create_index('ix_filings_queue_region_due', ['region_code', 'due_on', 'id'], unique=False, sqlite_where=sa.text('due_on IS NOT NULL'), postgresql_where=sa.text('due_on IS NOT NULL'))
+        batch_op.create_index('ix_filings_queue_region_kind_due', ['region_code', 'kind', 'due_on', 'id'], unique=False, sqlite_where=sa.text('due_on IS NOT NULL'), postgresql_where=sa.text('due_on IS NOT NULL'))
 
     op.create_table('cross_region_registrations',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -154,6 +155,7 @@ def downgrade() -> None:
 
     op.drop_table('cross_region_registrations')
     with op.batch_alter_table('filings', schema=None) as batch_op:
+        batch_op.drop_index('ix_filings_queue_region_kind_due', sqlite_where=sa.text('due_on IS NOT NULL'), postgresql_where=sa.text('due_on IS NOT NULL'))
         batch_op.drop_index('ix_filings_queue_region_due', sqlite_where=sa.text('due_on IS NOT NULL'), postgresql_where=sa.text('due_on IS NOT NULL'))
         batch_op.drop_index('ix_filings_queue_kind_due', sqlite_where=sa.text('due_on IS NOT NULL'), postgresql_where=sa.text('due_on IS NOT NULL'))
         batch_op.drop_index('ix_filings_queue_due', sqlite_where=sa.text('due_on IS NOT NULL'), postgresql_where=sa.text('due_on IS NOT NULL'))
