@@ -55,13 +55,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlmodel import SQLModel, col
 
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict
@@ -101,16 +101,18 @@ from sync.protocol import (
     read_settlement_create,
     read_settlement_void,
 )
-from sync.settlement import PolicySet, SettlementInputError, Visit, compute
-from sync.vouchers import Reason, VoucherFormatError
+from sync.settlement import PolicySet, SettlementInputError, Visit, YearToDate, compute
+from sync.vouchers import OfflineCode, OnlineCode, Reason, VoucherFormatError
 from sync.vouchers.format import (
     ONLINE_PREFIX,
     from_text,
     parse_offline_payload,
     parse_online_payload,
+    replay_key,
 )
 
 _RETRYABLE = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+_MAX_BIND_PARAMETERS = 30_000  # per statement: SQLite allows 32,766, asyncpg 32,767
 SOURCE_TERMINAL = "terminal"
 SETTLEMENT_ENTITY = "settlement"
 ACCOUNT_ENTITY = "personal_account"
@@ -141,26 +143,249 @@ class _Rejected(Exception):
 
 
 @dataclass
-class _Batch:
-    session: AsyncSession
-    state: AppState
-    terminal: Terminal
-    clinic: Facility
-    now: dt.datetime
-    policies: PolicySet | None = None
-
-    async def policy_set(self) -> PolicySet:
-        if self.policies is None:
-            self.policies = await settlement_service.policy_set(self.session)
-        return self.policies
-
-
-@dataclass
 class _Outcome:
     status: ResultStatus
     body: dict[str, Any]
     settlement_id: int | None = None
     reason: str | None = None
+
+
+@dataclass
+class _Write:
+    """One processed mutation whose rows are written with the rest of the batch (_Batch.materialize)."""
+
+    mutation: Mutation
+    outcome: _Outcome
+    settlement: Settlement | None = None
+    person: InsuredPerson | None = None
+    account_delta: int = 0
+    adjustment: SettlementAdjustment | None = None
+
+
+@dataclass
+class _Seen:
+    """A settlement of the batch's people at this clinic, for the duplicate-visit check."""
+
+    category: str
+    total_fen: int
+    bill: list[tuple[int, str, int, str]]
+    settlement: Settlement
+
+
+@dataclass
+class _Batch:
+    """One batch's view of the database, read once after the locks are taken, and its pending writes.
+
+    Everything a batch reads about its people (their rows, enrolments, accounts, year-to-date totals,
+    recent settlements at this clinic, used voucher refs) is read in a few queries up front and then
+    carried in memory from mutation to mutation, exactly as the database would answer after each
+    write: the locks make this batch the only writer of those rows until it commits. Writes are
+    collected and flushed together (a handful of multi-row INSERTs per batch), and before a void,
+    which reads the settlement it voids from the database."""
+
+    session: AsyncSession
+    state: AppState
+    terminal: Terminal
+    clinic: Facility
+    now: dt.datetime
+    policies: PolicySet
+    people_by_ref: dict[str, InsuredPerson] = field(default_factory=dict)
+    enrolments: dict[int, list[Enrolment]] = field(default_factory=dict)
+    balances: dict[int, int | None] = field(default_factory=dict)
+    """Each person's personal-account balance as this batch has left it (None: no account)."""
+    ytd: dict[tuple[int, int], YearToDate] = field(default_factory=dict)
+    seen: dict[tuple[int, dt.date], list[_Seen]] = field(default_factory=dict)
+    taken_ids: set[str] = field(default_factory=set)
+    used_vouchers: set[str] = field(default_factory=set)
+    pending: list[_Write] = field(default_factory=list)
+
+    async def load(self, mutations: Sequence[Mutation], parsed: dict[str, _Parsed]) -> None:
+        session = self.session
+        creates = [p for p in parsed.values() if isinstance(p, SettlementCreate)]
+        refs = {
+            ref
+            for c in creates
+            if (ref := c.person_ref if c.voucher is None else _claimed_ref(c.voucher)) is not None
+        }
+        if refs:
+            rows = await session.execute(
+                select(InsuredPerson, col(VoucherSubject.ref))
+                .join(VoucherSubject, col(VoucherSubject.person_id) == col(InsuredPerson.id))
+                .where(col(VoucherSubject.ref).in_(sorted(refs)))
+            )
+            self.people_by_ref = {ref: person for person, ref in rows.all()}
+        await self._load_people([p.id for p in self.people_by_ref.values() if p.id is not None])
+        ids = [m.id for m in mutations]
+        if ids:
+            taken = await session.execute(
+                select(col(Settlement.client_ref)).where(col(Settlement.client_ref).in_(ids))
+            )
+            self.taken_ids = {ref for ref in taken.scalars() if ref is not None}
+        keys = {key for c in creates if c.voucher is not None and (key := _replay_ref(c.voucher)) is not None}
+        if keys:
+            used = await session.execute(
+                select(col(Settlement.voucher_ref)).where(col(Settlement.voucher_ref).in_(sorted(keys)))
+            )
+            self.used_vouchers = {ref for ref in used.scalars() if ref is not None}
+
+    async def _load_people(self, person_ids: Sequence[int]) -> None:
+        wanted = [pid for pid in person_ids if pid not in self.enrolments]
+        if not wanted:
+            return
+        session = self.session
+        for pid in wanted:
+            self.enrolments[pid] = []
+            self.balances[pid] = None
+        for row in (
+            await session.execute(select(Enrolment).where(col(Enrolment.person_id).in_(wanted)))
+        ).scalars():
+            self.enrolments[row.person_id].append(row)
+        accounts = await session.execute(
+            select(col(PersonalAccount.person_id), col(PersonalAccount.balance_fen)).where(
+                col(PersonalAccount.person_id).in_(wanted)
+            )
+        )
+        for pid, balance in accounts:
+            self.balances[pid] = int(balance)
+        # Settlements a visit could duplicate: this clinic's, not voided, within the offline window.
+        since = self.now - dt.timedelta(seconds=OFFLINE_SETTLEMENT_MAX_AGE_S + 2 * 86400)
+        recent = await session.execute(
+            select(Settlement).where(
+                col(Settlement.person_id).in_(wanted),
+                col(Settlement.facility_id) == self.clinic.id,
+                col(Settlement.settled_at) >= since,
+                col(Settlement.voided_at).is_(None),
+            )
+        )
+        for settled in recent.scalars():
+            self._remember(settled, settled.visit.get("items", []) if settled.visit is not None else None)
+
+    def _remember(self, row: Settlement, items: Sequence[Any] | None) -> None:
+        if items is None:
+            return
+        key = (row.person_id, row.settled_at.astimezone(SHANGHAI).date())
+        self.seen.setdefault(key, []).append(_Seen(row.category, row.total_fen, _bill_key(items), row))
+
+    async def person_loaded(self, person: InsuredPerson) -> None:
+        assert person.id is not None
+        await self._load_people([person.id])
+
+    async def year_to_date(self, person_id: int, year: int) -> YearToDate:
+        if (person_id, year) not in self.ytd:
+            # Every person of the batch at once: the first visit of each in this year costs no query.
+            # (No pending row of the batch can be missing from it: a person with one has carried totals.)
+            people = sorted({pid for pid in self.enrolments} | {person_id})
+            missing = [pid for pid in people if (pid, year) not in self.ytd]
+            found = await settlement_service.year_to_date_many(self.session, missing, year)
+            for pid, ytd in found.items():
+                self.ytd[(pid, year)] = ytd
+        return self.ytd[(person_id, year)]
+
+    def duplicate(self, person_id: int, day: dt.date, create: SettlementCreate) -> bool:
+        wanted = _bill_key(create.bill.to_dict()["items"])
+        return any(
+            s.category == create.bill.category
+            and s.total_fen == create.bill.total_fen
+            and s.bill == wanted
+            and s.settlement.voided_at is None
+            for s in self.seen.get((person_id, day), ())
+        )
+
+    async def materialize(self) -> None:
+        """Writes the pending mutations' rows in a few multi-row statements: the settlements (INSERT ...
+        RETURNING their ids), the personal accounts (one UPDATE per person), account flows, adjustments,
+        the pushed mutations with their answers, and the change-log entries of it all."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        session = self.session
+        assert self.terminal.id is not None and self.clinic.id is not None
+        created = [w for w in pending if w.settlement is not None]
+        ids = await _insert(session, Settlement, [w.settlement for w in created], key="client_ref")
+        changes: list[Change] = []
+        # Personal accounts: one statement per person, whatever the number of their visits in the batch.
+        deltas: dict[int, int] = {}
+        for w in created:
+            if w.account_delta and w.person is not None and w.person.id is not None:
+                deltas[w.person.id] = deltas.get(w.person.id, 0) + w.account_delta
+        running: dict[int, int] = {}
+        for pid, delta in deltas.items():
+            running[pid] = await _move_balance(session, pid, delta) - delta
+        flows: list[AccountFlow] = []
+        adjustments: list[SettlementAdjustment] = []
+        for w in created:
+            settlement, person = w.settlement, w.person
+            assert settlement is not None and person is not None and person.id is not None
+            settlement.id = ids[w.mutation.id]
+            w.outcome.settlement_id = settlement.id
+            w.outcome.body["settlement"]["id"] = str(settlement.id)
+            changes.extend(_person_changes(person, settlement.id))
+            if w.account_delta:
+                running[person.id] += w.account_delta
+                flows.append(
+                    AccountFlow(
+                        person_id=person.id,
+                        occurred_at=settlement.settled_at,  # dated with the visit, as hospitals' are
+                        year=settlement.settled_at.astimezone(SHANGHAI).year,
+                        kind=AccountFlowKind.SETTLEMENT.value,
+                        amount_fen=w.account_delta,
+                        balance_after_fen=running[person.id],
+                        settlement_id=settlement.id,
+                    )
+                )
+                changes.append(Change(ACCOUNT_ENTITY, str(person.id), changelog.person_scope(person.id)))
+            if w.adjustment is not None:
+                w.adjustment.settlement_id = settlement.id
+                adjustments.append(w.adjustment)
+        await _insert(session, AccountFlow, flows)
+        await _insert(session, SettlementAdjustment, adjustments)
+        rows = [
+            PushedMutation(
+                terminal_id=self.terminal.id,
+                seq=w.mutation.seq,
+                mutation_id=w.mutation.id,
+                kind=w.mutation.kind.value,
+                client_time=w.mutation.client_time,
+                received_at=self.now,
+                payload=w.mutation.payload,
+                status=w.outcome.status.value,
+                reason=w.outcome.reason,
+                result=w.outcome.body,
+                settlement_id=w.outcome.settlement_id,
+            )
+            for w in pending
+        ]
+        pushed = await _insert(session, PushedMutation, rows, key="mutation_id")
+        scope = clinic_scope(self.clinic.id)
+        changes.extend(
+            Change(PUSH_ISSUE, str(pushed[row.mutation_id]), scope)
+            for row in rows
+            if row.status != ResultStatus.APPLIED.value
+        )
+        await changelog.record(session, changes)
+
+
+async def _insert(
+    session: AsyncSession, model: type[SQLModel], objects: Sequence[SQLModel | None], key: str | None = None
+) -> dict[Any, int]:
+    """The objects' rows in one multi-row INSERT (not through the unit of work, which writes one row
+    per statement on SQLite); with `key`, their new ids by that unique column."""
+    table = model.__table__  # type: ignore[attr-defined]
+    columns = [c.name for c in table.columns if c.name != "id"]
+    rows = [{name: getattr(o, name) for name in columns} for o in objects if o is not None]
+    ids: dict[Any, int] = {}
+    step = max(1, _MAX_BIND_PARAMETERS // len(columns))
+    for start in range(0, len(rows), step):
+        statement = insert(table).values(rows[start : start + step])
+        if key is None:
+            await session.execute(statement)
+        else:
+            found = await session.execute(statement.returning(table.c.id, table.c[key]))
+            ids.update((value, int(row_id)) for row_id, value in found.all())
+    return ids
+
+
+_Parsed = SettlementCreate | SettlementVoid | WireError
 
 
 async def push(
@@ -242,42 +467,26 @@ async def _push(
         await session.commit()
         return {"results": refused}
 
-    clinic = await session.get(Facility, terminal.clinic_id)
-    if clinic is None or clinic.id is None:
-        raise RuntimeError(f"terminal {terminal_id} names a clinic that does not exist")
-    batch = _Batch(session, state, terminal, clinic, now)
     fresh = [item for item in plan if isinstance(item, Mutation)]
-    parsed = {m.id: _parse(m) for m in fresh}
-    await _lock_people(session, await _people_of(session, terminal_id, fresh, parsed))
-
     results: list[dict[str, Any]] = []
-    for item in plan:
-        if isinstance(item, PushedMutation):
-            results.append(item.result)
-            continue
-        outcome = await _apply(batch, item, parsed[item.id])
-        row = PushedMutation(
-            terminal_id=terminal_id,
-            seq=item.seq,
-            mutation_id=item.id,
-            kind=item.kind.value,
-            client_time=item.client_time,
-            received_at=now,
-            payload=item.payload,
-            status=outcome.status.value,
-            reason=outcome.reason,
-            result=outcome.body,
-            settlement_id=outcome.settlement_id,
-        )
-        session.add(row)
-        await session.flush()
-        if outcome.status != ResultStatus.APPLIED:
-            await changelog.record(session, [Change(PUSH_ISSUE, str(row.id), clinic_scope(clinic.id))])
-        results.append(outcome.body)
-        terminal.last_seq = item.seq
-        terminal.last_client_time = item.client_time
+    bodies: dict[str, dict[str, Any]] = {}
     if fresh:
+        clinic = await session.get(Facility, terminal.clinic_id)
+        if clinic is None or clinic.id is None:
+            raise RuntimeError(f"terminal {terminal_id} names a clinic that does not exist")
+        parsed = {m.id: _parse(m) for m in fresh}
+        await _lock_people(session, await _people_of(session, terminal_id, fresh, parsed))
+        batch = _Batch(session, state, terminal, clinic, now, await settlement_service.policy_set(session))
+        await batch.load(fresh, parsed)
+        for mutation in fresh:
+            bodies[mutation.id] = (await _apply(batch, mutation, parsed[mutation.id])).body
+            terminal.last_seq = mutation.seq
+            terminal.last_client_time = mutation.client_time
         terminal.last_push_at = now
+        await batch.materialize()  # completes the bodies with the settlements' ids
+    # The answers in seq order, repeats and new ones alike.
+    for item in plan:
+        results.append(item.result if isinstance(item, PushedMutation) else bodies[item.id])
     await session.commit()
     answer: dict[str, Any] = {"results": results}
     if gap is not None:
@@ -334,7 +543,7 @@ async def _stored(
     return list((await session.execute(statement)).scalars())
 
 
-def _parse(mutation: Mutation) -> SettlementCreate | SettlementVoid | WireError:
+def _parse(mutation: Mutation) -> _Parsed:
     try:
         if mutation.kind == MutationKind.SETTLEMENT_CREATE:
             return read_settlement_create(mutation.payload)
@@ -343,35 +552,41 @@ def _parse(mutation: Mutation) -> SettlementCreate | SettlementVoid | WireError:
         return exc
 
 
-def _claimed_ref(code: str) -> str | None:
-    """The person ref a code claims, unauthenticated: only to know whose row to lock."""
+def _decoded(code: str) -> OnlineCode | OfflineCode | None:
+    """The code as it states itself, unauthenticated (the verifier checks it later)."""
     try:
         prefix, payload = from_text(code)
         if prefix == ONLINE_PREFIX:
-            return parse_online_payload(payload).person_ref.hex()
-        return parse_offline_payload(payload).certificate.person_ref.hex()
+            return parse_online_payload(payload)
+        return parse_offline_payload(payload)
     except (VoucherFormatError, ValueError, TypeError):
         return None
+
+
+def _claimed_ref(code: str) -> str | None:
+    """The person ref a code claims: only to know whose rows to lock and read."""
+    decoded = _decoded(code)
+    if isinstance(decoded, OnlineCode):
+        return decoded.person_ref.hex()
+    return decoded.certificate.person_ref.hex() if decoded is not None else None
+
+
+def _replay_ref(code: str) -> str | None:
+    """The replay key the verifier will compute for the code (settlements store it as voucher_ref)."""
+    decoded = _decoded(code)
+    return replay_key(decoded.signed).hex() if decoded is not None else None
 
 
 def _code_window(code: str) -> tuple[int, int] | None:
-    """(signed time, expiry) in Unix seconds as the code states them (checked by the verifier later)."""
-    try:
-        prefix, payload = from_text(code)
-        if prefix == ONLINE_PREFIX:
-            online = parse_online_payload(payload)
-            return online.issued_at, online.expires_at
-        offline = parse_offline_payload(payload)
-        return offline.time, offline.expires_at
-    except (VoucherFormatError, ValueError, TypeError):
-        return None
+    """(signed time, expiry) in Unix seconds as the code states them."""
+    decoded = _decoded(code)
+    if isinstance(decoded, OnlineCode):
+        return decoded.issued_at, decoded.expires_at
+    return (decoded.time, decoded.expires_at) if decoded is not None else None
 
 
 async def _people_of(
-    session: AsyncSession,
-    terminal_id: int,
-    mutations: Sequence[Mutation],
-    parsed: dict[str, SettlementCreate | SettlementVoid | WireError],
+    session: AsyncSession, terminal_id: int, mutations: Sequence[Mutation], parsed: dict[str, _Parsed]
 ) -> set[int]:
     """Whose rows the batch may write: the people its codes and cards claim, and those of the
     settlements it voids."""
@@ -395,6 +610,7 @@ async def _people_of(
             ).scalars()
         )
     if voided:
+        # (A void of a settlement created earlier in the same batch: its person is among the refs.)
         people.update(
             (
                 await session.execute(
@@ -407,21 +623,24 @@ async def _people_of(
                 )
             ).scalars()
         )
-        # A void of a settlement created earlier in this same batch: its person is among the refs.
     return people
 
 
-async def _apply(
-    batch: _Batch, mutation: Mutation, parsed: SettlementCreate | SettlementVoid | WireError
-) -> _Outcome:
+async def _apply(batch: _Batch, mutation: Mutation, parsed: _Parsed) -> _Outcome:
     try:
         if isinstance(parsed, WireError):
             raise _Rejected(RejectReason.BAD_PAYLOAD, field=parsed.field, detail=parsed.message)
         if isinstance(parsed, SettlementCreate):
-            return await _create(batch, mutation, parsed)
-        return await _void(batch, mutation, parsed)
+            write = await _create(batch, mutation, parsed)
+        else:
+            write = await _void(batch, mutation, parsed)
     except _Rejected as rejected:
-        return _Outcome(ResultStatus.REJECTED, _rejection(mutation, rejected), reason=rejected.reason.value)
+        outcome = _Outcome(
+            ResultStatus.REJECTED, _rejection(mutation, rejected), reason=rejected.reason.value
+        )
+        write = _Write(mutation, outcome)
+    batch.pending.append(write)
+    return write.outcome
 
 
 def _rejection(mutation: Mutation, rejected: _Rejected) -> dict[str, Any]:
@@ -449,33 +668,32 @@ class _Identified:
     voucher_ref: str | None
 
 
-async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -> _Outcome:
-    session, clinic = batch.session, batch.clinic
+async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -> _Write:
+    clinic = batch.clinic
     assert clinic.id is not None and batch.terminal.id is not None
     if create.clinic_id is not None and create.clinic_id != str(clinic.id):
         raise _Rejected(RejectReason.OTHER_CLINIC, field="payload.clinicId")
-    taken = await session.execute(select(col(Settlement.id)).where(col(Settlement.client_ref) == mutation.id))
-    if taken.first() is not None:  # another terminal's settlement already has this id
+    if mutation.id in batch.taken_ids:  # another terminal's settlement already has this id
         raise _Rejected(
             RejectReason.BAD_PAYLOAD, field="id", detail="mutation id already used by another terminal"
         )
     who = await (_by_voucher if create.voucher is not None else _by_card)(batch, mutation, create)
     person = who.person
     assert person.id is not None
+    await batch.person_loaded(person)
     day = who.settled_at.astimezone(SHANGHAI).date()
-    enrolment = await _enrolment_on(session, person.id, day)
+    enrolment = _enrolment_on(batch.enrolments[person.id], day)
     if enrolment is None:
         raise _Rejected(RejectReason.NOT_INSURED, detail=f"no enrolment covers {day.isoformat()}")
-    if await _duplicate(session, person.id, clinic.id, day, create):
+    if batch.duplicate(person.id, day, create):
         raise _Rejected(RejectReason.DUPLICATE_VISIT)
 
-    policies = await batch.policy_set()
     today = batch.now.astimezone(SHANGHAI).date()
     try:
-        version = policies.select(enrolment.region_code, day, today=today)
+        version = batch.policies.select(enrolment.region_code, day, today=today)
     except SettlementInputError as exc:
         raise _Rejected(RejectReason.POLICY_UNKNOWN, detail=exc.message) from None
-    account = await session.get(PersonalAccount, person.id, populate_existing=True)
+    balance = batch.balances[person.id]
     bill = create.bill
     visit = Visit(
         visit_date=day,
@@ -489,16 +707,16 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         assistance_category=person.assistance_category,
         chronic_diseases=frozenset(person.chronic_diseases),
         two_diseases=frozenset(person.two_diseases),
-        personal_account_balance_fen=max(account.balance_fen, 0) if account is not None else 0,
-        use_personal_account=bill.use_personal_account and account is not None,
+        personal_account_balance_fen=max(balance, 0) if balance is not None else 0,
+        use_personal_account=bill.use_personal_account and balance is not None,
     )
-    before = await settlement_service.year_to_date(session, person.id, day.year)
+    before = await batch.year_to_date(person.id, day.year)
     try:
         result = compute(version, visit, before, today=today)
     except SettlementInputError as exc:
         raise _Rejected(RejectReason.BAD_PAYLOAD, field=f"payload.{exc.field}", detail=exc.message) from None
 
-    # Everything checked: the writes.
+    # Everything checked: the settlement, written with the rest of the batch.
     settlement = Settlement(
         person_id=person.id,
         facility_id=clinic.id,
@@ -522,21 +740,12 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         terminal_id=batch.terminal.id,
         **settlement_service.ytd_columns(version, visit, before, result),
     )
-    session.add(settlement)
-    await session.flush()
-    assert settlement.id is not None
-    changes = _person_changes(person, settlement.id)
-    if result.personal_account_fen:
-        # Dated with the visit, as the demo's and hospitals' flows are.
-        await _account_flow(
-            session,
-            person.id,
-            -result.personal_account_fen,
-            AccountFlowKind.SETTLEMENT.value,
-            settlement,
-            who.settled_at,
-        )
-        changes.append(Change(ACCOUNT_ENTITY, str(person.id), changelog.person_scope(person.id)))
+    batch.ytd[(person.id, day.year)] = result.ytd  # what year_to_date will answer once it is stored
+    if balance is not None:
+        batch.balances[person.id] = balance - result.personal_account_fen
+    if who.voucher_ref is not None:
+        batch.used_vouchers.add(who.voucher_ref)
+    batch._remember(settlement, settlement.visit["items"] if settlement.visit else None)
 
     server = Split.from_result(result)
     reason: AdjustReason | None = None
@@ -551,7 +760,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         "seq": mutation.seq,
         "status": (ResultStatus.APPLIED if reason is None else ResultStatus.ADJUSTED).value,
         "settlement": {
-            "id": str(settlement.id),
+            "id": None,  # given when the batch is written
             "settledAt": who.settled_at.isoformat(),
             "visitDate": day.isoformat(),
             "policyVersion": result.policy_version_id,
@@ -566,6 +775,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
     skew = int((mutation.client_time - who.settled_at).total_seconds())
     if abs(skew) > batch.state.settings.voucher_skew_s:
         body["settlement"]["clockSkewS"] = skew  # the terminal's clock, against the server's dating
+    adjustment = None
     if reason is not None:
         delta = server.minus(create.split)
         terminal_split = {
@@ -573,19 +783,17 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
             "policyVersion": create.policy_version,
             "visitDate": bill.visit_date.isoformat(),
         }
-        session.add(
-            SettlementAdjustment(
-                settlement_id=settlement.id,
-                terminal_id=batch.terminal.id,
-                terminal_split=terminal_split,
-                basic_delta_fen=delta.basic_fen,
-                critical_illness_delta_fen=delta.critical_illness_fen,
-                assistance_delta_fen=delta.assistance_fen,
-                personal_account_delta_fen=delta.personal_account_fen,
-                cash_delta_fen=delta.cash_fen,
-                reason=reason.value,
-                created_at=batch.now,
-            )
+        adjustment = SettlementAdjustment(
+            settlement_id=0,  # set when the settlement is written
+            terminal_id=batch.terminal.id,
+            terminal_split=terminal_split,
+            basic_delta_fen=delta.basic_fen,
+            critical_illness_delta_fen=delta.critical_illness_fen,
+            assistance_delta_fen=delta.assistance_fen,
+            personal_account_delta_fen=delta.personal_account_fen,
+            cash_delta_fen=delta.cash_fen,
+            reason=reason.value,
+            created_at=batch.now,
         )
         body["adjustment"] = {
             "reason": reason.value,
@@ -593,12 +801,14 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
             "deltas": delta.to_dict(),
             "terminal": terminal_split,
         }
-    await changelog.record(session, changes)
-    return _Outcome(
-        ResultStatus(body["status"]),
-        body,
-        settlement_id=settlement.id,
-        reason=None if reason is None else reason.value,
+    outcome = _Outcome(ResultStatus(body["status"]), body, reason=None if reason is None else reason.value)
+    return _Write(
+        mutation,
+        outcome,
+        settlement=settlement,
+        person=person,
+        account_delta=-result.personal_account_fen,
+        adjustment=adjustment,
     )
 
 
@@ -633,29 +843,20 @@ async def _by_voucher(batch: _Batch, mutation: Mutation, create: SettlementCreat
     assert verdict.replay_key is not None
     voucher_ref = verdict.replay_key.hex()
     # The replay store forgets a key once its code has expired; the settlements never do.
-    used = await batch.session.execute(
-        select(col(Settlement.id)).where(col(Settlement.voucher_ref) == voucher_ref)
-    )
-    if used.first() is not None:
+    if voucher_ref in batch.used_vouchers:
         raise _Rejected(RejectReason.VOUCHER_REPLAYED, field="payload.voucher", detail="replayed:settled")
     return _Identified(checked.person, at, voucher_ref)
 
 
 async def _by_card(batch: _Batch, mutation: Mutation, create: SettlementCreate) -> _Identified:
     assert create.person_ref is not None
-    session, clinic = batch.session, batch.clinic
-    person = (
-        await session.execute(
-            select(InsuredPerson)
-            .join(VoucherSubject, col(VoucherSubject.person_id) == col(InsuredPerson.id))
-            .where(col(VoucherSubject.ref) == create.person_ref)
-        )
-    ).scalar_one_or_none()
+    person = batch.people_by_ref.get(create.person_ref)
     if person is None:
         raise _Rejected(RejectReason.PERSON_UNKNOWN, field="payload.personRef")
     # A card proves nothing by itself: it is taken only for the clinic's own villagers, whom the
     # terminal holds in its synced roster (and whom the clinic knows).
-    if clinic.village_code is None or person.village_code != clinic.village_code:
+    village = batch.clinic.village_code
+    if village is None or person.village_code != village:
         raise _Rejected(RejectReason.NOT_ON_ROSTER, field="payload.personRef")
     oldest = batch.now - dt.timedelta(seconds=OFFLINE_SETTLEMENT_MAX_AGE_S)
     if mutation.client_time < oldest:
@@ -664,18 +865,9 @@ async def _by_card(batch: _Batch, mutation: Mutation, create: SettlementCreate) 
     return _Identified(person, at, None)
 
 
-async def _enrolment_on(session: AsyncSession, person_id: int, day: dt.date) -> Enrolment | None:
-    rows = await session.execute(
-        select(Enrolment)
-        .where(
-            col(Enrolment.person_id) == person_id,
-            col(Enrolment.start_on) <= day,
-            (col(Enrolment.end_on).is_(None)) | (col(Enrolment.end_on) >= day),
-        )
-        .order_by(col(Enrolment.start_on).desc())
-        .limit(1)
-    )
-    return rows.scalars().first()
+def _enrolment_on(periods: Sequence[Enrolment], day: dt.date) -> Enrolment | None:
+    covering = [p for p in periods if p.start_on <= day and (p.end_on is None or p.end_on >= day)]
+    return max(covering, key=lambda p: p.start_on) if covering else None
 
 
 def _locality(enrolment: Enrolment, clinic: Facility, claimed: str) -> str:
@@ -687,6 +879,7 @@ def _locality(enrolment: Enrolment, clinic: Facility, claimed: str) -> str:
 
 
 def _bill_key(items: Sequence[Any]) -> list[tuple[int, str, int, str]]:
+    """A bill as the duplicate check compares it: its items, whatever their order."""
     return sorted(
         (
             int(i["amount_fen"]),
@@ -695,29 +888,6 @@ def _bill_key(items: Sequence[Any]) -> list[tuple[int, str, int, str]]:
             str(i.get("code", "")),
         )
         for i in items
-    )
-
-
-async def _duplicate(
-    session: AsyncSession, person_id: int, clinic_id: int, day: dt.date, create: SettlementCreate
-) -> bool:
-    """The same bill for the same person at the same clinic on the same day, not voided: a visit sent
-    twice (a retyped settlement, a second scan), not a second visit."""
-    start = dt.datetime.combine(day, dt.time(), SHANGHAI).astimezone(dt.UTC)
-    rows = await session.execute(
-        select(Settlement).where(
-            col(Settlement.person_id) == person_id,
-            col(Settlement.facility_id) == clinic_id,
-            col(Settlement.settled_at) >= start,
-            col(Settlement.settled_at) < start + dt.timedelta(days=1),
-            col(Settlement.category) == create.bill.category,
-            col(Settlement.total_fen) == create.bill.total_fen,
-            col(Settlement.voided_at).is_(None),
-        )
-    )
-    wanted = _bill_key(create.bill.to_dict()["items"])
-    return any(
-        row.visit is not None and _bill_key(row.visit.get("items", [])) == wanted for row in rows.scalars()
     )
 
 
@@ -730,16 +900,8 @@ def _person_changes(person: InsuredPerson, settlement_id: int) -> list[Change]:
     return changes
 
 
-async def _account_flow(
-    session: AsyncSession,
-    person_id: int,
-    amount: int,
-    kind: str,
-    settlement: Settlement,
-    occurred_at: dt.datetime,
-) -> None:
-    """Moves `amount` (signed) on the personal account in one statement and records the flow;
-    balance_after is the balance it left."""
+async def _move_balance(session: AsyncSession, person_id: int, amount: int) -> int:
+    """Adds `amount` (signed) to the personal account in one statement; returns the new balance."""
     table = PersonalAccount.__table__  # type: ignore[attr-defined]
     balance = (
         await session.execute(
@@ -749,23 +911,14 @@ async def _account_flow(
             .returning(table.c.balance_fen)
         )
     ).scalar_one()
-    session.add(
-        AccountFlow(
-            person_id=person_id,
-            occurred_at=occurred_at,
-            year=occurred_at.astimezone(SHANGHAI).year,
-            kind=kind,
-            amount_fen=amount,
-            balance_after_fen=int(balance),
-            settlement_id=settlement.id,
-        )
-    )
+    return int(balance)
 
 
 # ------------------------------------------------------------------------------------ settlement.void
 
 
-async def _void(batch: _Batch, mutation: Mutation, void: SettlementVoid) -> _Outcome:
+async def _void(batch: _Batch, mutation: Mutation, void: SettlementVoid) -> _Write:
+    await batch.materialize()  # the settlement it voids may be one of this batch's
     session = batch.session
     target = (
         await session.execute(
@@ -785,11 +938,26 @@ async def _void(batch: _Batch, mutation: Mutation, void: SettlementVoid) -> _Out
     person = await session.get(InsuredPerson, settlement.person_id)
     assert person is not None and person.id is not None
     changes = _person_changes(person, settlement.id)
-    if settlement.personal_account_fen:
-        await _account_flow(
-            session, person.id, settlement.personal_account_fen, VOID_FLOW_KIND, settlement, batch.now
+    refund = settlement.personal_account_fen
+    if refund:
+        balance = await _move_balance(session, person.id, refund)
+        session.add(
+            AccountFlow(
+                person_id=person.id,
+                occurred_at=batch.now,
+                year=batch.now.astimezone(SHANGHAI).year,
+                kind=VOID_FLOW_KIND,
+                amount_fen=refund,
+                balance_after_fen=balance,
+                settlement_id=settlement.id,
+            )
         )
         changes.append(Change(ACCOUNT_ENTITY, str(person.id), changelog.person_scope(person.id)))
+        if batch.balances.get(person.id) is not None:
+            batch.balances[person.id] = balance
+    # Its totals no longer count: the person's year-to-date is read again when next needed.
+    for key in [k for k in batch.ytd if k[0] == person.id]:
+        del batch.ytd[key]
     await session.flush()
     await changelog.record(session, changes)
     body = {
@@ -799,7 +967,7 @@ async def _void(batch: _Batch, mutation: Mutation, void: SettlementVoid) -> _Out
         "settlement": {
             "id": str(settlement.id),
             "voidedAt": batch.now.isoformat(),
-            "personalAccountRefundFen": settlement.personal_account_fen,
+            "personalAccountRefundFen": refund,
         },
     }
-    return _Outcome(ResultStatus.APPLIED, body, settlement_id=settlement.id)
+    return _Write(mutation, _Outcome(ResultStatus.APPLIED, body, settlement_id=settlement.id))
