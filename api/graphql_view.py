@@ -156,8 +156,13 @@ class GraphQLView(GraphQL[Context, None]):
             raise
 
     def encode_json(self, data: object) -> str:
-        # UTF-8, not \u escapes: half the bytes for Chinese text, and readable in a terminal.
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        # UTF-8, not \\u-escapes: half the bytes for Chinese text, and readable in a terminal. A value
+        # that UTF-8 cannot carry (an unpaired surrogate some message quoted) falls back to escapes:
+        # an answer must always be sendable.
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if jsonlimits.unstorable_text(text):
+            return json.dumps(data, separators=(",", ":"))
+        return text
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         context = Context(request, response, self.state)
@@ -195,7 +200,7 @@ class GraphQLView(GraphQL[Context, None]):
             if status == 400 and request.method == "GET" and "mutation" in exc.reason.lower():
                 status = 405  # the spec: a mutation over GET is "method not allowed"
             response = JSONResponse(
-                _error_body(exc.reason, code),
+                _error_body(short_message(exc.reason), code),  # e.g. "Unknown operation named …"
                 status_code=status,
                 media_type=GRAPHQL_RESPONSE_JSON if graphql_json else "application/json",
                 headers={"allow": "POST"} if status == 405 else None,

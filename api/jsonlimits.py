@@ -35,6 +35,8 @@ def loads(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise JSONTooDeep(max_depth) from None
     except UnicodeDecodeError as exc:
         raise json.JSONDecodeError("the body is not UTF-8", "", 0) from exc
+    except ValueError as exc:  # e.g. an integer past the interpreter's 4,300-digit conversion limit
+        raise json.JSONDecodeError("a number is too long", "", 0) from exc
     check_depth(value, max_depth)
     return value
 
@@ -102,5 +104,7 @@ ECHO_CHARS = 40
 
 
 def shorten(text: str, limit: int = ECHO_CHARS) -> str:
-    """At most `limit` characters of something a client sent, for an error message."""
-    return text if len(text) <= limit else text[:limit] + "…"
+    """At most `limit` characters of something a client sent, for an error message, with anything
+    that cannot be encoded (an unpaired surrogate) replaced: an answer must always be sendable."""
+    short = text if len(text) <= limit else text[:limit] + "…"
+    return _UNSTORABLE.sub("\ufffd", short)

@@ -25,7 +25,7 @@ from api.context import Context
 from api.errors import AppError
 from api.family.schema import FamilyMutation, FamilyQuery
 from api.filings.schema import FilingMutation, FilingQuery
-from api.graphql_view import ErrorCodes, OperationScope
+from api.graphql_view import ErrorCodes, OperationScope, classify
 from api.input_guard import InputGuard
 from api.notifications.schema import NotificationMutation, NotificationQuery, NotificationSubscription
 from api.people.schema import PeopleMutation, PeopleQuery
@@ -81,8 +81,15 @@ class YibaoSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        # ErrorCodes logs the unexpected ones with their traceback; expected errors are not log noise.
-        return None
+        """Every error strawberry is about to send, on every transport, gets its code and its short
+        message here, in place: over a WebSocket the messages go out before a schema extension's
+        `on_operation` ends. `classify` logs the unexpected ones with their traceback (expected
+        errors are not log noise) and masks them."""
+        for error in errors:
+            classified = classify(error)
+            if classified is not error:
+                error.message = classified.message
+                error.extensions = classified.extensions
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:

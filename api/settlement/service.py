@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from api import jsonlimits
 from api.errors import BadUserInput, Conflict, NotFound
 from api.filings import registrations
 from api.pagination import SHANGHAI
@@ -179,10 +180,11 @@ def parse_version_input(value: Mapping[str, Any] | str, field: str) -> dict[str,
         text = value.strip()
         try:
             data = json.loads(text) if text.startswith("{") else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise BadUserInput(f"政策文本不是有效的JSON或TOML：{exc}", field=field) from None
         except RecursionError:  # both parsers recurse per nesting level
             raise BadUserInput("政策文本嵌套过深", field=field) from None
+        except ValueError as exc:  # JSONDecodeError, TOMLDecodeError, and a number past 4,300 digits
+            detail = jsonlimits.shorten(str(exc), 120)
+            raise BadUserInput(f"政策文本不是有效的JSON或TOML：{detail}", field=field) from None
     if not isinstance(data, Mapping):
         raise BadUserInput("政策版本必须是一个对象", field=field)
     if "versions" in data:
