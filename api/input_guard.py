@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from strawberry.extensions import SchemaExtension
-from strawberry.types import ExecutionResult
 
 from api.errors import ErrorCode
 from api.jsonlimits import find_bad_text, shorten, text_problem
@@ -70,22 +69,30 @@ def _document_check(query: str, document: DocumentNode) -> tuple[int, tuple[str,
     return found
 
 
-def _refusal(message: str, code: ErrorCode, field: str | None = None) -> ExecutionResult:
+def _refusal(message: str, code: ErrorCode, field: str | None = None) -> GraphQLError:
     extensions: dict[str, object] = {"code": code.value}
     if field:
         extensions["field"] = field
-    return ExecutionResult(data=None, errors=[GraphQLError(message, extensions=extensions)])
+    return GraphQLError(message, extensions=extensions)
 
 
 class InputGuard(SchemaExtension):
-    def on_execute(self) -> Iterator[None]:
+    """Runs with validation, before it (after strawberry's ValidationCache, listed earlier, has put the
+    cached validation errors in place): a refusal added to `pre_execution_errors` then ends the
+    operation as a validation error would, on every path (HTTP, and WebSocket queries and
+    subscriptions alike), before anything executes."""
+
+    def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         document = context.graphql_document
-        if document is not None and context.result is None:
-            context.result = self._check(document)
+        if document is not None:
+            refusal = self._check(document)
+            if refusal is not None:
+                # A new list: ValidationCache hands out the same cached list for every request.
+                context.pre_execution_errors = [*(context.pre_execution_errors or []), refusal]
         yield
 
-    def _check(self, document: DocumentNode) -> ExecutionResult | None:
+    def _check(self, document: DocumentNode) -> GraphQLError | None:
         context = self.execution_context
         if context.query is not None:
             operations, literal = _document_check(context.query, document)
