@@ -232,9 +232,24 @@ async def enrol(
     if spent is None:
         found = (
             await session.execute(
-                select(table.c.used_at, table.c.expires_at).where(table.c.code_hash == digest)
+                select(table.c.id, table.c.used_at, table.c.expires_at).where(table.c.code_hash == digest)
             )
         ).first()
+        if found is not None and found.used_at is not None:
+            # The terminal that spent it, asking again with the same key because the answer never
+            # reached it (a dropped connection, a power cut): the same answer, not a dead end.
+            again = (
+                await session.execute(
+                    select(Terminal).where(
+                        col(Terminal.enrolment_code_id) == found.id,
+                        col(Terminal.public_key) == stored_key,
+                        col(Terminal.status) == TerminalStatus.ACTIVE.value,
+                    )
+                )
+            ).scalar_one_or_none()
+            if again is not None:
+                await session.commit()
+                return again
         await session.rollback()
         if found is None:
             raise Unauthenticated("注册码无效", field="code", reason="enrolment_code_unknown")

@@ -34,6 +34,8 @@ class FaultyProxy:
     def __init__(self, upstream_port: int, *, seed: int = 0) -> None:
         self.upstream_port = upstream_port
         self.mode = "pass"
+        self.script: list[str] = []
+        """Modes for the next connections, one each, before `mode` applies again."""
         self.rng = random.Random(seed)
         self.weights: dict[str, float] = {
             "pass": 6,
@@ -77,6 +79,8 @@ class FaultyProxy:
         self._thread.join(timeout=10)
 
     def _choose(self) -> str:
+        if self.script:
+            return self.script.pop(0)
         if self.mode != "random":
             return self.mode
         names = list(self.weights)

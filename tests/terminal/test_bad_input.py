@@ -24,6 +24,7 @@ from terminal.store import Store
 from api.people.models import Settlement
 from api.replication.models import PushedMutation
 from api.state import AppState
+from api.terminals.models import Terminal
 from api.vouchers import revocations
 from sync.settlement import BillItem
 from sync.vouchers import new_ref
@@ -125,6 +126,28 @@ async def test_a_wrong_or_spent_code_is_a_clear_message_and_a_good_one_then_enro
     )
 
 
+async def test_an_enrolment_whose_answer_was_lost_is_answered_again(
+    state: AppState, proxy: FaultyProxy, home: Path
+) -> None:
+    """The server enrolled the terminal, the answer never arrived: the agent asks again with the
+    same key and the same code, and gets its terminal instead of a spent code."""
+    village = await make_village(state, 1)
+    code = await enrolment_code(state, village.clinics[0])
+    proxy.script = ["drop"]
+    run = agent(home, "enrol", "--server", proxy.url, "--code", code, "--no-sync")
+    assert run.status == 0, run.stdout + run.stderr
+    assert proxy.seen["drop"] == 1
+    async with state.db.session() as session:
+        rows = (
+            await session.execute(select(Terminal).where(col(Terminal.clinic_id) == village.clinics[0]))
+        ).scalars()
+        (terminal,) = list(rows)
+    assert str(terminal.id) == run.json["terminalId"]
+    # Another key with the spent code still gets nothing.
+    other = agent(home.with_name("other"), "enrol", "--server", proxy.url, "--code", code)
+    assert other.status == 5 and other.json["error"]["reason"] == "enrolment_code_used"
+
+
 # ---------------------------------------------------------------------------------------- vouchers
 
 
@@ -191,6 +214,19 @@ async def test_settling_with_a_clock_before_the_last_synced_server_time_is_refus
     assert abs(dt.datetime.fromisoformat(ok.json["clientTime"]) - dt.datetime.now(dt.UTC)) < dt.timedelta(
         minutes=2
     )
+
+
+async def test_a_clock_a_few_minutes_behind_since_the_last_sync_still_syncs(
+    state: AppState, sync_server: Server, home: Path
+) -> None:
+    """Five minutes behind: the server finds the fresh assertion expired rather than skewed; that
+    is our clock too (found by the fault test: such a terminal stopped syncing)."""
+    village = await make_village(state, 1)
+    await enrolled(state, sync_server, home, village.clinics[0])
+    assert agent(home, "settle", "--person", str(village.people[0].id), "--item", "甲:10").status == 0
+    synced = agent(home, "sync", skew_s=-300)
+    assert synced.status == 0, synced.stdout
+    assert synced.json["applied"] == 1
 
 
 async def test_a_terminal_a_day_off_from_the_start_settles_on_the_right_day(

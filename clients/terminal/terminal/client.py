@@ -9,7 +9,8 @@ What an answer means is decided here, once:
 - a usable 2xx JSON answer: returned;
 - no answer, a timeout, a 5xx, garbage, a truncated or broken gzip body, a 429, a 409
   `concurrent_push`: `Unreachable` (retry later; nothing was lost, the server is exactly-once);
-- 401 `clock_skew`: the clock learns the server's time and the request is made again at once;
+- 401 `clock_skew` or `expired` (a fresh assertion can only be expired if our clock is behind): the
+  clock learns the server's time and the request is made again at once;
 - 401 `terminal_revoked`: `TerminalRevoked` (stop, and say why);
 - 413: `TooLarge` (the caller sends less at a time);
 - any other 4xx: `ServerRefused`, with the server's message.
@@ -151,7 +152,9 @@ class SyncClient:
                 )
             reason = error.get("reason")
             message = str(error.get("message") or f"HTTP {status}")
-            if status == 401 and reason == "clock_skew" and auth:
+            # A fresh assertion refused as off the server's clock (`clock_skew`) or as already expired
+            # (`expired`: our clock is a few minutes behind) means our clock: the answer's time fixes it.
+            if status == 401 and reason in ("clock_skew", "expired") and auth:
                 self._learn_time_iso(error.get("serverTime"), sent, received)
                 continue
             if status == 401 and reason == "terminal_revoked":
