@@ -13,6 +13,7 @@ from api.auth.service import Viewer
 from api.context import Info
 from api.family import service
 from api.family.models import AccessAudit, FamilyLink, LinkMethod, LinkStatus, Permission, Relationship
+from api.ids import parse_id
 from api.people import idnumbers
 from api.people import service as people
 from api.people.models import InsuredPerson
@@ -267,7 +268,7 @@ class FamilyMutation:
     ) -> FamilyLinkType:
         viewer = await info.context.require_viewer()
         async with info.context.db() as session:
-            link = await service.respond(session, viewer, id, accept, permissions)
+            link = await service.respond(session, viewer, parse_id(id, "id"), accept, permissions)
         return (await _links_out(info, viewer, [link]))[0]
 
     @strawberry.mutation(
@@ -317,5 +318,5 @@ class FamilyMutation:
     ) -> FamilyLinkType:
         viewer = await info.context.require_viewer()
         async with info.context.db() as session:
-            link = await service.decide_proxy(session, viewer, id, approve, note, permissions)
+            link = await service.decide_proxy(session, viewer, parse_id(id, "id"), approve, note, permissions)
         return (await _links_out(info, viewer, [link]))[0]

@@ -225,7 +225,11 @@ class SettlementQuery:
         async with info.context.db() as session:
             if input.link_id is not None:
                 link = await family_service.access_checked(
-                    session, viewer, str(input.link_id), Permission.READ_RECORDS, "estimate:settlement"
+                    session,
+                    viewer,
+                    parse_id(input.link_id, "input.linkId"),
+                    Permission.READ_RECORDS,
+                    "estimate:settlement",
                 )
                 person_id = link.relative_person_id
             elif viewer.person_id is None:
