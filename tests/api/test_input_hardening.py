@@ -141,6 +141,7 @@ def _dummy(type_: Any) -> Any:
         "Boolean": True,
         "Date": "2026-01-01",
         "DateTime": "2026-01-01T00:00:00+00:00",
+        "JSON": {},
     }[type_.name]
 
 
@@ -182,6 +183,8 @@ def _string_cases() -> list[tuple[str, str, dict[str, Any], str]]:
                 key = arg_name
                 for segment in path:
                     target = target[key]
+                    if isinstance(target, list):  # a list of input objects: text goes in its first item
+                        target = target[0]
                     key = segment
                 target[key] = "__TEXT__"
                 cases.append((kind, field, variables, ".".join([arg_name, *path])))
