@@ -20,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -79,6 +81,8 @@ def classify(error: GraphQLError) -> GraphQLError:
         return error  # classified before (or made by us with a code): already short
     if isinstance(error, GraphQLSyntaxError):
         return _with_code(error, ErrorCode.GRAPHQL_PARSE_FAILED)
+    if isinstance(original, CannotGetOperationTypeError):  # no such operationName: as over HTTP
+        return _with_code(error, ErrorCode.BAD_REQUEST)
     if error.path is None:
         # Before execution: variables that do not coerce (the scalar raised), or a document that the
         # validation rules (including depth, alias and token limits) refused.
@@ -129,7 +133,39 @@ def _error_body(message: str, code: ErrorCode) -> dict[str, Any]:
     return {"errors": [{"message": message, "extensions": {"code": code.value}}]}
 
 
+def classify_in_place(errors: list[GraphQLError]) -> None:
+    """`classify`, written into the errors themselves, for the paths that send them as they are."""
+    for error in errors:
+        classified = classify(error)
+        if classified is not error:
+            error.message = classified.message
+            error.extensions = classified.extensions
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with the house rules: a document that cannot run (unparsable, no such
+    operation) is an `error` message with a code, as over HTTP, not a closed socket quoting the
+    client's text; the socket itself is closed only for protocol errors."""
+
+    async def _handle_pre_execution_error(self, operation: Any, result: Any) -> None:
+        classify_in_place(result.errors)
+        await operation.send_initial_errors(result.errors)
+
+
+class WebSocketAdapter(ASGIWebSocketAdapter):
+    async def close(self, code: int, reason: str) -> None:
+        # strawberry's close reasons may quote the client (an operation id, a message type); a close
+        # frame carries at most 123 bytes of UTF-8, and nothing unencodable.
+        short = jsonlimits.shorten(reason, 60)
+        while len(short.encode()) > 123:
+            short = short[:-2] + "…"
+        await super().close(code, short)
+
+
 class GraphQLView(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = WebSocketAdapter
+
     def __init__(self, state: AppState, **kwargs: Any) -> None:
         self.state = state
         super().__init__(**kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any
 
 import strawberry
@@ -25,7 +26,7 @@ from api.context import Context
 from api.errors import AppError
 from api.family.schema import FamilyMutation, FamilyQuery
 from api.filings.schema import FilingMutation, FilingQuery
-from api.graphql_view import ErrorCodes, OperationScope, classify
+from api.graphql_view import ErrorCodes, OperationScope, classify_in_place
 from api.input_guard import InputGuard
 from api.notifications.schema import NotificationMutation, NotificationQuery, NotificationSubscription
 from api.people.schema import PeopleMutation, PeopleQuery
@@ -77,6 +78,19 @@ class SubscriptionsOverWebSocket(SchemaExtension):
         yield
 
 
+class SafeParserCache(ParserCache):
+    """ParserCache, except that a document that does not parse is left to strawberry's own parse:
+    ParserCache raises from inside the parsing hook, which strawberry's streaming path (every
+    WebSocket operation) does not catch, so a syntax error there ended in a traceback and a bare
+    `complete` instead of a GRAPHQL_PARSE_FAILED error."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        with suppress(GraphQLError):  # then parsed again by strawberry, which reports it everywhere
+            context.graphql_document = self.cached_parse_document(context.query, **context.parse_options)
+        yield
+
+
 class YibaoSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -85,11 +99,7 @@ class YibaoSchema(strawberry.Schema):
         message here, in place: over a WebSocket the messages go out before a schema extension's
         `on_operation` ends. `classify` logs the unexpected ones with their traceback (expected
         errors are not log noise) and masks them."""
-        for error in errors:
-            classified = classify(error)
-            if classified is not error:
-                error.message = classified.message
-                error.extensions = classified.extensions
+        classify_in_place(errors)
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
@@ -105,7 +115,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         OperationScope,
         SubscriptionsOverWebSocket,
         lambda: MaxTokensLimiter(max_token_count=settings.query_max_tokens),
-        lambda: ParserCache(maxsize=256),
+        lambda: SafeParserCache(maxsize=256),
         lambda: AddValidationRules(list(limits)),
         lambda: ValidationCache(maxsize=256),
         InputGuard,
