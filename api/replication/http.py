@@ -163,7 +163,7 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
         checkpoint, limit = parse_pull(body_of(request, raw))
         answer = await pulling.pull(session, state, terminal, checkpoint, limit)
         assert terminal.id is not None
-        await service.record_sync(session, terminal.id, pulled=True)
+        await service.record_sync(session, terminal, pulled=True)
         return answer
 
     async def push(request: Request, session: AsyncSession, raw: bytes) -> dict[str, Any]:
@@ -173,7 +173,7 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
         mutations = parse_push(body_of(request, raw))
         answer = await pushing.push(session, state, terminal, mutations)
         assert terminal.id is not None
-        await service.record_sync(session, terminal.id, pulled=False)
+        await service.record_sync(session, terminal, pulled=False)
         return answer
 
     def endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:

@@ -148,7 +148,7 @@ async def pull(
     if clinic is None:
         raise BadUserInput("终端所属机构不存在", field="terminal")
     log = await changelog.state(session)
-    mark = await changelog.sequence(session)
+    mark = await changelog.sequence(session, log)
     keys_digest, keys_document = _keys_document(state)
     page = _Page(limit)
     if checkpoint is None:

@@ -289,15 +289,22 @@ async def revoke(
     return terminal
 
 
+SYNC_NOTE_EVERY = timedelta(seconds=60)
+"""How fresh the admin's "last pull / last push" needs to be: a terminal polling every few seconds
+must not cost a write per request."""
+
+
 async def record_sync(
-    session: AsyncSession, terminal_id: int, *, pulled: bool, now: datetime | None = None
+    session: AsyncSession, terminal: Terminal, *, pulled: bool, now: datetime | None = None
 ) -> None:
-    """Notes a successful pull or push (what the admin sees as the terminal's last sync); the
-    caller commits."""
+    """Notes a successful pull or push (what the admin sees as the terminal's last sync), at most once
+    per SYNC_NOTE_EVERY; the caller commits."""
+    now = now or utcnow()
     column = "last_pull_at" if pulled else "last_push_at"
-    await session.execute(
-        update(Terminal).where(col(Terminal.id) == terminal_id).values({column: now or utcnow()})
-    )
+    last = getattr(terminal, column)
+    if last is not None and now - last < SYNC_NOTE_EVERY:
+        return
+    await session.execute(update(Terminal).where(col(Terminal.id) == terminal.id).values({column: now}))
 
 
 async def clinic_of(session: AsyncSession, terminal: Terminal) -> Facility:
