@@ -174,8 +174,19 @@ async def villager(
             found = await session.get(InsuredPerson, person_id)
             assert found is not None
             found.village_code, found.birth_date = village, BIRTH
-        if balance is not None:
+        if balance is not None:  # credited by an allocation, so that the account agrees with its flows
             session.add(PersonalAccount(person_id=person_id, balance_fen=balance))
+            at = now() - dt.timedelta(days=90)
+            session.add(
+                AccountFlow(
+                    person_id=person_id,
+                    occurred_at=at,
+                    year=at.astimezone(SHANGHAI).year,
+                    kind="allocation",
+                    amount_fen=balance,
+                    balance_after_fen=balance,
+                )
+            )
         ref = await voucher_service.person_ref(session, person_id)
     return Villager(person_id, ref, village, insurance_type)
 
