@@ -184,9 +184,9 @@ class _ServerErrors(logging.Handler):
 @dataclass
 class FuzzDatabase:
     settings: Settings
-    people: list[tuple[int, str, str]]  # id, name, ID number
-    link_ids: list[int]
-    facility_ids: list[int]
+    people: list[tuple[str, str, str]]  # id, name, ID number
+    link_ids: list[str]
+    facility_ids: list[str]
 
 
 @dataclass
@@ -230,16 +230,22 @@ async def fuzz_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         async with state.db.session() as session:
             rows = (
                 await session.execute(
-                    select(InsuredPerson.id, InsuredPerson.name, InsuredPerson.id_number_cipher)
+                    select(
+                        col(InsuredPerson.id), col(InsuredPerson.name), col(InsuredPerson.id_number_cipher)
+                    )
                     .order_by(col(InsuredPerson.id))
                     .limit(8)
                 )
             ).all()
-            people = [(pid, name, state.id_numbers.decrypt(cipher)) for pid, name, cipher in rows]
-            link_ids = list((await session.execute(select(FamilyLink.id))).scalars())
-            facility_ids = list(
-                (await session.execute(select(Facility.id).order_by(col(Facility.id)).limit(6))).scalars()
-            )
+            people = [(str(pid), name, state.id_numbers.decrypt(cipher)) for pid, name, cipher in rows]
+            link_ids = [
+                str(i)
+                for i in (
+                    await session.execute(select(col(FamilyLink.id)).order_by(col(FamilyLink.id)))
+                ).scalars()
+            ]
+            first_facilities = select(col(Facility.id)).order_by(col(Facility.id)).limit(6)
+            facility_ids = [str(i) for i in (await session.execute(first_facilities)).scalars()]
     finally:
         await state.db.dispose()
     yield FuzzDatabase(fuzz, people, link_ids, facility_ids)
@@ -280,7 +286,8 @@ def _policy_texts() -> list[str]:
 
 def _dictionaries(db: FuzzDatabase, http: httpx.Client, fuzz: FuzzServer) -> dict[str, Any]:
     """Schemathesis configuration: the real values to plant into which arguments."""
-    # Spare logins whose refresh tokens the fuzz may rotate, reuse and log out: never `tokens`' own.
+    # Spare logins whose refresh tokens the fuzz may rotate, reuse and log out; the access tokens the
+    # fuzz sends (FuzzServer.token) belong to other logins, which it never learns the refresh tokens of.
     url = fuzz.url
     spare = [_call(http, url, LOGIN, code=role)["login"]["refreshToken"] for role in ROLES]
     resident = fuzz.token("resident")
@@ -306,11 +313,11 @@ def _dictionaries(db: FuzzDatabase, http: httpx.Client, fuzz: FuzzServer) -> dic
     keys = [device_key] + [public_key_to_b64(Ed25519PrivateKey.generate().public_key()) for _ in range(3)]
     keys.append(base64.b64encode(Ed25519PrivateKey.generate().public_key().public_bytes_raw()).decode())
 
-    ids = sorted({*map(str, db.link_ids), "1", "2", "3", "4", "5", "0", "99999"})
+    ids = sorted({*db.link_ids, "1", "2", "3", "4", "5", "0", "99999"})
     values: dict[str, list[Any]] = {
         "link_ids": ids,
-        "person_ids": [str(pid) for pid, _, _ in db.people] + ["0", str(FUZZ_PEOPLE + 1)],
-        "facility_ids": [str(fid) for fid in db.facility_ids] + ["0"],
+        "person_ids": [pid for pid, _, _ in db.people] + ["0", str(FUZZ_PEOPLE + 1)],
+        "facility_ids": [*db.facility_ids, "0"],
         "names": [name for _, name, _ in db.people],
         "id_numbers": [number for _, _, number in db.people] + [db.people[0][2].lower()],
         "codes": codes,
