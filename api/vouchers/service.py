@@ -35,6 +35,7 @@ from api.settings import Settings
 from api.vouchers import revocations
 from api.vouchers.keys import VoucherKeys
 from api.vouchers.models import DeviceCertificateRecord, VoucherReplay, VoucherSubject
+from sync.protocol import OFFLINE_SETTLEMENT_MAX_AGE_S
 from sync.vouchers import (
     MAX_CODE_CHARS,
     VerificationResult,
@@ -324,9 +325,10 @@ async def verify(
         ):
             return Verification(_with(result, Reason.REVOKED, "link"), None, None)
     guard = DatabaseReplayGuard(session, commit=commit)
-    if not await guard.check_and_remember(
-        result.replay_key, result.expires_at + settings.voucher_skew_s, int(now.timestamp())
-    ):
+    # A used code stays used for as long as any terminal may still push a visit with it: a code a
+    # pharmacy accepted online must not be settled again by a clinic that scanned it offline.
+    keep_until = result.expires_at + settings.voucher_skew_s + OFFLINE_SETTLEMENT_MAX_AGE_S
+    if not await guard.check_and_remember(result.replay_key, keep_until, int(now.timestamp())):
         return Verification(_with(result, Reason.REPLAYED), None, None)
     person = await people.get_person(session, subject.person_id)
     return Verification(result, person, link)
