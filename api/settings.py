@@ -118,6 +118,10 @@ class Settings(BaseSettings):
             problems.append("GraphiQL is enabled (YIBAO_GRAPHIQL)")
         if self.introspection:
             problems.append("introspection is enabled (YIBAO_INTROSPECTION)")
+        if not self.sync_audience:
+            # Derived from each request's Host header, `aud` would bind a terminal's assertion to
+            # whatever host the sender names: in production the server says what it is.
+            problems.append("the /sync audience is not set (YIBAO_SYNC_AUDIENCE, e.g. https://host/sync)")
         if WECHAT_PROVIDER in self.identity_providers and not self.wechat_app_secret.get_secret_value():
             problems.append("the WeChat provider has no app secret (YIBAO_WECHAT_APP_SECRET)")
         if problems:

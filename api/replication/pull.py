@@ -157,8 +157,10 @@ async def pull(
         current = _decode(state, terminal, checkpoint)
         if current.epoch != log.epoch or current.seq > mark:
             return {"resync": True}  # another database's checkpoint, or one from a future we never had
-        if current.phase is None and current.seq < log.compacted_below:
-            return {"resync": True}  # the entries after it are past the retention and gone
+        if current.seq < log.compacted_below:
+            # The entries after it are past the retention and gone; a snapshot paused that long
+            # would read its deltas from there too.
+            return {"resync": True}
     if current.keys != keys_digest:
         page.add(keys_document)
         current.keys = keys_digest

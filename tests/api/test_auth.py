@@ -195,12 +195,18 @@ def test_production_refuses_demo_settings(tmp_path: Path) -> None:
         Settings(production=True, data_dir=tmp_path)
     with pytest.raises(ValidationError, match="GraphiQL"):
         Settings(production=True, identity_providers=["wechat"], wechat_app_secret="s", introspection=False)
+    with pytest.raises(ValidationError, match="YIBAO_SYNC_AUDIENCE"):
+        Settings(
+            production=True, identity_providers=["wechat"], wechat_app_secret="s", graphiql=False,
+            introspection=False,
+        )  # fmt: skip
     ok = Settings(
         production=True,
         identity_providers=["wechat"],
         wechat_app_secret="s",
         graphiql=False,
         introspection=False,
+        sync_audience="https://ybj.example.cn/sync",
         data_dir=tmp_path,
     )
     # ...and refuses demo (auto-generated) keys.
