@@ -21,7 +21,7 @@ harmless and several changes of one entity in a page become one document.
 
 A checkpoint is opaque to the terminal: a MAC'd cursor bound to that terminal, naming the database's
 log epoch. From another database, or older than the change log's retention, it gets `{"resync": true}`;
-forged or garbled, a 400.
+forged or garbled, a 422 naming the field.
 """
 
 from __future__ import annotations
