@@ -530,6 +530,14 @@ async def _submit(
             elif code not in uploaded:
                 material = kind.material(code)
                 missing.append(material.label if material else code)
+        # The corrected fields may need a proof the original ones did not (a difficult birth, a
+        # referral, an inpatient stay): whatever the fields now require must be attached, any round.
+        attached = await _uploaded(session, filing)
+        for code in kind.required_materials(values):
+            material = kind.material(code)
+            label = material.label if material else code
+            if code not in attached and label not in missing:
+                missing.append(label)
     if missing:
         # 一次告知 in both directions: everything still missing, at once.
         raise BadUserInput("以下材料尚未提供：" + "、".join(missing), field="attachments", missing=missing)
@@ -1077,7 +1085,10 @@ async def check_upload(
     if kind.material(material) is None:
         raise BadUserInput("不是该类申请的材料", field="material")
     if filing.status == FilingStatus.NEEDS_MATERIALS.value:
-        if material not in {item["code"] for item in filing.requested}:
+        asked = {item["code"] for item in filing.requested}
+        # A field asked for may change what proof is needed: that proof may come with the correction.
+        dependent = {code for name in asked for code in kind.depends.get(name, frozenset())}
+        if material not in asked | dependent:
             raise BadUserInput("补正时只能上传经办人员要求补充的材料", field="material")
     elif filing.status != FilingStatus.DRAFT.value:
         raise Conflict(f"当前状态（{STATUS_LABELS[filing.status]}）不能上传材料", reason="invalid_transition")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +42,9 @@ class Kind:
     stages: tuple[Stage, ...]
     sources: tuple[str, ...] = ()
     """Where the kind's figures come from, shown to clients."""
+    depends: ClassVar[Mapping[str, frozenset[str]]] = {}
+    """Field -> the materials its value may make required (see `required_materials`): when a reviewer
+    asks for a field to be corrected, these may be uploaded with the correction."""
 
     def required_materials(self, values: Mapping[str, Any]) -> list[str]:
         """The material codes a submission must carry, given the fields."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from api.errors import BadUserInput
 from api.filings.kinds.base import Context, Kind, review_stages
@@ -47,6 +47,9 @@ class CrossRegion(Kind):
         Material("residence_proof", "异地居住证明或个人承诺书"),
     )
     stages = review_stages(first=3, second=2)
+    depends: ClassVar[Mapping[str, frozenset[str]]] = {
+        "registrationType": frozenset({"referral_letter", "residence_proof"})
+    }
     sources = (
         "期限为承诺时限示例（初审3个工作日，复审2个工作日）[typical]",
         "临时外出就医、转诊备案有效期原则上不少于6个月（医保发〔2022〕22号）；本系统一次最长366天，长期居住最长5年",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from api.errors import BadUserInput
 from api.filings.kinds.base import Context, Kind, KindComputation, review_stages
@@ -80,6 +80,7 @@ class Maternity(Kind):
         Material("employer_wage_proof", "用人单位上年度职工月平均工资证明"),
     )
     stages = review_stages(first=5, second=5, payment=5)
+    depends: ClassVar[Mapping[str, frozenset[str]]] = {"difficultBirth": frozenset({"difficult_birth_proof"})}
     sources = (
         "产假98天，难产增加15天，多胞胎每多生育1个婴儿增加15天（女职工劳动保护特别规定 第七条）",
         "生育津贴按用人单位上年度职工月平均工资计发（同上 第八条）；日津贴=月平均工资÷30 [typical]",

@@ -12,7 +12,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -175,6 +175,7 @@ class Reimbursement(Kind):
         Material("referral_letter", "转诊或备案证明"),
     )
     stages = review_stages(first=10, second=5, payment=5)
+    depends: ClassVar[Mapping[str, frozenset[str]]] = {"visits": frozenset({"discharge_summary"})}
     sources = (
         "报销金额由结算引擎按就诊当时的年度累计计算（不使用个人账户）",
         "期限为承诺时限示例（初审10个、复审5个、支付5个工作日，合计20个工作日）[typical]",
