@@ -241,19 +241,27 @@ NOTICES = {
 async def _notify(
     session: AsyncSession, filing: Filing, actor: Actor, action: str, from_status: str | None, **words: str
 ) -> None:
-    """Tells the filing's person (and the family member who filed it) about a change someone else made."""
+    """Tells the filing's person about a change someone else made, and the family member who filed it
+    on their behalf while that link is still active with file-on-behalf (worded as the relative's)."""
     assert filing.id is not None
     kind = KINDS[filing.kind]
     title, template = NOTICES[action]
     stage = kind.stage(filing.stage) if filing.stage else None
-    body = template.format(
-        kind=kind.label,
-        stage=stage.label if stage else "",
+    values = {
+        "kind": kind.label,
+        "stage": stage.label if stage else "",
         **{"done": "", "missing": "", "reason": "", **words},
-    )
-    people = [filing.person_id]
-    if filing.filed_by_person_id is not None and filing.filed_by_person_id != filing.person_id:
-        people.append(filing.filed_by_person_id)
+    }
+    people = [(filing.person_id, template.format(**values))]
+    if (
+        filing.filed_by_person_id is not None
+        and filing.filed_by_person_id != filing.person_id
+        and "您的{kind}申请" in template  # "create" is the holder's own action
+        and await _holder_may_hear(session, filing)
+    ):
+        relative = await _person(session, filing.person_id)
+        holder_template = template.replace("您的{kind}申请", "您为{relative}代办的{kind}申请")
+        people.append((filing.filed_by_person_id, holder_template.format(relative=relative.name, **values)))
     data = {
         "filingId": str(filing.id),
         "kind": filing.kind,
@@ -262,7 +270,7 @@ async def _notify(
         "to": filing.status,
         "stage": filing.stage,
     }
-    for person_id in people:
+    for person_id, body in people:
         if person_id == actor.viewer.person_id:
             continue  # one's own action needs no notice
         await notifications.notify(
@@ -275,6 +283,19 @@ async def _notify(
             actor_account_id=actor.viewer.account_id,
             link_id=filing.link_id,
         )
+
+
+async def _holder_may_hear(session: AsyncSession, filing: Filing) -> bool:
+    """The family member who filed it hears of it only while their link is active with file-on-behalf."""
+    if filing.link_id is None:
+        return False
+    link = await session.get(FamilyLink, filing.link_id, populate_existing=True)
+    return (
+        link is not None
+        and link.holder_person_id == filing.filed_by_person_id
+        and link.status == LinkStatus.ACTIVE.value
+        and Permission.FILE_ON_BEHALF in link.granted()
+    )
 
 
 async def _transition(session: AsyncSession, filing: Filing, now: dt.datetime, **values: Any) -> None:
@@ -379,6 +400,14 @@ async def _repeat(session: AsyncSession, viewer: Viewer, client_id: str, digest:
     return existing
 
 
+async def _repeated(session: AsyncSession, viewer: Viewer, link: FamilyLink | None, found: Filing) -> Filing:
+    """The answer to a repeated create, authorised by the caller; on a relative's record when through a link."""
+    if link is not None:
+        family.audit(session, viewer, link, "filing:create", f"repeated request: filing {found.id}")
+        await session.commit()
+    return found
+
+
 async def create(
     session: AsyncSession,
     vault: BankAccountVault,
@@ -399,10 +428,9 @@ async def create(
     client_id = parse_client_id(client_id)
     kind = kind_of(kind_code)
     digest = _canonical_digest({"kind": kind.code, "linkId": link_id, "fields": fields, "submit": submit_now})
-    found = await _repeat(session, viewer, client_id, digest)
-    if found is not None:
-        return found
 
+    # Authorised first, exactly as a fresh create: a repeat answers the filing, so a link that has
+    # ended (or lost file-on-behalf) must not read it back through a remembered client id.
     link: FamilyLink | None = None
     if link_id is not None:
         link = await family.require_link(
@@ -413,6 +441,9 @@ async def create(
         raise NotFound("账号尚未绑定参保人，请先完成实名认证")
     else:
         person_id = viewer.person_id
+    found = await _repeat(session, viewer, client_id, digest)
+    if found is not None:
+        return await _repeated(session, viewer, link, found)
     person = await _person(session, person_id)
     ctx = Context(session, person, local_today(now))
     values = await _validate(ctx, kind, fields)
@@ -444,7 +475,9 @@ async def create(
         found = await _repeat(session, viewer, client_id, digest)
         if found is None:
             raise
-        return found
+        if link is not None:
+            link = await family.require_link(session, viewer, link.id or 0, Permission.FILE_ON_BEHALF)
+        return await _repeated(session, viewer, link, found)
     await _claim_invoices(session, filing, kind.invoices(values), now)
     actor = Actor(viewer, "filer")
     if link is not None:
