@@ -171,6 +171,19 @@ class FilingInvoice(SQLModel, table=True):
     created_at: datetime = utc_field(default_factory=utcnow)
 
 
+class FilingBirth(SQLModel, table=True):
+    """A birth claimed by a maternity-allowance filing (生育津贴): one claim per (person, delivery date)
+    across every filing, in the database. Released (deleted) when its filing is withdrawn or rejected."""
+
+    __tablename__ = "filing_births"
+
+    person_id: int = ref_field("insured_people.id", primary_key=True)
+    delivery_date: date = Field(primary_key=True)
+    """The local (Asia/Shanghai) date of the delivery, as filed."""
+    filing_id: int = ref_field("filings.id", index=True)
+    created_at: datetime = utc_field(default_factory=utcnow)
+
+
 class CrossRegionRegistration(SQLModel, table=True):
     """异地就医备案 in force: visits in `region_code` between the dates settle as registered care."""
 

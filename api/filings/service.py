@@ -43,6 +43,7 @@ from api.filings.models import (
     QUEUED,
     Filing,
     FilingAttachment,
+    FilingBirth,
     FilingEvent,
     FilingInvoice,
     FilingStatus,
@@ -346,10 +347,15 @@ async def _validate(ctx: Context, kind: Kind, raw: Any) -> dict[str, Any]:
     return values
 
 
+INVOICE_SUBMITTED = "该发票号码已提交过报销申请，不能重复报销"
+"""Says nothing of the filing that holds it (whose, which, in what state)."""
+
+
 async def _invoices_free(
     session: AsyncSession, kind: Kind, values: Mapping[str, Any], path: str, filing_id: int | None
 ) -> None:
-    """A friendly early answer naming the visit; the primary key on filing_invoices is what decides."""
+    """A friendly early answer naming the visit; the primary key on filing_invoices is what decides.
+    Only submitted filings hold invoices: a draft claims nothing."""
     numbers = kind.invoices(values)
     if not numbers:
         return
@@ -362,29 +368,55 @@ async def _invoices_free(
     for i, number in enumerate(numbers):
         if number in used:
             raise Conflict(
-                "该发票号码已在其他申请中使用",
+                INVOICE_SUBMITTED,
                 field=f"{path}.visits[{i}].invoiceNumber",
                 reason="invoice_used",
             )
 
 
 async def _claim_invoices(
-    session: AsyncSession, filing: Filing, numbers: Sequence[str], now: dt.datetime
+    session: AsyncSession, filing: Filing, numbers: Sequence[str], path: str, now: dt.datetime
 ) -> None:
+    """Claimed on submission (and again on a resubmission): the primary key decides under races."""
     assert filing.id is not None
+    await session.execute(delete(FilingInvoice).where(col(FilingInvoice.filing_id) == filing.id))
+    if not numbers:
+        return
     session.add_all(FilingInvoice(invoice_number=n, filing_id=filing.id, created_at=now) for n in numbers)
     try:
         await session.flush()
     except IntegrityError:
         # Another filing claimed one of them between our look-up and this insert (any worker).
         await session.rollback()
+        raise Conflict(INVOICE_SUBMITTED, field=f"{path}.visits", reason="invoice_used") from None
+
+
+async def _claim_birth(
+    session: AsyncSession, kind: Kind, filing: Filing, values: Mapping[str, Any], path: str, now: dt.datetime
+) -> None:
+    """One maternity allowance per birth (person, delivery date), held from creation until the filing is
+    withdrawn or rejected: the primary key on filing_births decides, under races too."""
+    assert filing.id is not None
+    day = kind.birth(values)
+    if day is None:
+        return
+    await session.execute(delete(FilingBirth).where(col(FilingBirth.filing_id) == filing.id))
+    session.add(
+        FilingBirth(person_id=filing.person_id, delivery_date=day, filing_id=filing.id, created_at=now)
+    )
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
         raise Conflict(
-            "发票号码已在其他申请中使用", field="input.fields.visits", reason="invoice_used"
+            "该次生育已申领过生育津贴，不能重复申领", field=f"{path}.deliveryDate", reason="birth_claimed"
         ) from None
 
 
-async def _release_invoices(session: AsyncSession, filing: Filing) -> None:
+async def _release_claims(session: AsyncSession, filing: Filing) -> None:
+    """What a filing that ends without payment (withdrawn, rejected) held: its invoices and its birth."""
     await session.execute(delete(FilingInvoice).where(col(FilingInvoice.filing_id) == filing.id))
+    await session.execute(delete(FilingBirth).where(col(FilingBirth.filing_id) == filing.id))
 
 
 async def _repeat(session: AsyncSession, viewer: Viewer, client_id: str, digest: str) -> Filing | None:
@@ -478,7 +510,7 @@ async def create(
         if link is not None:
             link = await family.require_link(session, viewer, link.id or 0, Permission.FILE_ON_BEHALF)
         return await _repeated(session, viewer, link, found)
-    await _claim_invoices(session, filing, kind.invoices(values), now)
+    await _claim_birth(session, kind, filing, values, ctx.path, now)
     actor = Actor(viewer, "filer")
     if link is not None:
         actor = Actor(viewer, "holder", link)
@@ -488,7 +520,7 @@ async def create(
     if link is not None:
         await _notify(session, filing, actor, "create", None)
     if submit_now:
-        await _submit(session, vault, actor, filing, None, now)
+        await _submit(session, vault, actor, filing, None, now, stored_path="input.fields")
     await session.commit()
     return filing
 
@@ -516,8 +548,12 @@ async def _submit(
     filing: Filing,
     changes: Mapping[str, Any] | None,
     now: dt.datetime,
+    *,
+    stored_path: str = "fields",
 ) -> None:
+    """`stored_path` names the stored fields in errors (a submission without changes)."""
     kind = KINDS[filing.kind]
+    path = "changes" if changes else stored_path
     person = await _person(session, filing.person_id)
     ctx = Context(session, person, local_today(now), path="changes")
     was = filing.status
@@ -574,8 +610,7 @@ async def _submit(
     if missing:
         # 一次告知 in both directions: everything still missing, at once.
         raise BadUserInput("以下材料尚未提供：" + "、".join(missing), field="attachments", missing=missing)
-    if changes:
-        await _invoices_free(session, kind, values, "changes", filing.id)
+    await _invoices_free(session, kind, values, path, filing.id)
     computed = await kind.compute(ctx, values)
     stage = kind.stages[0] if allowed is None else kind.stage(filing.stage or "") or kind.stages[0]
     deadline = calendar.add_working_days(local_today(now), stage.limit_working_days)
@@ -595,10 +630,11 @@ async def _submit(
     if allowed is None:
         update_values["submitted_at"] = now
     await _transition(session, filing, now, **update_values)
-    if changes and kind.invoices(values):
-        await _release_invoices(session, filing)
-        await session.flush()
-        await _claim_invoices(session, filing, kind.invoices(values), now)
+    # Invoices are held from submission on (a draft holds none); a birth from creation on, moved if
+    # the delivery date changed.
+    await _claim_invoices(session, filing, kind.invoices(values), path, now)
+    if changes:
+        await _claim_birth(session, kind, filing, values, "changes", now)
     action = "submit" if allowed is None else "resubmit"
     _event(session, filing, actor, action, was, now)
     await changelog.record(session, _changes(filing))
@@ -667,7 +703,7 @@ async def withdraw(
         claimed_at=None,
         decided_at=now,
     )
-    await _release_invoices(session, filing)
+    await _release_claims(session, filing)
     _event(session, filing, actor, "withdraw", was, now, reason=why)
     await changelog.record(session, _changes(filing))
     await _notify(session, filing, actor, "withdraw", was)
@@ -879,7 +915,7 @@ async def decide(
             decided_at=now,
             decision_reason=why,
         )
-        await _release_invoices(session, filing)
+        await _release_claims(session, filing)
         _event(session, filing, actor, "reject", was, now, reason=why)
         await _notify(session, filing, actor, "reject", was, reason=why or "")
     else:

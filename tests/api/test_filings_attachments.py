@@ -19,7 +19,7 @@ from api.filings.storage import LocalDirectoryStore
 from api.state import AppState
 from tests.api import familyworld as world
 from tests.api import filingworld as fw
-from tests.api.filingworld import CREATE, FILING, WITHDRAW, create_input, data
+from tests.api.filingworld import CREATE, FILING, SUBMIT, WITHDRAW, create_input, data
 from tests.conftest import GraphQLClient, error_codes
 
 
@@ -219,9 +219,7 @@ async def test_the_local_store_is_atomic_and_keyed(tmp_path: Any) -> None:
 async def test_an_invoice_is_used_in_one_filing_only(state: AppState, gql: GraphQLClient) -> None:
     who = await fw.resident(state, gql)
     shared = fw.visit()
-    first = data(await who(CREATE, create_input("REIMBURSEMENT", fw.reimbursement(visits=[shared]))))[
-        "createFiling"
-    ]
+    first = await fw.submitted(state, who, "REIMBURSEMENT", fw.reimbursement(visits=[shared]))
     other = await fw.resident(state, gql)
     body = await other(
         CREATE,
@@ -242,11 +240,19 @@ async def test_an_invoice_is_used_in_one_filing_only(state: AppState, gql: Graph
 
 
 async def test_an_invoice_filed_twice_at_once_is_taken_once(state: AppState, gql: GraphQLClient) -> None:
-    """Concurrent creates (separate connections on PostgreSQL): the primary key decides, not a look-up."""
+    """Concurrent submissions (separate connections on PostgreSQL): the primary key decides, not a
+    look-up. Drafts hold no invoice, so all four drafts exist; one submission takes it."""
     people = [await fw.resident(state, gql) for _ in range(4)]
     shared = fw.visit()
-    bodies = await asyncio.gather(
-        *(p(CREATE, create_input("REIMBURSEMENT", fw.reimbursement(visits=[shared]))) for p in people)
-    )
+    drafts = [
+        data(await p(CREATE, create_input("REIMBURSEMENT", fw.reimbursement(visits=[shared]))))[
+            "createFiling"
+        ]
+        for p in people
+    ]
+    for p, d in zip(people, drafts, strict=True):
+        for material in d["requiredMaterials"]:
+            assert (await fw.upload(gql, p.token, d["id"], material["code"])).status_code == 201
+    bodies = await asyncio.gather(*(p(SUBMIT, {"id": d["id"]}) for p, d in zip(people, drafts, strict=True)))
     outcomes = sorted("ok" if "errors" not in b else error_codes(b)[0] for b in bodies)
     assert outcomes == ["CONFLICT"] * 3 + ["ok"], bodies

@@ -54,6 +54,10 @@ class Kind:
         """Invoice numbers the filing claims (unique across every filing)."""
         return []
 
+    def birth(self, values: Mapping[str, Any]) -> dt.date | None:
+        """The delivery date of the birth the filing claims (one claim per person and date)."""
+        return None
+
     async def check(self, ctx: Context, values: dict[str, Any]) -> None:
         """Rules across fields and against the person (dates in range, eligibility); raises BadUserInput."""
 

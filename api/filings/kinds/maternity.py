@@ -94,6 +94,10 @@ class Maternity(Kind):
             needed.append("difficult_birth_proof")
         return needed
 
+    def birth(self, values: Mapping[str, Any]) -> dt.date | None:
+        day: dt.date = values["deliveryDate"]
+        return day
+
     async def check(self, ctx: Context, values: dict[str, Any]) -> None:
         person = ctx.person
         if person.insurance_type != "employee":
