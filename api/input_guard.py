@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from strawberry.extensions import SchemaExtension
 
 from api.errors import ErrorCode
-from api.jsonlimits import find_bad_text, shorten, text_problem
+from api.jsonlimits import find_bad_text, text_problem
 from graphql import (
     ArgumentNode,
     DocumentNode,
@@ -107,6 +107,5 @@ class InputGuard(SchemaExtension):
         bad = literal or find_bad_text(context.variables or {})
         if bad:
             field, problem = bad
-            # The path is made of the client's own keys: quote a short, sendable prefix of it.
-            return _refusal(PROBLEM_MESSAGES[problem], ErrorCode.BAD_USER_INPUT, shorten(field, 100) or None)
+            return _refusal(PROBLEM_MESSAGES[problem], ErrorCode.BAD_USER_INPUT, field or None)
         return None

@@ -81,7 +81,13 @@ def text_problem(text: str, max_chars: int = MAX_TEXT_CHARS) -> str | None:
 
 def find_bad_text(value: Any, path: str = "", max_chars: int = MAX_TEXT_CHARS) -> tuple[str, str] | None:
     """(dotted path, problem) of the first string, key or value, in a decoded JSON value that cannot be
-    accepted, or None. List items add no segment: the path names the field, as a client needs it."""
+    accepted, or None. List items add no segment: the path names the field, as a client needs it.
+    The path is made of the client's own keys, so it comes back cut to a short, sendable prefix."""
+    found = _find_bad_text(value, path, max_chars)
+    return None if found is None else (shorten(found[0], 100), found[1])
+
+
+def _find_bad_text(value: Any, path: str, max_chars: int) -> tuple[str, str] | None:
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack:
         item, where = stack.pop()

@@ -91,13 +91,16 @@ REASON_LABELS = {
     RejectReason.VISIT_TOO_OLD: "就诊时间超出离线结算期限",
 }
 
+_UNSENDABLE = re.compile("[\ud800-\udfff]")
 _UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 class WireError(ValueError):
-    """A request or answer that does not have the shape of the protocol; `field` names where."""
+    """A request or answer that does not have the shape of the protocol; `field` names where (cut to
+    a short, sendable prefix: it may quote a key the other side made up)."""
 
     def __init__(self, field: str, message: str) -> None:
+        field = _UNSENDABLE.sub("\ufffd", field if len(field) <= 100 else field[:100] + "…")
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message

@@ -82,7 +82,7 @@ class TokenCodec:
     def _decode(self, token: str, expected_type: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, UnicodeError) as exc:  # a WebSocket payload may hold any text
             raise Unauthenticated("登录凭证无效，请重新登录", reason="malformed_token") from exc
         if header.get("alg") != ALGORITHM:
             raise Unauthenticated("登录凭证无效，请重新登录", reason="algorithm_not_allowed")

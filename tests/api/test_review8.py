@@ -1,7 +1,6 @@
 """Defects found by a review of issue 8 ("Harden the base") against a live server, as regression tests.
-Most were fixed while the review ran (4e2aad9, 3d6aaee, c24d884, 0fe8581) and are plain tests here, each
-checked to fail before its fix; the ones still open are marked xfail(strict=True): the fix turns them
-into an XPASS, which fails the suite until the marker is removed.
+All are fixed now (4e2aad9, 3d6aaee, c24d884, 0fe8581, and the last two in the WebSocket token check and
+jsonlimits.find_bad_text's bounded path); each test was checked to fail before its fix.
 
 Waits on a WebSocket are bounded (WAIT) so that a server that never answers fails the test instead of
 hanging it; nothing asserts how long anything took.
@@ -297,13 +296,9 @@ async def test_a_bad_estimate_link_id_names_the_input_field(gql: GraphQLClient) 
     assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "input.linkId"}, body
 
 
-# --- still open at 6e522cc ---------------------------------------------------------------------------
+# --- open at 6e522cc, fixed since ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review8 #7: a WebSocket token with a lone surrogate reaches jwt, whose UnicodeEncodeError is uncaught",
-)
 @pytest.mark.parametrize("token", ["Bearer \\ud800", "Bearer \\udfff.x.y"])
 async def test_a_websocket_token_that_is_not_utf8_is_refused_with_4403(live_server: str, token: str) -> None:
     async with connect(_ws(live_server), subprotocols=[PROTOCOL]) as ws:  # type: ignore[list-item]
@@ -313,10 +308,6 @@ async def test_a_websocket_token_that_is_not_utf8_is_refused_with_4403(live_serv
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review8 #8: /sync names the field by jsonlimits.find_bad_text's path, the client's keys whole",
-)
 async def test_sync_names_a_field_of_unstorable_text_with_a_short_prefix(client: httpx.AsyncClient) -> None:
     key = "k" * 90_000
     response = await client.post(
