@@ -42,6 +42,8 @@ GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 _LONG_WORD = re.compile(rf"\S{{{jsonlimits.ECHO_CHARS + 1},}}")
 MAX_MESSAGE_CHARS = 300
+_VARIABLE_RULE = re.compile(r"is never used|is not defined|used in position expecting|cannot be non-input type")
+"""Validation rules about variables (a bad document); other "Variable …" errors are bad values."""
 
 
 def short_message(message: str, *, ours: bool = False) -> str:
@@ -86,7 +88,9 @@ def classify(error: GraphQLError) -> GraphQLError:
     if error.path is None:
         # Before execution: variables that do not coerce (the scalar raised), or a document that the
         # validation rules (including depth, alias and token limits) refused.
-        if original is not None or error.message.startswith("Variable "):
+        if original is not None or (
+            error.message.startswith("Variable ") and not _VARIABLE_RULE.search(error.message)
+        ):
             return _with_code(error, ErrorCode.BAD_USER_INPUT)
         return _with_code(error, ErrorCode.GRAPHQL_VALIDATION_FAILED)
     if original is None or isinstance(original, GraphQLError):

@@ -397,3 +397,12 @@ def test_trusted_proxies_must_be_addresses_or_networks() -> None:
     with pytest.raises(ValueError, match="trusted proxy"):
         Settings(trusted_proxies=["*"])
     assert Settings(trusted_proxies=["10.0.0.1", "fd00::/8"]).trusted_proxies == ["10.0.0.1", "fd00::/8"]
+
+
+async def test_an_unused_variable_is_a_validation_error_and_a_bad_value_is_bad_input(
+    gql: GraphQLClient,
+) -> None:
+    unused = await gql("query($r: String) { __typename }", {"r": "x"})
+    assert error_codes(unused) == ["GRAPHQL_VALIDATION_FAILED"]
+    bad = await gql("query($n: Int) { me { settlements(first: $n) { totalCount } } }", {"n": "x"})
+    assert error_codes(bad) == ["BAD_USER_INPUT"]
