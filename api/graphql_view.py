@@ -42,7 +42,9 @@ GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 _LONG_WORD = re.compile(rf"\S{{{jsonlimits.ECHO_CHARS + 1},}}")
 MAX_MESSAGE_CHARS = 300
-_VARIABLE_RULE = re.compile(r"is never used|is not defined|used in position expecting|cannot be non-input type")
+_VARIABLE_RULE = re.compile(
+    r"is never used|is not defined|used in position expecting|cannot be non-input type"
+)
 """Validation rules about variables (a bad document); other "Variable …" errors are bad values."""
 
 
