@@ -243,3 +243,42 @@ async def test_the_operator_reads_chinese_receipts_and_status(
     bad = _text(home, "settle", "--person", str(farmer.id), "--item", "甲:-3")
     print(bad)
     assert bad.startswith("错误：") and "金额" in bad
+
+
+async def test_a_resync_pulls_everything_again_and_drops_only_what_the_new_snapshot_lacks(
+    state: AppState, sync_server: Server, tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+
+    from api.people.models import InsuredPerson
+    from api.replication import changelog
+
+    village = await make_village(state, 3)
+    moved, stays, _ = village.people
+    home, other = tmp_path / "clinic", tmp_path / "other"
+    await enrolled(state, sync_server, home, village.clinics[0])
+    assert agent(home, "settle", "--person", str(moved.id), "--item", "甲:30").status == 0
+    assert agent(home, "sync").json["applied"] == 1
+    # Meanwhile: a villager moves away (written without a change-log entry, so only a full snapshot
+    # can tell), another terminal's push and pull number new entries, and the log is compacted.
+    async with state.db.session() as session:
+        await session.execute(
+            update(InsuredPerson).where(col(InsuredPerson.id) == moved.id).values(village_code=None)
+        )
+        await session.commit()
+    elsewhere = await make_village(state, 1)
+    await enrolled(state, sync_server, other, elsewhere.clinics[0])
+    assert agent(other, "settle", "--person", str(elsewhere.people[0].id), "--item", "甲:5").status == 0
+    assert agent(other, "sync").status == 0
+    async with state.db.session() as session:
+        assert await changelog.compact(session, dt.timedelta(0)) > 0
+
+    assert agent(home, "settle", "--person", str(stays.id), "--item", "甲:40").status == 0
+    synced = agent(home, "sync")
+    assert synced.status == 0 and synced.json["resynced"] is True and synced.json["pullComplete"]
+    assert sorted(int(r[0]) for r in local(home, "SELECT person_id FROM roster")) == sorted(
+        p.id for p in village.people if p is not moved
+    )
+    # Nothing of the terminal's own is dropped: both settlements are there, answered.
+    assert local(home, "SELECT status FROM settlements ORDER BY seq") == [("applied",), ("applied",)]
+    assert agent(home, "status").json["synced"]["policies"] >= 1

@@ -474,9 +474,16 @@ async def test_watch_syncs_when_the_network_is_back_and_stops_cleanly_on_sigterm
         while queue(home):
             assert time.monotonic() < deadline + 60, "watch did not sync when the network came back"
             await asyncio.sleep(0.5)
+        # Stopped while a request hangs on a silent server: it stops at once, the visit stays queued.
+        proxy.mode = "silent"
+        assert agent(home, "settle", "--person", str(who.id), "--item", "甲:11").status == 0
+        while proxy.seen["silent"] == 0:
+            assert time.monotonic() < deadline + 120, "watch did not notice the new settlement"
+            await asyncio.sleep(0.2)
     finally:
         watcher.send_signal(signal.SIGTERM)
         out, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, err
     events = [json.loads(line)["event"] for line in out.splitlines() if line.strip()]
     assert "offline" in events and "synced" in events and events[-1] == "stopped"
+    assert queue(home) == 1
