@@ -239,7 +239,7 @@ async def drive(plan: dict[str, Any]) -> None:
         key = load_or_create_key(home)
         client = SyncClient(server, store.clock(), http=http)
         async with gate:
-            answer = await Syncer(store, client, attempts=20)._retrying(
+            answer = await Syncer(store, client, attempts=20).retrying(
                 lambda: client.enrol(t["code"], public_key_to_b64(key.public_key()))
             )
             village = answer.get("villageCode")

@@ -43,14 +43,14 @@ async def test_retrying_waits_between_tries_and_gives_up_after_attempts(tmp_path
             raise Unreachable("x", reason="network")
         return "ok"
 
-    assert await syncer._retrying(flaky) == "ok" and calls == 3 and len(slept) == 2
+    assert await syncer.retrying(flaky) == "ok" and calls == 3 and len(slept) == 2
 
     async def down() -> str:
         raise Unreachable("down", reason="network")
 
     slept.clear()
     with pytest.raises(Unreachable):
-        await syncer._retrying(down)
+        await syncer.retrying(down)
     assert len(slept) == 3 and syncer.report.retries == 5
 
     async def refused() -> str:
@@ -58,6 +58,6 @@ async def test_retrying_waits_between_tries_and_gives_up_after_attempts(tmp_path
 
     slept.clear()
     with pytest.raises(ServerRefused):
-        await syncer._retrying(refused)
+        await syncer.retrying(refused)
     assert slept == []  # a refusal is not retried
     store.close()

@@ -292,6 +292,18 @@ async def test_a_server_that_fails_in_every_way_loses_nothing_and_applies_each_m
     assert agent(home, "status").json["lastError"] is None
 
 
+async def test_an_operator_sees_each_retry_and_then_why_it_gave_up(
+    state: AppState, proxy: FaultyProxy, home: Path
+) -> None:
+    village = await make_village(state, 1)
+    code = await enrolment_code(state, village.clinics[0])
+    assert agent(home, "enrol", "--server", proxy.url, "--code", code, "--no-sync").status == 0
+    proxy.mode = "error"
+    text = _text(home, "sync", "--attempts", "3")
+    assert text.count("秒后重试") == 2 and "错误：服务器暂时出错（HTTP 500）" in text, text
+    assert "Traceback" not in text
+
+
 async def test_a_revoked_terminal_stops_pushing_says_why_and_keeps_its_outbox(
     state: AppState, sync_server: Server, home: Path
 ) -> None:
@@ -384,8 +396,7 @@ async def test_a_corrupted_database_is_detected_and_its_outbox_rescued_never_dro
 ) -> None:
     village = await make_village(state, 3)
     await enrolled(state, sync_server, home, village.clinics[0])
-    for n, who in enumerate(village.people):
-        assert agent(home, "settle", "--person", str(who.id), "--item", f"甲:{n + 10}").status == 0
+    backlog(home, village.people, 3)
     db = sqlite3.connect(home / "terminal.db")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'roster'").fetchone()
@@ -438,20 +449,27 @@ async def test_sync_killed_at_random_moments_resumes_and_applies_everything_exac
         await asyncio.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
-    done = agent(home, "sync")
+    left = queue(home)
+    done = agent(home, "sync", "--progress")  # what is left of the backlog, with a progress bar
     assert done.status == 0 and queue(home) == 0
+    assert done.json["pushed"] == left and "上传结算" in done.stderr and f"{left}/{left}" in done.stderr
     assert await server_view(state, identity["terminalId"]) == (300, 300)
     seqs = [r[0] for r in local(home, "SELECT seq FROM mutations ORDER BY seq")]
     assert seqs == list(range(1, 301))
 
 
-async def test_a_large_backlog_shows_a_progress_bar(state: AppState, sync_server: Server, home: Path) -> None:
-    village = await make_village(state, 3)
-    await enrolled(state, sync_server, home, village.clinics[0])
-    backlog(home, village.people, 120)
-    run = agent(home, "sync", "--progress")
-    assert run.status == 0 and run.json["pushed"] == 120
-    assert "上传结算" in run.stderr and "120/120" in run.stderr
+def test_no_progress_bar_for_a_small_backlog_or_off_a_screen(tmp_path: Path) -> None:
+    from terminal.syncer import PROGRESS_ABOVE, Syncer
+
+    store = Store.open(tmp_path, create=True)
+    try:
+        syncer = Syncer(store, None, progress=None)  # type: ignore[arg-type]
+        assert syncer._bar(PROGRESS_ABOVE * 5, "x") is None  # pytest's stderr is no terminal
+        forced = Syncer(store, None, progress=True)._bar(5, "x")  # type: ignore[arg-type]
+        assert forced is not None
+        forced.close()
+    finally:
+        store.close()
 
 
 async def test_watch_syncs_when_the_network_is_back_and_stops_cleanly_on_sigterm(

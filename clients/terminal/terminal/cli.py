@@ -86,7 +86,7 @@ async def _enrol(args: argparse.Namespace) -> dict[str, Any]:
         clock = store.clock()
         async with SyncClient(server, clock, timeout=args.timeout) as client:
             syncer = Syncer(store, client, attempts=args.attempts)
-            answer = await syncer._retrying(
+            answer = await syncer.retrying(
                 lambda: client.enrol(args.code, public_key_to_b64(key.public_key()))
             )
             village = answer.get("villageCode")
@@ -256,13 +256,12 @@ def _report_text(report: SyncReport) -> str:
 async def _sync(args: argparse.Namespace, store: Store) -> SyncReport:
     from terminal.syncer import Syncer
 
-    def retrying(exc: TerminalError, delay: float) -> None:
-        if not args.json:
+    def tell(exc: TerminalError, delay: float) -> None:
+        if not getattr(args, "json", False):
             print(f"{exc.message}；{delay:.1f} 秒后重试……", file=sys.stderr, flush=True)
 
     async with _client(store, args.home, args.timeout) as client:
-        progress = None if args.progress is None else args.progress
-        syncer = Syncer(store, client, attempts=args.attempts, progress=progress, on_retry=retrying)
+        syncer = Syncer(store, client, attempts=args.attempts, progress=args.progress, on_retry=tell)
         return await syncer.run()
 
 

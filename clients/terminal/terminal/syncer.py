@@ -139,7 +139,7 @@ class Syncer:
             except TerminalError:
                 pass
 
-    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
         while True:
             try:
@@ -169,7 +169,7 @@ class Syncer:
                 if not batch:
                     return
                 try:
-                    results, expected = await self._retrying(partial(self.client.push, batch))
+                    results, expected = await self.retrying(partial(self.client.push, batch))
                 except TooLarge:
                     if size == 1:
                         raise ServerRefused(
@@ -228,7 +228,7 @@ class Syncer:
         resyncs = 0
         try:
             while True:
-                page = await self._retrying(partial(self.client.pull, checkpoint, self.pull_limit))
+                page = await self.retrying(partial(self.client.pull, checkpoint, self.pull_limit))
                 if page.get("resync") is True:
                     resyncs += 1
                     if resyncs > MAX_RESYNCS:
