@@ -12,17 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select, text, update
 from sqlmodel import col
@@ -420,50 +415,6 @@ async def test_the_listener_reconnects_and_catches_up_what_it_missed(state: AppS
             assert heard == [during, after]  # caught up once, `before` not sent again
     finally:
         await listener.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def two_workers(settings: Settings, state: AppState, tmp_path: Path) -> Iterator[str]:
-    """`yibao serve --workers 2` on the test's PostgreSQL database (as in test_workers.py)."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YIBAO_")}
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir()
-    for item in settings.resolved_key_dir.iterdir():
-        (key_dir / item.name).write_bytes(item.read_bytes())
-    env.update(
-        YIBAO_DATA_DIR=str(settings.data_dir),
-        YIBAO_KEY_DIR=str(key_dir),
-        YIBAO_DATABASE_URL=settings.resolved_database_url,
-    )
-    yibao = Path(sys.executable).with_name("yibao")
-    process = subprocess.Popen(
-        [str(yibao), "serve", "--port", str(port), "--workers", "2", "--no-demo"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "workers did not start"
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
 
 
 async def _listening_processes(state: AppState) -> set[int]:

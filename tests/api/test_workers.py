@@ -3,69 +3,15 @@ rotation reach every worker, because nothing that matters lives in a worker's me
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
-import pytest
 
 from api.auth import keys as keystore
-from api.settings import Settings
-from api.state import AppState
 
 ME = {"query": "{ me { name } }"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def two_workers(settings: Settings, state: AppState, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YIBAO_")}
-    # The test's own database (already migrated, demo loaded) and a copy of its key directory.
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir()
-    for item in settings.resolved_key_dir.iterdir():
-        (key_dir / item.name).write_bytes(item.read_bytes())
-    env.update(
-        YIBAO_DATA_DIR=str(settings.data_dir),
-        YIBAO_KEY_DIR=str(key_dir),
-        YIBAO_DATABASE_URL=settings.resolved_database_url,
-        YIBAO_LOGIN_RATE_LIMIT="10000",
-    )
-    yibao = Path(sys.executable).with_name("yibao")
-    process = subprocess.Popen(
-        [str(yibao), "serve", "--port", str(port), "--workers", "2", "--no-demo"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "workers did not start"
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
 
 
 def _fresh_connection_calls(url: str, token: str, n: int = 12) -> list[str | None]:
