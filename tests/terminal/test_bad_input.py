@@ -281,7 +281,7 @@ async def test_a_server_that_fails_in_every_way_loses_nothing_and_applies_each_m
         assert failed.status == 4, (mode, failed.stdout, failed.stderr)
         assert failed.json["error"]["code"] == "unreachable"
         assert queue(home) == 1  # nothing answered is dropped
-        assert agent(home, "status").json["lastError"]["code"] == "unreachable"
+    assert agent(home, "status").json["lastError"]["code"] == "unreachable"
     # The server applied that batch in several of those modes; only its answers never came.
     assert await server_view(state, enrolled_.json["terminalId"]) == (1, 1)
     proxy.mode = "pass"

@@ -13,7 +13,7 @@ from api.state import AppState
 from tests.terminal.faults import run_faults
 
 SEED = int(os.environ.get("YIBAO_FAULT_SEED", "20261201"))
-ROUNDS = int(os.environ.get("YIBAO_FAULT_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("YIBAO_FAULT_ROUNDS", "4"))
 
 
 async def test_kills_a_bad_network_wrong_clocks_and_replays_leave_server_and_terminals_in_exact_agreement(
