@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -459,7 +460,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
-        status_code = args.func(args)
+        try:
+            status_code = args.func(args)
+        except sqlite3.DatabaseError as exc:
+            # A read outside a transaction met damage (or the disk failed): the same answers as inside one.
+            raise Store.explain(args.home, exc) from None
     except TerminalError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "error": exc.to_dict()}, ensure_ascii=False), flush=True)

@@ -415,6 +415,13 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) from None
 
+    @classmethod
+    def explain(cls, home: Path, exc: sqlite3.DatabaseError) -> StorageError:
+        """What an SQLite error met anywhere means (the outbox rescued if the database is damaged)."""
+        if _is_corruption(exc):
+            return cls(home / DB_FILE, sqlite3.connect(":memory:"))._corrupt(str(exc))
+        return _storage_error(exc)
+
     def _translate(self, exc: sqlite3.DatabaseError) -> StorageError:
         if _is_corruption(exc):
             return self._corrupt(str(exc))
