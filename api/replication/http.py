@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -33,7 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from api import jsonlimits, ratelimit
-from api.errors import HTTP_STATUS, AppError, BadUserInput, ErrorCode, Unauthenticated
+from api.errors import HTTP_STATUS, AppError, BadUserInput, ErrorCode, Unauthenticated, UpstreamUnavailable
 from api.state import AppState
 from api.terminals import service
 from api.terminals.models import Terminal
@@ -51,6 +52,10 @@ Handler = Callable[[Request, AsyncSession, bytes], Awaitable[dict[str, Any]]]
 class PayloadTooLarge(AppError):
     code = ErrorCode.PAYLOAD_TOO_LARGE
     default_message = "请求内容过大"
+
+
+OVERLOAD_RETRY_AFTER_S = 5
+"""What an overloaded server asks a terminal to wait before its next request (with jitter of its own)."""
 
 
 class BadRequest(AppError):
@@ -202,6 +207,13 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
                 except AppError as exc:
                     outcome = exc.code.value.lower()
                     return _error(exc)
+                except PoolTimeout:
+                    # Overload (every database connection busy, e.g. 800 clinics reconnecting at once),
+                    # not a bug: say so, and when to come back, so terminals wait as told.
+                    outcome = "overloaded"
+                    response = _error(UpstreamUnavailable("服务繁忙，请稍后再同步", reason="overloaded"))
+                    response.headers["retry-after"] = str(OVERLOAD_RETRY_AFTER_S)
+                    return response
                 except Exception:
                     outcome = "internal_error"
                     log.exception("sync request failed", extra={"route": route})
