@@ -48,6 +48,8 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import col
+from terminal.status import status
+from terminal.store import Store
 
 from api.people.models import Settlement
 from api.replication.models import PushedMutation
@@ -534,6 +536,30 @@ class FaultRun:
                         row.reason,
                         row.result,
                     )
+            # What `status` shows each clinic: its own adjustments and rejections, and its colleagues'.
+            for a in self.agents:
+                store = Store.open(a.home)
+                try:
+                    shown = status(store)
+                finally:
+                    store.close()
+                clinic_rows = by_clinic.get(a.clinic, [])
+                own = [r for r in clinic_rows if r.terminal_id == int(a.terminal_id)]
+                assert sorted(x["mutationId"] for x in shown["adjustments"]) == sorted(
+                    r.mutation_id for r in own if r.status == "adjusted"
+                ), a.name
+                assert sorted(x["mutationId"] for x in shown["rejections"]) == sorted(
+                    r.mutation_id for r in own if r.status == "rejected"
+                ), a.name
+                assert all(x["message"] for x in shown["adjustments"] + shown["rejections"]), a.name
+                assert sorted(
+                    (x["terminalId"], x["seq"], x["status"], x["reason"]) for x in shown["clinicIssues"]
+                ) == sorted(
+                    (str(r.terminal_id), r.seq, r.status, r.reason)
+                    for r in clinic_rows
+                    if r.terminal_id != int(a.terminal_id)
+                ), a.name
+                assert shown["queue"]["length"] == 0 and shown["lastError"] is None, a.name
             # The money.
             people = [p.id for p in [*self.v_people, *self.w_people]]
             rows = list(

@@ -22,6 +22,7 @@ def _label(labels: dict[Any, str], code: object) -> str | None:
 
 def status(store: Store) -> dict[str, Any]:
     identity = store.identity()
+    own_id = identity.get("terminalId") if identity else None
     clock = store.clock()
     with store.read() as db:
         length, oldest = store.queue_stats()
@@ -29,12 +30,8 @@ def status(store: Store) -> dict[str, Any]:
             row[0]: int(row[1])
             for row in db.execute("SELECT status, count(*) FROM settlements GROUP BY status")
         }
-        issues = {
-            mid: json.loads(data)
-            for mid, data in db.execute(
-                "SELECT mutation_id, data FROM push_issues WHERE mutation_id IS NOT NULL"
-            )
-        }
+        every_issue = [json.loads(data) for (data,) in db.execute("SELECT data FROM push_issues ORDER BY id")]
+        issues = {i.get("mutationId"): i for i in every_issue if str(i.get("terminalId")) == str(own_id)}
         names = {
             pid: json.loads(data).get("name", "")
             for pid, data in db.execute("SELECT person_id, data FROM roster")
@@ -111,6 +108,20 @@ def status(store: Store) -> dict[str, Any]:
         },
         "adjustments": adjustments,
         "rejections": rejections,
+        # The clinic's other terminals' adjusted and rejected settlements, as the server keeps them.
+        "clinicIssues": [
+            {
+                "terminalId": i.get("terminalId"),
+                "seq": i.get("seq"),
+                "status": i.get("status"),
+                "reason": i.get("reason"),
+                "message": (i.get("result") or {}).get("message")
+                or ((i.get("result") or {}).get("adjustment") or {}).get("message"),
+                "resolved": i.get("resolvedAt") is not None,
+            }
+            for i in every_issue
+            if str(i.get("terminalId")) != str(own_id)
+        ],
     }
 
 
@@ -181,4 +192,7 @@ def status_text(data: dict[str, Any]) -> str:
             lines.append(
                 f"  第 {item['seq']} 笔 {item['visitDate']} {item['patient'] or ''}：{item['message']}{done}"
             )
+    others = [i for i in data.get("clinicIssues", []) if not i["resolved"]]
+    if others:
+        lines.append(f"本机构其他终端有 {len(others)} 笔被调整或拒绝的结算待经办人员处理。")
     return "\n".join(lines)
