@@ -12,6 +12,7 @@ client gets back depends on `mode` (or, in mode "random", on a draw per connecti
   half and Content-Length fixed up to match: a complete HTTP message carrying a truncated gzip stream;
 - ``garbage``: the request reaches the server, the client gets a 200 whose body is not JSON;
 - ``error``: the request never reaches the server; the client gets a 500 with an HTML body;
+- ``busy``: the request never reaches the server; the client gets a 503 with ``Retry-After: 2``;
 - ``silent``: the request never reaches the server; the connection stays open and says nothing
   until the client gives up;
 - ``refuse``: the connection is closed at once;
@@ -26,7 +27,7 @@ import random
 import threading
 from collections import Counter
 
-MODES = ("pass", "drop", "truncate", "gzip", "garbage", "error", "silent", "refuse", "delay")
+MODES = ("pass", "drop", "truncate", "gzip", "garbage", "error", "busy", "silent", "refuse", "delay")
 FORWARDING = {"pass", "drop", "truncate", "gzip", "garbage", "delay"}
 
 
@@ -99,6 +100,14 @@ class FaultyProxy:
                     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/html\r\n"
                     + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
                     + body
+                )
+                await writer.drain()
+                return
+            if mode == "busy":
+                await _read_request(reader)
+                writer.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\ncontent-length: 0\r\n"
+                    b"connection: close\r\n\r\n"
                 )
                 await writer.drain()
                 return

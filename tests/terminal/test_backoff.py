@@ -53,6 +53,14 @@ async def test_retrying_waits_between_tries_and_gives_up_after_attempts(tmp_path
         await syncer.retrying(down)
     assert len(slept) == 3 and syncer.report.retries == 5
 
+    async def busy() -> str:
+        raise Unreachable("busy", reason="server_error", status=503, retryAfterS=7.0)
+
+    slept.clear()
+    with pytest.raises(Unreachable):
+        await syncer.retrying(busy)
+    assert len(slept) == 3 and all(s >= 7.0 for s in slept)  # never sooner than the server asked
+
     async def refused() -> str:
         raise ServerRefused("no", status=400, reason="bad")
 

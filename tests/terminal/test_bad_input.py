@@ -273,13 +273,15 @@ async def test_a_server_that_fails_in_every_way_loses_nothing_and_applies_each_m
     code = await enrolment_code(state, village.clinics[0])
     enrolled_ = agent(home, "enrol", "--server", proxy.url, "--code", code)
     assert enrolled_.status == 0
-    modes = ["error", "garbage", "gzip", "truncate", "drop", "refuse", "silent"]
+    modes = ["error", "busy", "garbage", "gzip", "truncate", "drop", "refuse", "silent"]
     assert agent(home, "settle", "--person", str(who.id), "--item", "甲:1").status == 0
     for mode in modes:
         proxy.mode = mode
         failed = agent(home, "sync", "--attempts", "1", "--timeout", "2")
         assert failed.status == 4, (mode, failed.stdout, failed.stderr)
         assert failed.json["error"]["code"] == "unreachable"
+        if mode == "busy":
+            assert failed.json["error"]["retryAfterS"] == 2.0
         assert queue(home) == 1  # nothing answered is dropped
     assert agent(home, "status").json["lastError"]["code"] == "unreachable"
     # The server applied that batch in several of those modes; only its answers never came.

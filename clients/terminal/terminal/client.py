@@ -8,7 +8,8 @@ answers are accepted gzip-compressed. Every answer's `Date` header (and a `clock
 What an answer means is decided here, once:
 - a usable 2xx JSON answer: returned;
 - no answer, a timeout, a 5xx, garbage, a truncated or broken gzip body, a 429, a 409
-  `concurrent_push`: `Unreachable` (retry later; nothing was lost, the server is exactly-once);
+  `concurrent_push`: `Unreachable` (retry later, not before a `Retry-After` if the server sent one;
+  nothing was lost, the server is exactly-once);
 - 401 `clock_skew` or `expired` (a fresh assertion can only be expired if our clock is behind): the
   clock learns the server's time and the request is made again at once;
 - 401 `terminal_revoked`: `TerminalRevoked` (stop, and say why);
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -142,8 +142,11 @@ class SyncClient:
                 if not isinstance(parsed, dict):
                     raise Unreachable("服务器应答不是有效的数据", reason="bad_response", status=status)
                 return parsed
+            wait = _retry_after(response.headers.get("retry-after"))
             if status >= 500:
-                raise Unreachable(f"服务器暂时出错（HTTP {status}）", reason="server_error", status=status)
+                raise Unreachable(
+                    f"服务器暂时出错（HTTP {status}）", reason="server_error", status=status, retryAfterS=wait
+                )
             error = _json(raw)
             error = error.get("error") if isinstance(error, dict) else None
             if not isinstance(error, dict):
@@ -162,7 +165,7 @@ class SyncClient:
             if status == 413:
                 raise TooLarge(message)
             if status == 429 or (status == 409 and reason == "concurrent_push"):
-                raise Unreachable(message, reason="busy", status=status)
+                raise Unreachable(message, reason="busy", status=status, retryAfterS=wait)
             raise ServerRefused(
                 message,
                 status=status,
@@ -207,12 +210,15 @@ class SyncClient:
             self.clock_changed = True
 
 
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After in seconds (delta-seconds only; a date is ignored), at most 10 minutes."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), 600.0)
+
+
 def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -149,6 +149,9 @@ class Syncer:
                 if attempt >= self.attempts:
                     raise
                 delay = self.backoff.delay(attempt)
+                asked = exc.details.get("retryAfterS")
+                if isinstance(asked, int | float):
+                    delay = max(delay, float(asked))  # the server said when: not before
                 self.report.retries += 1
                 if self.on_retry is not None:
                     self.on_retry(exc, delay)
