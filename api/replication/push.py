@@ -29,7 +29,8 @@ Dating a visit; the terminal's clock is recorded, never trusted.
 - With an e-voucher, the code's own signed time pins the visit: an online code is signed by this server
   at issue and lives a minute; an offline code is signed by the resident's phone under a certificate
   this server issued, and also lives a minute. The visit is at the terminal's clock (`clientTime`) when
-  that falls inside the code's window (± the verifier's skew); otherwise the terminal's clock is off and
+  that falls inside the code's window (± the verifier's skew; never later than the push, so a clock a
+  minute fast cannot put a genuine code in our future); otherwise the terminal's clock is off and
   the visit is at the code's time. Expiry is then judged at that moment, so a terminal a day off can
   neither make a good code look expired nor stretch a code's life, and what decides is what is signed.
   A visit more than OFFLINE_SETTLEMENT_MAX_AGE_S (30 days, the longest a device certificate lives)
@@ -822,7 +823,9 @@ async def _by_voucher(batch: _Batch, mutation: Mutation, create: SettlementCreat
         signed, expires = window
         claimed = mutation.client_time.timestamp()
         if signed - skew <= claimed <= expires + skew:
-            at = mutation.client_time  # the terminal's clock agrees with the code: the scan moment
+            # The terminal's clock agrees with the code: the scan moment, but never after now (a clock a
+            # minute fast must not date a genuine code in our future and have it refused).
+            at = min(mutation.client_time, batch.now)
         else:
             at = dt.datetime.fromtimestamp(signed, dt.UTC)  # the terminal's clock is off: the code's time
         if at > batch.now + dt.timedelta(seconds=skew):

@@ -229,6 +229,23 @@ async def test_a_clock_a_few_minutes_behind_since_the_last_sync_still_syncs(
     assert synced.json["applied"] == 1
 
 
+async def test_a_genuine_voucher_from_a_terminal_a_minute_fast_is_not_refused_as_from_the_future(
+    state: AppState, sync_server: Server, home: Path
+) -> None:
+    """The clock ran 70 s ahead since the last sync: the code still verifies at the counter, and the
+    visit, pushed at once, must not be dated in the server's future and rejected (found by the long
+    fault run: 12 genuine codes rejected `voucher_invalid`/`not_yet_valid`)."""
+    village = await make_village(state, 1)
+    (who,) = village.people
+    await enrolled(state, sync_server, home, village.clinics[0])
+    assert (
+        agent(home, "settle", "--voucher", online_code(state, who), "--item", "甲:10", skew_s=70).status == 0
+    )
+    synced = agent(home, "sync", skew_s=70)
+    assert synced.status == 0 and synced.json["rejected"] == 0, synced.stdout
+    assert synced.json["applied"] + synced.json["adjusted"] == 1
+
+
 async def test_a_terminal_a_day_off_from_the_start_settles_on_the_right_day(
     state: AppState, sync_server: Server, home: Path
 ) -> None:
