@@ -234,12 +234,24 @@ async def test_the_operator_reads_chinese_receipts_and_status(
     assert worker.name not in receipt and worker.name[0] in receipt  # masked
     card = _text(home, "settle", "--person", str(farmer.id), "--item", "丙:30")
     assert "社保卡" in card
+    bill = {
+        "category": "general_outpatient",
+        "items": [{"item_class": "class_a", "amount_fen": 4_321, "name": "换药"}],
+    }
+    from_file = agent(home, "settle", "--person", str(farmer.id), "--bill", "-", stdin=json.dumps(bill))
+    assert (
+        from_file.status == 0 and from_file.json["totalFen"] == 4_321 and from_file.json["basicFen"] == 2_593
+    )
+    bad_file = agent(
+        home, "settle", "--person", str(farmer.id), "--bill", "-", stdin='{"items": [], "extra": 1}'
+    )
+    assert bad_file.status == 1 and bad_file.json["error"]["reason"] == "bad_bill"
     status = _text(home, "status")
     print(status)
-    assert "待上传结算：2 笔" in status
+    assert "待上传结算：3 笔" in status
     synced = _text(home, "sync")
     print(synced)
-    assert "同步完成：上传 2 笔（确认 2" in synced
+    assert "同步完成：上传 3 笔（确认 3" in synced
     bad = _text(home, "settle", "--person", str(farmer.id), "--item", "甲:-3")
     print(bad)
     assert bad.startswith("错误：") and "金额" in bad

@@ -387,72 +387,70 @@ def parser() -> argparse.ArgumentParser:
     # `yibao-terminal status --json`); SUPPRESS keeps a sub-command's default from undoing the flag.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+        "--json", action="store_true", default=argparse.SUPPRESS, help="输出 JSON（供程序读取）"
     )
     root = argparse.ArgumentParser(
-        prog="yibao-terminal", description="yibao village-clinic terminal", parents=[common]
+        prog="yibao-terminal", description="医保村卫生室终端（离线核验、结算与同步）", parents=[common]
     )
     root.add_argument(
         "--home",
         type=Path,
         default=Path(os.environ.get("YIBAO_TERMINAL_HOME", ".yibao-terminal")),
-        help="the terminal's data directory (default $YIBAO_TERMINAL_HOME or ./.yibao-terminal)",
+        help="终端数据目录（默认 $YIBAO_TERMINAL_HOME 或 ./.yibao-terminal）",
     )
     sub = root.add_subparsers(dest="command", required=True)
 
     def network(p: argparse.ArgumentParser, attempts: int = 5) -> None:
-        p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+        p.add_argument("--timeout", type=float, default=30.0, help="每次请求的超时秒数（默认 30）")
         p.add_argument(
-            "--attempts", type=int, default=attempts, help=f"tries per request (default {attempts})"
+            "--attempts", type=int, default=attempts, help=f"每次请求最多尝试次数（默认 {attempts}）"
         )
 
-    enrol = sub.add_parser("enrol", help="register this terminal with a one-time code", parents=[common])
-    enrol.add_argument("--server", required=True, help="the server's base URL, e.g. https://ybj.example.cn")
-    enrol.add_argument("--code", required=True, help="the one-time enrolment code from the insurance office")
+    enrol = sub.add_parser("enrol", help="用一次性注册码登记本终端", parents=[common])
+    enrol.add_argument("--server", required=True, help="服务器地址，如 https://ybj.example.cn")
+    enrol.add_argument("--code", required=True, help="医保经办机构发放的一次性注册码")
     enrol.add_argument(
-        "--level", default="village", help="facility level if the server does not say (village)"
+        "--level", default="village", help="机构等级（服务器未提供时使用，默认 village 村卫生室）"
     )
-    enrol.add_argument("--no-sync", action="store_true", help="do not pull right after enrolling")
+    enrol.add_argument("--no-sync", action="store_true", help="登记后不立即同步")
     network(enrol)
     enrol.set_defaults(func=cmd_enrol)
 
-    scan_p = sub.add_parser("scan", help="verify a voucher code offline", parents=[common])
+    scan_p = sub.add_parser("scan", help="离线核验医保码", parents=[common])
     scan_p.add_argument("code")
     scan_p.set_defaults(func=cmd_scan)
 
-    settle_p = sub.add_parser("settle", help="settle a visit offline (预结算)", parents=[common])
-    who = settle_p.add_argument_group("patient (one of; default: the latest unused scan)")
-    who.add_argument("--voucher", help="a voucher code: verified and settled in one step")
-    who.add_argument("--scan", type=int, help="the number `scan` printed")
-    who.add_argument("--person", help="a roster person id or voucher ref (a patient with only the card)")
-    who.add_argument(
-        "--insurance-type", choices=sorted(INSURANCE_TYPES), help="for a voucher holder not on the roster"
-    )
-    bill = settle_p.add_argument_group("bill (--item, repeated, or --bill)")
+    settle_p = sub.add_parser("settle", help="离线结算一次就诊（预结算）", parents=[common])
+    who = settle_p.add_argument_group("就诊人（三选一；默认使用最近一次未结算的扫码）")
+    who.add_argument("--voucher", help="医保码：核验并结算")
+    who.add_argument("--scan", type=int, help="scan 给出的扫码记录号")
+    who.add_argument("--person", help="签约名单中的参保人编号（持社保卡就诊）")
+    who.add_argument("--insurance-type", choices=sorted(INSURANCE_TYPES), help="非本村签约居民的参保类型")
+    bill = settle_p.add_argument_group("费用（--item 可重复，或 --bill 账单文件）")
     bill.add_argument(
-        "--item", action="append", default=[], help="CLASS:YUAN[:PERMILLE[:NAME]], e.g. 甲:12.50"
+        "--item", action="append", default=[], help="类别:金额(元)[:乙类先行自付千分比[:名称]]，如 甲:12.50"
     )
-    bill.add_argument("--bill", help="a JSON bill file (or - for stdin)")
-    bill.add_argument("--category", choices=sorted(VISIT_CATEGORIES), help="default general_outpatient")
-    bill.add_argument("--locality", choices=sorted(LOCALITIES), help="default local")
+    bill.add_argument("--bill", help="JSON 账单文件（- 表示标准输入）")
     bill.add_argument(
-        "--no-personal-account", action="store_true", help="the patient pays cash, not the account"
+        "--category", choices=sorted(VISIT_CATEGORIES), help="就诊类别（默认 general_outpatient 普通门诊）"
     )
+    bill.add_argument("--locality", choices=sorted(LOCALITIES), help="就医地（默认 local 参保地）")
+    bill.add_argument("--no-personal-account", action="store_true", help="不使用个人账户")
     settle_p.set_defaults(func=cmd_settle)
 
-    sync_p = sub.add_parser("sync", help="push the outbox, then pull", parents=[common])
+    sync_p = sub.add_parser("sync", help="上传待同步结算，再下载更新", parents=[common])
     network(sync_p)
-    sync_p.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
-    sync_p.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+    sync_p.add_argument("--progress", action="store_true", default=None, help="总是显示进度条")
+    sync_p.add_argument("--no-progress", dest="progress", action="store_false", help="不显示进度条")
     sync_p.set_defaults(func=cmd_sync)
 
-    status_p = sub.add_parser("status", help="queue, last sync, adjustments and rejections", parents=[common])
+    status_p = sub.add_parser("status", help="待上传、上次同步、被调整与被拒绝的结算", parents=[common])
     status_p.set_defaults(func=cmd_status)
 
-    watch_p = sub.add_parser("watch", help="keep syncing until SIGTERM", parents=[common])
-    watch_p.add_argument("--interval", type=float, default=60.0, help="seconds between syncs when online")
-    watch_p.add_argument("--max-wait", type=float, default=300.0, help="longest wait between tries offline")
-    watch_p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    watch_p = sub.add_parser("watch", help="持续同步，直到收到停止信号", parents=[common])
+    watch_p.add_argument("--interval", type=float, default=60.0, help="联网时两次同步的间隔秒数")
+    watch_p.add_argument("--max-wait", type=float, default=300.0, help="断网时两次尝试的最长间隔秒数")
+    watch_p.add_argument("--timeout", type=float, default=30.0, help="每次请求的超时秒数（默认 30）")
     watch_p.set_defaults(func=cmd_watch)
     return root
 
