@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from api.errors import ErrorCode
 from api.filings.http import UPLOAD_BODY_BYTES, UPLOAD_PATH, filing_routes
 from api.graphiql import graphiql_routes
 from api.graphql_view import GraphQLView
@@ -23,6 +25,25 @@ from api.replication.http import sync_routes
 from api.schema import build_schema
 from api.settings import Settings
 from api.state import AppState
+
+_HTTP_ERRORS = {
+    404: ("未找到", ErrorCode.NOT_FOUND),
+    405: ("不支持该请求方法", ErrorCode.BAD_REQUEST),
+}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such path, a method the route does not take) as JSON like every other 4xx,
+    not Starlette's plain text: clients parse one error shape (DESIGN section 5)."""
+    assert isinstance(exc, HTTPException)
+    message, code = _HTTP_ERRORS.get(exc.status_code, ("请求有误", ErrorCode.BAD_REQUEST))
+    if exc.status_code >= 500:
+        message, code = "服务暂时不可用", ErrorCode.INTERNAL_SERVER_ERROR
+    return JSONResponse(
+        {"error": {"message": message, "code": code.value}},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
 
 
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> Starlette:
@@ -89,6 +110,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             *(graphiql_routes() if settings.graphiql else []),  # GraphiQL's assets, served offline
         ],
         middleware=middleware,
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.yibao = state
