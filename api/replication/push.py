@@ -282,6 +282,12 @@ class _Batch:
                 self.ytd[(pid, year)] = ytd
         return self.ytd[(person_id, year)]
 
+    def forget(self, settlement_id: int) -> None:
+        """A voided settlement no longer makes a visit a duplicate (this batch's own rows are not the
+        session's objects, so setting voided_at on the row read back does not reach them)."""
+        for seen in self.seen.values():
+            seen[:] = [s for s in seen if s.settlement.id != settlement_id]
+
     def duplicate(self, person_id: int, day: dt.date, create: SettlementCreate) -> bool:
         wanted = _bill_key(create.bill.to_dict()["items"])
         return any(
@@ -938,6 +944,7 @@ async def _void(batch: _Batch, mutation: Mutation, void: SettlementVoid) -> _Wri
     if settlement.voided_at is not None:
         raise _Rejected(RejectReason.ALREADY_VOID, field="payload.mutationId")
     settlement.voided_at = batch.now
+    batch.forget(settlement.id)
     person = await session.get(InsuredPerson, settlement.person_id)
     assert person is not None and person.id is not None
     changes = _person_changes(person, settlement.id)

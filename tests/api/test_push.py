@@ -552,6 +552,34 @@ async def test_not_insured_on_the_visit_day_and_a_duplicate_visit_are_rejected(s
     assert len(await settlements_of(state, who.id)) == 1
 
 
+async def test_a_visit_voided_and_keyed_in_again_in_one_batch_is_no_duplicate(state: AppState) -> None:
+    place = await clinic(state)
+    term = await terminal(state, place)
+    who = await villager(state, place.village_code)
+    at = morning()
+    day = local_day(at)
+    visit = create(items(4_000), day, person_ref=who.roster_ref)
+    first = mutation(1, visit, at)
+    answer = await run(
+        state,
+        term,
+        [
+            first,
+            mutation(2, SettlementVoid(first.id).to_payload(), at, MutationKind.SETTLEMENT_VOID),
+            mutation(3, visit, at + dt.timedelta(minutes=1)),  # the corrected entry: same bill again
+            mutation(4, visit, at + dt.timedelta(minutes=2)),  # and now a real duplicate of it
+        ],
+    )
+    assert [(r["status"], r.get("reason")) for r in answer["results"]] == [
+        ("applied", None),
+        ("applied", None),
+        ("applied", None),
+        ("rejected", "duplicate_visit"),
+    ]
+    rows = await settlements_of(state, who.id)
+    assert [r.voided_at is not None for r in rows] == [True, False]
+
+
 async def test_a_voucher_used_at_two_offline_terminals_is_rejected_at_the_second_push(
     state: AppState, gql: GraphQLClient
 ) -> None:
