@@ -66,6 +66,7 @@ from sqlmodel import SQLModel, col
 
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict
+from api.filings import registrations
 from api.pagination import SHANGHAI
 from api.people.models import (
     AccountFlow,
@@ -708,7 +709,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         insurance_type=enrolment.insurance_type,
         age_group=settlement_service.age_group(person.birth_date, day),
         facility_level=clinic.level,
-        locality=_locality(enrolment, clinic, bill.locality),
+        locality=await _locality(batch.session, person.id, enrolment, clinic, day),
         category=bill.category,
         items=bill.items,
         assistance_category=person.assistance_category,
@@ -879,12 +880,13 @@ def _enrolment_on(periods: Sequence[Enrolment], day: dt.date) -> Enrolment | Non
     return max(covering, key=lambda p: p.start_on) if covering else None
 
 
-def _locality(enrolment: Enrolment, clinic: Facility, claimed: str) -> str:
-    """参保地就医 when the clinic is in the region of the person's enrolment. Elsewhere the server keeps
-    no record of 异地就医备案: it takes the terminal's registered/unregistered, never `local`."""
-    if enrolment.region_code == clinic.region_code:
-        return "local"
-    return claimed if claimed != "local" else "unregistered"
+async def _locality(
+    session: AsyncSession, person_id: int, enrolment: Enrolment, clinic: Facility, day: dt.date
+) -> str:
+    """The server's, never the terminal's claim: local in the enrolment's pooling area, else registered
+    where an approved 异地就医备案 covers the clinic's region on the visit day, else unregistered. Only
+    a cross-region visit (rare at a village clinic) costs a query."""
+    return await registrations.locality(session, person_id, enrolment.region_code, clinic.region_code, day)
 
 
 def _bill_key(items: Sequence[Any]) -> list[tuple[int, str, int, str]]:

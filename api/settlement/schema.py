@@ -73,15 +73,17 @@ class EstimateSettlementInput:
     facility_level: str | None = strawberry.field(
         default=None, description="village | primary | secondary | tertiary"
     )
-    locality: str = strawberry.field(
-        default="local",
-        description="local | registered | unregistered; decided by the server when visitRegion is given.",
+    locality: str | None = strawberry.field(
+        default=None,
+        description="local | registered | unregistered: always the server's; a different value is refused.",
+        deprecation_reason="The server decides the locality from the facility's region (or visitRegion) and my approved 异地就医备案.",
     )
     visit_region: str | None = strawberry.field(
         default=None,
         description=(
-            "Where the visit happens (6-digit region code). Then the locality is the server's: local in my"
-            " pooling area, registered where an approved 异地就医备案 covers the region and date, else unregistered."
+            "Where the visit happens (6-digit region code); the facility's region when facilityId is given,"
+            " else my own region. The locality follows: local in my pooling area, registered where an"
+            " approved 异地就医备案 covers the region and date, else unregistered."
         ),
     )
     visit_date: dt.date | None = strawberry.field(

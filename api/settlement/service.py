@@ -31,6 +31,7 @@ from api.people.models import Facility, InsuredPerson, PersonalAccount, Settleme
 from api.replication import changelog
 from api.settlement.models import PolicyVersionRow
 from sync.settlement import (
+    LOCALITIES,
     MAX_DAYS_AHEAD,
     BillItem,
     PolicyError,
@@ -376,13 +377,16 @@ class EstimateRequest:
     items: Sequence[ItemInput]
     facility_id: int | None = None
     facility_level: str | None = None
-    locality: str = "local"
+    locality: str | None = None
+    """What the client believes; never used. The server decides (see `visit_region`), and a different
+    claim is refused, so that no client can price a visit as registered care it is not."""
     visit_date: dt.date | None = None
     use_personal_account: bool = True
     visit_region: str | None = None
-    """Where the visit happens (6-digit region code). When given, the server decides the locality:
-    local inside the person's pooling area, else registered if an approved 异地就医备案 covers the
-    region and date (api.filings.registrations), else unregistered."""
+    """Where the visit happens (6-digit region code): the facility's region when a facility is given,
+    else this, else the person's own region. The locality follows from it: local inside the person's
+    pooling area, else registered if an approved 异地就医备案 covers the region and date
+    (api.filings.registrations), else unregistered."""
 
 
 @dataclass(frozen=True)
@@ -415,11 +419,12 @@ async def estimate(
     if (request.facility_id is None) == (request.facility_level is None):
         raise BadUserInput("请提供医药机构或机构等级（二选一）", field="input.facilityId")
     level = request.facility_level
+    where: str | None = None
     if request.facility_id is not None:
         facility = await session.get(Facility, request.facility_id)
         if facility is None:
             raise BadUserInput("未找到该医药机构", field="input.facilityId")
-        level = facility.level
+        level, where = facility.level, facility.region_code
     assert level is not None
     if len(request.items) > MAX_ESTIMATE_ITEMS:
         raise BadUserInput(f"费用明细最多{MAX_ESTIMATE_ITEMS}项", field="visit.items")
@@ -428,12 +433,21 @@ async def estimate(
         raise BadUserInput(f"就诊日期不能晚于今天{MAX_DAYS_AHEAD}天以上", field="visit.visit_date")
     if day < person.birth_date:
         raise BadUserInput("就诊日期早于出生日期", field="visit.visit_date")
-    locality = request.locality
     if request.visit_region is not None:
         if not REGION_CODE.fullmatch(request.visit_region):
             raise BadUserInput("就医地须为6位行政区划代码", field="input.visitRegion")
-        locality = await registrations.locality(
-            session, person_id, person.region_code, request.visit_region, day
+        if where is not None and where != request.visit_region:
+            raise BadUserInput("就医地与医药机构所在地不一致", field="input.visitRegion")
+        where = request.visit_region
+    locality = await registrations.locality(
+        session, person_id, person.region_code, where or person.region_code, day
+    )
+    if request.locality is not None and request.locality != locality:
+        if request.locality not in LOCALITIES:
+            raise BadUserInput("就医地类型须为 local、registered 或 unregistered", field="visit.locality")
+        raise BadUserInput(
+            f"就医地类型由系统根据就医地和异地就医备案确定，本次为{LOCALITIES[locality]}",
+            field="input.locality",
         )
     account = await session.get(PersonalAccount, person_id)
     balance = max(account.balance_fen, 0) if account is not None else 0

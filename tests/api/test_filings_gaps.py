@@ -1,0 +1,122 @@
+"""Issue 11, the gaps left after the first build: the locality a settlement computes with is the
+server's (facility region + approved 异地就医备案), on estimateSettlement and on a terminal's push;
+conflicts of interest beyond the reviewer's own links; the payment stage's audited reveal of the bank
+account; the index behind "claimed by me"; and what an attacker tried."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from api.people.models import Facility
+from api.state import AppState
+from tests.api import filingworld as fw
+from tests.api.filingworld import CREATE, create_input, data
+from tests.conftest import GraphQLClient
+
+ESTIMATE = """query($input: EstimateSettlementInput!) { estimateSettlement(input: $input) {
+  insuranceFen basicFen basicRatioPermille cashFen lines } }"""
+
+
+def code(body: dict[str, Any]) -> str:
+    codes = {e.get("extensions", {}).get("code") for e in body.get("errors", [])}
+    assert len(codes) == 1, body
+    return str(codes.pop())
+
+
+def field_of(body: dict[str, Any]) -> str | None:
+    return body["errors"][0].get("extensions", {}).get("field")
+
+
+async def reviewers(state: AppState, gql: GraphQLClient, n: int) -> list[fw.Resident]:
+    return [await fw.reviewer(state, gql) for _ in range(n)]
+
+
+async def hospital(state: AppState, region: str, level: str = "tertiary") -> Facility:
+    async with state.db.session() as session:
+        row = Facility(
+            code=f"H{uuid.uuid4().hex[:12]}",
+            name="测试异地医院",
+            level=level,
+            kind="hospital",
+            region_code=region,
+        )
+        session.add(row)
+        await session.flush()
+        return row
+
+
+async def registered(state: AppState, gql: GraphQLClient, who: fw.Resident, region: str) -> None:
+    fields = fw.cross_region(destinationRegion=region, startOn=fw.days(-5), endOn=fw.days(30))
+    filing = data(await who(CREATE, create_input("CROSS_REGION", fields, submit=True)))["createFiling"]
+    assert (await fw.through_stages(await reviewers(state, gql, 2), filing["id"]))["status"] == "APPROVED"
+
+
+# ------------------------------------------------------------------------------------ locality
+
+
+async def test_estimate_takes_the_locality_from_the_facility_and_the_registrations(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    who = await fw.resident(state, gql)
+    shanghai = await hospital(state, "310104")
+    visit = {
+        "category": "general_outpatient",
+        "facilityId": str(shanghai.id),
+        "items": [{"amountFen": 50_000}],
+        "usePersonalAccount": False,
+    }
+    # A hospital in another pooling area, no registration: unregistered, whatever the client says.
+    before = data(await who(ESTIMATE, {"input": visit}))["estimateSettlement"]
+    assert any("未备案" in line for line in before["lines"]), before["lines"]
+    claimed = await who(ESTIMATE, {"input": {**visit, "locality": "registered"}})
+    assert code(claimed) == "BAD_USER_INPUT" and field_of(claimed) == "input.locality"
+    # Nor can a bare level claim registered care the server cannot see.
+    bare = {**visit, "facilityId": None, "facilityLevel": "tertiary", "locality": "registered"}
+    bare = {k: v for k, v in bare.items() if v is not None}
+    assert field_of(await who(ESTIMATE, {"input": bare})) == "input.locality"
+    # The facility's region is where the visit is: another visitRegion contradicts it.
+    other = await who(ESTIMATE, {"input": {**visit, "visitRegion": "340421"}})
+    assert code(other) == "BAD_USER_INPUT" and field_of(other) == "input.visitRegion"
+
+    await registered(state, gql, who, "310000")
+    after = data(await who(ESTIMATE, {"input": visit}))["estimateSettlement"]
+    assert any("已备案" in line for line in after["lines"]), after["lines"]
+    assert after["basicRatioPermille"] == before["basicRatioPermille"] + 200
+    # Saying what the server would decide anyway is accepted.
+    same = data(await who(ESTIMATE, {"input": {**visit, "locality": "registered"}}))["estimateSettlement"]
+    assert same == after
+
+
+async def test_a_terminal_push_settles_registered_cross_region_care_as_registered(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    from sync.protocol import Bill, SettlementCreate
+    from tests.api import test_push as tp
+
+    who = await fw.resident(state, gql)
+    nowhere = await fw.resident(state, gql)
+    away = await hospital(state, "310104", level="village")
+    term = await tp.terminal(state, away)
+    at = tp.morning(1)
+    day = tp.local_day(at)
+
+    async def settle(person_id: int, locality: str, seq: int) -> str:
+        person = await tp.villager(state, None, person_id=person_id)
+        split, version = tp.estimate(tp.items(20_000), day)
+        payload = SettlementCreate(
+            Bill(day, "general_outpatient", locality, tp.items(20_000), "village", False),
+            split,
+            version,
+            voucher=tp.online_code(state, person, at),
+        ).to_payload()
+        answer = await tp.run(state, term, [tp.mutation(seq, payload, at)])
+        assert answer["results"][0]["status"] in ("applied", "adjusted"), answer
+        [row] = await tp.settlements_of(state, person_id)
+        return row.visit_scope
+
+    await registered(state, gql, who, "310104")
+    # The terminal said "unregistered"; the server knows of the approved registration.
+    assert await settle(who.member.person_id, "unregistered", 1) == "registered"
+    # And a terminal's "registered" for someone without one is not believed.
+    assert await settle(nowhere.member.person_id, "registered", 2) == "unregistered"
