@@ -68,7 +68,16 @@ class Filing(SQLModel, table=True):
         ),
         Index("ix_filings_person_id_id", "person_id", "id"),
         Index("ix_filings_filed_by_person_id_id", "filed_by_person_id", "id"),
-        Index("ix_filings_claimed_by", "claimed_by_account_id"),
+        # "Claimed by me": a reviewer's own claims by deadline. A claim exists only while the filing
+        # waits in the queue (every transition out clears both), so the partial index holds them all.
+        Index(
+            "ix_filings_queue_claimer_due",
+            "claimed_by_account_id",
+            "due_on",
+            "id",
+            sqlite_where=text("due_on IS NOT NULL"),
+            postgresql_where=text("due_on IS NOT NULL"),
+        ),
     )
 
     id: int | None = id_field()

@@ -8,6 +8,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import text
+
+from api.auth.models import Role
+from api.auth.service import Viewer
+from api.filings import service
 from api.people.models import Facility
 from api.state import AppState
 from tests.api import filingworld as fw
@@ -120,3 +125,23 @@ async def test_a_terminal_push_settles_registered_cross_region_care_as_registere
     assert await settle(who.member.person_id, "unregistered", 1) == "registered"
     # And a terminal's "registered" for someone without one is not believed.
     assert await settle(nowhere.member.person_id, "registered", 2) == "unregistered"
+
+
+# ----------------------------------------------------------------------------------- the queue
+
+
+async def test_claimed_by_me_is_a_range_scan_of_the_claimer_index(state: AppState) -> None:
+    # The bench's slowest PostgreSQL scenario walked ix_filings_queue_due filtering on the claimer.
+    viewer = Viewer(1, Role.REVIEWER, "s", None)
+    flt = service.QueueFilter(claimed="mine")
+    statement = service.queue_statement(service.queue_filters(flt, viewer, fw.today()), (fw.today(), 1), 20)
+    async with state.db.session() as session:
+        assert session.bind is not None
+        dialect = session.bind.dialect
+        sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        if state.db.is_postgres:
+            await session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join((await session.execute(text("EXPLAIN " + sql))).scalars())
+        else:
+            plan = "\n".join(str(row[3]) for row in await session.execute(text("EXPLAIN QUERY PLAN " + sql)))
+    assert "ix_filings_queue_claimer_due" in plan, plan
