@@ -4,5 +4,6 @@ export * from "./transport.js";
 export * from "./storage.js";
 export * from "./client.js";
 export * from "./types.js";
+export * from "./voucher.js";
 export { OPERATIONS } from "./operations.generated.js";
 export type { OperationName } from "./operations.generated.js";
