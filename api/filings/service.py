@@ -34,7 +34,7 @@ from api.auth.service import Viewer
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict, Forbidden, NotFound
 from api.family import service as family
-from api.family.models import OPEN_STATUSES, FamilyLink, LinkStatus, Permission
+from api.family.models import FamilyLink, LinkStatus, Permission
 from api.filings import calendar
 from api.filings.bankaccounts import BankAccountVault, mask
 from api.filings.kinds import KINDS, Context, Kind
@@ -714,36 +714,44 @@ async def withdraw(
 # ----------------------------------------------------------------------------------- reviewers
 
 
+async def _linked(session: AsyncSession, people: set[int]) -> set[int]:
+    """Everyone at the other end of a family link with any of `people`, in any state: a request names a
+    relationship, and unlinking ends the sharing of data, not the kinship."""
+    if not people:
+        return set()
+    rows = await session.execute(
+        select(col(FamilyLink.holder_person_id), col(FamilyLink.relative_person_id)).where(
+            or_(col(FamilyLink.holder_person_id).in_(people), col(FamilyLink.relative_person_id).in_(people))
+        )
+    )
+    return {other for pair in rows for other in pair} - people
+
+
+async def _households(session: AsyncSession, people: set[int]) -> set[int]:
+    rows = await session.execute(
+        select(col(InsuredPerson.household_id)).where(
+            col(InsuredPerson.id).in_(people), col(InsuredPerson.household_id).is_not(None)
+        )
+    )
+    return {h for h in rows.scalars() if h is not None}
+
+
 async def _check_reviewer(session: AsyncSession, viewer: Viewer, filing: Filing) -> None:
-    """No one reviews their own or their family's filings, nor decides two stages of one filing."""
+    """No one reviews their own or their family's filings, nor decides two stages of one filing.
+
+    Family (回避, as for spouses, direct kin and close in-laws) is what the records show: the reviewer's
+    household (户), anyone linked to the reviewer by a family link in any state, anyone linked to those
+    (a spouse's parent, a parent's other child, a grandparent), and the households of the reviewer's
+    direct links; checked against the filing's person and whoever filed it. A reviewer login with no
+    insured person of its own can only be matched by account; kin the records do not show cannot be."""
     involved = {filing.person_id, *([filing.filed_by_person_id] if filing.filed_by_person_id else [])}
     if viewer.account_id == filing.filed_by_account_id or viewer.person_id in involved:
         raise Forbidden("不能审核本人的申请", reason="own_filing")
     if viewer.person_id is not None:
-        me = viewer.person_id
-        linked = await session.execute(
-            select(func.count())
-            .select_from(FamilyLink)
-            .where(
-                col(FamilyLink.status).in_(OPEN_STATUSES),
-                or_(
-                    (col(FamilyLink.holder_person_id) == me)
-                    & col(FamilyLink.relative_person_id).in_(involved),
-                    (col(FamilyLink.relative_person_id) == me)
-                    & col(FamilyLink.holder_person_id).in_(involved),
-                ),
-            )
-        )
-        mine = await session.get(InsuredPerson, me)
-        households = await session.execute(
-            select(col(InsuredPerson.household_id)).where(col(InsuredPerson.id).in_(involved))
-        )
-        same_household = (
-            mine is not None
-            and mine.household_id is not None
-            and mine.household_id in set(households.scalars())
-        )
-        if linked.scalar_one() or same_household:
+        me = {viewer.person_id}
+        near = me | await _linked(session, me)
+        kin = near | await _linked(session, near)
+        if kin & involved or await _households(session, near) & await _households(session, involved):
             raise Forbidden("不能审核亲属的申请（回避）", reason="family_filing")
     decided = await session.execute(
         select(func.count())

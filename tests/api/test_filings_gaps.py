@@ -8,15 +8,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import text, update
+from sqlmodel import col
 
 from api.auth.models import Role
 from api.auth.service import Viewer
+from api.family.models import FamilyLink, LinkStatus, Permission
 from api.filings import service
 from api.people.models import Facility
 from api.state import AppState
+from tests.api import familyworld as world
 from tests.api import filingworld as fw
-from tests.api.filingworld import CREATE, create_input, data
+from tests.api.filingworld import CLAIM, CREATE, create_input, data
 from tests.conftest import GraphQLClient
 
 ESTIMATE = """query($input: EstimateSettlementInput!) { estimateSettlement(input: $input) {
@@ -145,3 +148,37 @@ async def test_claimed_by_me_is_a_range_scan_of_the_claimer_index(state: AppStat
         else:
             plan = "\n".join(str(row[3]) for row in await session.execute(text("EXPLAIN QUERY PLAN " + sql)))
     assert "ix_filings_queue_claimer_due" in plan, plan
+
+
+# -------------------------------------------------------------------------- conflicts of interest
+
+
+async def test_a_reviewer_is_recused_from_in_laws_and_from_relatives_whose_link_ended(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    staff = await fw.reviewer(state, gql)
+    spouse = await fw.resident(state, gql)  # another household
+    mother_in_law = await fw.resident(state, gql, age=68)  # a third one
+    await world.link(state, staff.member, spouse.member, {Permission.READ_RECORDS})
+    await world.link(state, spouse.member, mother_in_law.member, {Permission.FILE_ON_BEHALF})
+    theirs = data(await mother_in_law(CREATE, create_input("CROSS_REGION", fw.cross_region(), submit=True)))
+    body = await staff(CLAIM, {"id": theirs["createFiling"]["id"]})
+    assert code(body) == "FORBIDDEN" and body["errors"][0]["extensions"]["reason"] == "family_filing"
+
+    # Unlinking ends the sharing of data, not the kinship: a former link still recuses.
+    son = await fw.resident(state, gql, age=18)
+    link_id = await world.link(state, staff.member, son.member, {Permission.READ_RECORDS})
+    async with state.db.session() as session:
+        await session.execute(
+            update(FamilyLink)
+            .where(col(FamilyLink.id) == link_id)
+            .values(status=LinkStatus.REMOVED.value, pair_key=None)
+        )
+    filing = data(await son(CREATE, create_input("CROSS_REGION", fw.cross_region(), submit=True)))
+    body = await staff(CLAIM, {"id": filing["createFiling"]["id"]})
+    assert code(body) == "FORBIDDEN" and body["errors"][0]["extensions"]["reason"] == "family_filing"
+
+    # A stranger's filing is the reviewer's to take.
+    stranger = await fw.resident(state, gql)
+    other = data(await stranger(CREATE, create_input("CROSS_REGION", fw.cross_region(), submit=True)))
+    data(await staff(CLAIM, {"id": other["createFiling"]["id"]}))
