@@ -55,10 +55,12 @@ account for the resident's own replication (`person:<id>`), and each rejected or
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic_core import PydanticUndefined
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,7 +116,6 @@ from sync.vouchers.format import (
 )
 
 _RETRYABLE = {"40P01", "40001"}  # deadlock_detected, serialization_failure
-_MAX_BIND_PARAMETERS = 30_000  # per statement: SQLite allows 32,766, asyncpg 32,767
 SOURCE_TERMINAL = "terminal"
 SETTLEMENT_ENTITY = "settlement"
 ACCOUNT_ENTITY = "personal_account"
@@ -158,10 +159,11 @@ class _Write:
 
     mutation: Mutation
     outcome: _Outcome
-    settlement: Settlement | None = None
+    settlement: dict[str, Any] | None = None
+    """The settlement's row (Core, not an ORM object: a batch writes hundreds); its "id" once written."""
     person: InsuredPerson | None = None
     account_delta: int = 0
-    adjustment: SettlementAdjustment | None = None
+    adjustment: dict[str, Any] | None = None
 
 
 @dataclass
@@ -170,8 +172,17 @@ class _Seen:
 
     category: str
     total_fen: int
-    bill: list[tuple[int, str, int, str]]
-    settlement: Settlement
+    items: Sequence[Any]
+    row: dict[str, Any]
+    """The settlement's row, or for a stored one just {"id": ...}: a void finds it by its id."""
+    _bill: list[tuple[int, str, int, str]] | None = None
+
+    @property
+    def bill(self) -> list[tuple[int, str, int, str]]:
+        """Built only for a candidate of the same category and total: most never get here."""
+        if self._bill is None:
+            self._bill = _bill_key(self.items)
+        return self._bill
 
 
 @dataclass
@@ -199,11 +210,15 @@ class _Batch:
     seen: dict[tuple[int, dt.date], list[_Seen]] = field(default_factory=dict)
     taken_ids: set[str] = field(default_factory=set)
     used_vouchers: set[str] = field(default_factory=set)
+    totals: list[int] = field(default_factory=list)
+    """The bill totals of the batch's creates: only a stored settlement of one of them can be a
+    duplicate, so only those are read (a busy clinic has thousands of recent settlements)."""
     pending: list[_Write] = field(default_factory=list)
 
     async def load(self, mutations: Sequence[Mutation], parsed: dict[str, _Parsed]) -> None:
         session = self.session
         creates = [p for p in parsed.values() if isinstance(p, SettlementCreate)]
+        self.totals = sorted({c.bill.total_fen for c in creates})
         refs = {
             ref
             for c in creates
@@ -249,24 +264,38 @@ class _Batch:
         )
         for pid, balance in accounts:
             self.balances[pid] = int(balance)
-        # Settlements a visit could duplicate: this clinic's, not voided, within the offline window.
+        if not self.totals:
+            return  # nothing of this batch can be a duplicate visit
+        # Settlements a visit could duplicate: this clinic's, not voided, within the offline window,
+        # of the same total as one of the batch's bills. Plain columns, not ORM objects.
         since = self.now - dt.timedelta(seconds=OFFLINE_SETTLEMENT_MAX_AGE_S + 2 * 86400)
+        s = Settlement.__table__.c  # type: ignore[attr-defined]
         recent = await session.execute(
-            select(Settlement).where(
-                col(Settlement.person_id).in_(wanted),
-                col(Settlement.facility_id) == self.clinic.id,
-                col(Settlement.settled_at) >= since,
-                col(Settlement.voided_at).is_(None),
+            select(s.id, s.person_id, s.settled_at, s.category, s.total_fen, s.visit).where(
+                s.person_id.in_(wanted),
+                s.facility_id == self.clinic.id,
+                s.settled_at >= since,
+                s.voided_at.is_(None),
+                s.total_fen.in_(self.totals),
             )
         )
-        for settled in recent.scalars():
-            self._remember(settled, settled.visit.get("items", []) if settled.visit is not None else None)
+        for sid, pid, settled_at, category, total, visit in recent:
+            items = visit.get("items", []) if visit is not None else None
+            self._remember({"id": sid}, pid, settled_at, category, total, items)
 
-    def _remember(self, row: Settlement, items: Sequence[Any] | None) -> None:
+    def _remember(
+        self,
+        row: dict[str, Any],
+        person_id: int,
+        settled_at: dt.datetime,
+        category: str,
+        total_fen: int,
+        items: Sequence[Any] | None,
+    ) -> None:
         if items is None:
             return
-        key = (row.person_id, row.settled_at.astimezone(SHANGHAI).date())
-        self.seen.setdefault(key, []).append(_Seen(row.category, row.total_fen, _bill_key(items), row))
+        key = (person_id, settled_at.astimezone(SHANGHAI).date())
+        self.seen.setdefault(key, []).append(_Seen(category, total_fen, items, row))
 
     async def person_loaded(self, person: InsuredPerson) -> None:
         assert person.id is not None
@@ -287,17 +316,19 @@ class _Batch:
         """A voided settlement no longer makes a visit a duplicate (this batch's own rows are not the
         session's objects, so setting voided_at on the row read back does not reach them)."""
         for seen in self.seen.values():
-            seen[:] = [s for s in seen if s.settlement.id != settlement_id]
+            seen[:] = [s for s in seen if s.row.get("id") != settlement_id]
 
     def duplicate(self, person_id: int, day: dt.date, create: SettlementCreate) -> bool:
-        wanted = _bill_key(create.bill.to_dict()["items"])
-        return any(
-            s.category == create.bill.category
-            and s.total_fen == create.bill.total_fen
-            and s.bill == wanted
-            and s.settlement.voided_at is None
+        bill = create.bill
+        candidates = [
+            s
             for s in self.seen.get((person_id, day), ())
-        )
+            if s.category == bill.category and s.total_fen == bill.total_fen
+        ]
+        if not candidates:
+            return False
+        wanted = _bill_key(bill.to_dict()["items"])
+        return any(s.bill == wanted for s in candidates)
 
     async def materialize(self) -> None:
         """Writes the pending mutations' rows in a few multi-row statements: the settlements (INSERT ...
@@ -309,7 +340,9 @@ class _Batch:
         session = self.session
         assert self.terminal.id is not None and self.clinic.id is not None
         created = [w for w in pending if w.settlement is not None]
-        ids = await _insert(session, Settlement, [w.settlement for w in created], key="client_ref")
+        ids = await _insert(
+            session, Settlement, [w.settlement for w in created if w.settlement], key="client_ref"
+        )
         changes: list[Change] = []
         # Personal accounts: one statement per person, whatever the number of their visits in the batch.
         deltas: dict[int, int] = {}
@@ -319,78 +352,97 @@ class _Batch:
         running: dict[int, int] = {}
         for pid, delta in deltas.items():
             running[pid] = await _move_balance(session, pid, delta) - delta
-        flows: list[AccountFlow] = []
-        adjustments: list[SettlementAdjustment] = []
+        flows: list[dict[str, Any]] = []
+        adjustments: list[dict[str, Any]] = []
         for w in created:
             settlement, person = w.settlement, w.person
             assert settlement is not None and person is not None and person.id is not None
-            settlement.id = ids[w.mutation.id]
-            w.outcome.settlement_id = settlement.id
-            w.outcome.body["settlement"]["id"] = str(settlement.id)
-            changes.extend(_person_changes(person, settlement.id))
+            settlement_id = settlement["id"] = ids[w.mutation.id]
+            w.outcome.settlement_id = settlement_id
+            w.outcome.body["settlement"]["id"] = str(settlement_id)
+            changes.extend(_person_changes(person, settlement_id))
             if w.account_delta:
                 running[person.id] += w.account_delta
+                settled_at: dt.datetime = settlement["settled_at"]
                 flows.append(
-                    AccountFlow(
-                        person_id=person.id,
-                        occurred_at=settlement.settled_at,  # dated with the visit, as hospitals' are
-                        year=settlement.settled_at.astimezone(SHANGHAI).year,
-                        kind=AccountFlowKind.SETTLEMENT.value,
-                        amount_fen=w.account_delta,
-                        balance_after_fen=running[person.id],
-                        settlement_id=settlement.id,
-                    )
+                    {
+                        "person_id": person.id,
+                        "occurred_at": settled_at,  # dated with the visit, as hospitals' are
+                        "year": settled_at.astimezone(SHANGHAI).year,
+                        "kind": AccountFlowKind.SETTLEMENT.value,
+                        "amount_fen": w.account_delta,
+                        "balance_after_fen": running[person.id],
+                        "settlement_id": settlement_id,
+                    }
                 )
                 changes.append(Change(ACCOUNT_ENTITY, str(person.id), changelog.person_scope(person.id)))
             if w.adjustment is not None:
-                w.adjustment.settlement_id = settlement.id
+                w.adjustment["settlement_id"] = settlement_id
                 adjustments.append(w.adjustment)
         await _insert(session, AccountFlow, flows)
         await _insert(session, SettlementAdjustment, adjustments)
         rows = [
-            PushedMutation(
-                terminal_id=self.terminal.id,
-                seq=w.mutation.seq,
-                mutation_id=w.mutation.id,
-                kind=w.mutation.kind.value,
-                client_time=w.mutation.client_time,
-                received_at=self.now,
-                payload=w.mutation.payload,
-                status=w.outcome.status.value,
-                reason=w.outcome.reason,
-                result=w.outcome.body,
-                settlement_id=w.outcome.settlement_id,
-            )
+            {
+                "terminal_id": self.terminal.id,
+                "seq": w.mutation.seq,
+                "mutation_id": w.mutation.id,
+                "kind": w.mutation.kind.value,
+                "client_time": w.mutation.client_time,
+                "received_at": self.now,
+                "payload": w.mutation.payload,
+                "status": w.outcome.status.value,
+                "reason": w.outcome.reason,
+                "result": w.outcome.body,
+                "settlement_id": w.outcome.settlement_id,
+            }
             for w in pending
         ]
         pushed = await _insert(session, PushedMutation, rows, key="mutation_id")
         scope = clinic_scope(self.clinic.id)
         changes.extend(
-            Change(PUSH_ISSUE, str(pushed[row.mutation_id]), scope)
+            Change(PUSH_ISSUE, str(pushed[row["mutation_id"]]), scope)
             for row in rows
-            if row.status != ResultStatus.APPLIED.value
+            if row["status"] != ResultStatus.APPLIED.value
         )
         await changelog.record(session, changes)
 
 
-async def _insert(
-    session: AsyncSession, model: type[SQLModel], objects: Sequence[SQLModel | None], key: str | None = None
-) -> dict[Any, int]:
-    """The objects' rows in one multi-row INSERT (not through the unit of work, which writes one row
-    per statement on SQLite); with `key`, their new ids by that unique column."""
+@functools.cache
+def _defaults(model: type[SQLModel]) -> dict[str, Any]:
+    """The model's column defaults (value or factory), for rows built as plain dicts."""
     table = model.__table__  # type: ignore[attr-defined]
-    columns = [c.name for c in table.columns if c.name != "id"]
-    rows = [{name: getattr(o, name) for name in columns} for o in objects if o is not None]
-    ids: dict[Any, int] = {}
-    step = max(1, _MAX_BIND_PARAMETERS // len(columns))
-    for start in range(0, len(rows), step):
-        statement = insert(table).values(rows[start : start + step])
-        if key is None:
-            await session.execute(statement)
-        else:
-            found = await session.execute(statement.returning(table.c.id, table.c[key]))
-            ids.update((value, int(row_id)) for row_id, value in found.all())
-    return ids
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name == "id" or name not in table.c:
+            continue
+        if info.default_factory is not None:
+            out[name] = info.default_factory
+        elif info.default is not PydanticUndefined:
+            out[name] = info.default
+    return out
+
+
+async def _insert(
+    session: AsyncSession, model: type[SQLModel], rows: Sequence[dict[str, Any]], key: str | None = None
+) -> dict[Any, int]:
+    """The rows (missing columns take the model's defaults) in one executemany INSERT, which
+    SQLAlchemy sends as a few multi-row statements ("insertmanyvalues") compiled once and cached; not
+    through the unit of work, which writes one row per statement on SQLite, nor as ORM objects, which
+    cost more to build than to write. With `key`, their new ids by that unique column."""
+    if not rows:
+        return {}
+    table = model.__table__  # type: ignore[attr-defined]
+    defaults = {
+        name: value() if callable(value) else value
+        for name, value in _defaults(model).items()
+        if any(name not in row for row in rows)
+    }
+    values = [{**defaults, **row} if defaults else row for row in rows]
+    if key is None:
+        await session.execute(insert(table), values)
+        return {}
+    found = await session.execute(insert(table).returning(table.c.id, table.c[key]), values)
+    return {value: int(row_id) for row_id, value in found.all()}
 
 
 _Parsed = SettlementCreate | SettlementVoid | WireError
@@ -724,36 +776,40 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
     except SettlementInputError as exc:
         raise _Rejected(RejectReason.BAD_PAYLOAD, field=f"payload.{exc.field}", detail=exc.message) from None
 
-    # Everything checked: the settlement, written with the rest of the batch.
-    settlement = Settlement(
-        person_id=person.id,
-        facility_id=clinic.id,
-        settled_at=who.settled_at,
-        year=day.year,
-        category=visit.category,
-        visit_scope=visit.locality,
-        total_fen=result.total_fen,
-        compliant_fen=result.compliant_fen,
-        deductible_fen=result.deductible_fen,
-        basic_fen=result.basic_fen,
-        critical_illness_fen=result.critical_illness_fen,
-        assistance_fen=result.assistance_fen,
-        personal_account_fen=result.personal_account_fen,
-        cash_fen=result.cash_fen,
-        policy_version=result.policy_version_id,
-        source=SOURCE_TERMINAL,
-        client_ref=mutation.id,
-        visit=visit.to_dict(),
-        voucher_ref=who.voucher_ref,
-        terminal_id=batch.terminal.id,
+    # Everything checked: the settlement's row, written with the rest of the batch.
+    stored_visit = visit.to_dict()
+    settlement: dict[str, Any] = {
+        "person_id": person.id,
+        "facility_id": clinic.id,
+        "settled_at": who.settled_at,
+        "year": day.year,
+        "category": visit.category,
+        "visit_scope": visit.locality,
+        "total_fen": result.total_fen,
+        "compliant_fen": result.compliant_fen,
+        "deductible_fen": result.deductible_fen,
+        "basic_fen": result.basic_fen,
+        "critical_illness_fen": result.critical_illness_fen,
+        "assistance_fen": result.assistance_fen,
+        "personal_account_fen": result.personal_account_fen,
+        "cash_fen": result.cash_fen,
+        "policy_version": result.policy_version_id,
+        "source": SOURCE_TERMINAL,
+        "client_ref": mutation.id,
+        "visit": stored_visit,
+        "voucher_ref": who.voucher_ref,
+        "terminal_id": batch.terminal.id,
+        "voided_at": None,
         **settlement_service.ytd_columns(version, visit, before, result),
-    )
+    }
     batch.ytd[(person.id, day.year)] = result.ytd  # what year_to_date will answer once it is stored
     if balance is not None:
         batch.balances[person.id] = balance - result.personal_account_fen
     if who.voucher_ref is not None:
         batch.used_vouchers.add(who.voucher_ref)
-    batch._remember(settlement, settlement.visit["items"] if settlement.visit else None)
+    batch._remember(
+        settlement, person.id, who.settled_at, visit.category, result.total_fen, stored_visit["items"]
+    )
 
     server = Split.from_result(result)
     reason: AdjustReason | None = None
@@ -791,18 +847,18 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
             "policyVersion": create.policy_version,
             "visitDate": bill.visit_date.isoformat(),
         }
-        adjustment = SettlementAdjustment(
-            settlement_id=0,  # set when the settlement is written
-            terminal_id=batch.terminal.id,
-            terminal_split=terminal_split,
-            basic_delta_fen=delta.basic_fen,
-            critical_illness_delta_fen=delta.critical_illness_fen,
-            assistance_delta_fen=delta.assistance_fen,
-            personal_account_delta_fen=delta.personal_account_fen,
-            cash_delta_fen=delta.cash_fen,
-            reason=reason.value,
-            created_at=batch.now,
-        )
+        adjustment = {
+            "settlement_id": None,  # set when the settlement is written
+            "terminal_id": batch.terminal.id,
+            "terminal_split": terminal_split,
+            "basic_delta_fen": delta.basic_fen,
+            "critical_illness_delta_fen": delta.critical_illness_fen,
+            "assistance_delta_fen": delta.assistance_fen,
+            "personal_account_delta_fen": delta.personal_account_fen,
+            "cash_delta_fen": delta.cash_fen,
+            "reason": reason.value,
+            "created_at": batch.now,
+        }
         body["adjustment"] = {
             "reason": reason.value,
             "message": ADJUST_LABELS[reason],
