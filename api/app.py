@@ -19,6 +19,7 @@ from api.errors import ErrorCode
 from api.filings.http import UPLOAD_BODY_BYTES, UPLOAD_PATH, filing_routes
 from api.graphiql import graphiql_routes
 from api.graphql_view import GraphQLView
+from api.h5 import h5_routes
 from api.middleware import BodySizeLimitMiddleware
 from api.observability import RequestContextMiddleware
 from api.replication.http import sync_routes
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             *sync_routes(state),  # /sync/enrol, /sync/pull, /sync/push: clinic terminals
             *filing_routes(state),  # /filings/{id}/attachments: upload and download
             *(graphiql_routes() if settings.graphiql else []),  # GraphiQL's assets, served offline
+            *h5_routes(),  # /h5/: the mini-program's H5 twin
         ],
         middleware=middleware,
         exception_handlers={HTTPException: http_error},

@@ -1,0 +1,133 @@
+// The page's one door to the SDK (clients/miniprogram/src): the client with silent refresh, the
+// offline voucher, and what the page keeps for offline use (who is logged in, the family links).
+import { YibaoClient } from "../../src/client";
+import { ReloginRequired, YibaoError, BadResponse } from "../../src/errors";
+import { localStorageAdapter } from "../../src/storage";
+import { NetworkError, createFetchTransport } from "../../src/transport";
+import type * as T from "../../src/types";
+
+export type Me = T.Me;
+export type LinkSummary = T.FamilyLink;
+
+export type OfflineCode =
+  | { state: "ok"; code: string }
+  | { state: "expired"; notAfter: string }
+  | { state: "none" };
+
+const ME_KEY = "yibao.h5.me";
+const LINKS_KEY = "yibao.h5.links.";
+
+function readJson<V>(key: string): V | null {
+  try {
+    const raw = localStorage.getItem(key);
+    return raw ? (JSON.parse(raw) as V) : null;
+  } catch {
+    return null;
+  }
+}
+
+function writeJson(key: string, value: unknown): void {
+  try {
+    localStorage.setItem(key, JSON.stringify(value));
+  } catch {
+    // storage full or off: the page still works online
+  }
+}
+
+export function createSdk(baseUrl: string) {
+  const storage = localStorageAdapter();
+  const client = new YibaoClient({ baseUrl, transport: createFetchTransport(baseUrl), storage, timeoutMs: 20_000 });
+  let online = navigator.onLine;
+  const sessionLost = new Set<() => void>();
+  client.onSessionChange((session) => {
+    if (session === null) for (const listener of sessionLost) listener();
+  });
+
+  const isNetworkError = (error: unknown): boolean =>
+    error instanceof NetworkError || (error instanceof BadResponse && error.status >= 500);
+  const isReloginError = (error: unknown): boolean => error instanceof ReloginRequired;
+
+  const sdk = {
+    client,
+    storage,
+    baseUrl,
+    isNetworkError,
+    isReloginError,
+    isYibaoError: (error: unknown): error is YibaoError => error instanceof YibaoError,
+    get online() {
+      return online;
+    },
+    setOnline(value: boolean) {
+      online = value;
+    },
+    onSessionLost(listener: () => void) {
+      sessionLost.add(listener);
+    },
+
+    async login(code: string): Promise<Me> {
+      await client.login(code, "demo");
+      const me = await client.me();
+      writeJson(ME_KEY, me);
+      return me;
+    },
+
+    async logout(): Promise<void> {
+      localStorage.removeItem(ME_KEY);
+      await client.logout();
+    },
+
+    /** Who is logged in: asked of the server when online, else as last seen. Null: log in. */
+    async currentUser(isOnline: boolean): Promise<Me | null> {
+      if (!(await client.isLoggedIn())) return null;
+      const cached = readJson<Me>(ME_KEY);
+      if (!isOnline && cached) return cached;
+      try {
+        const me = await client.me();
+        writeJson(ME_KEY, me);
+        return me;
+      } catch (error) {
+        if (isReloginError(error)) return null;
+        if (isNetworkError(error) && cached) return cached;
+        throw error;
+      }
+    },
+
+    /** The family links, from the server when online (kept for offline use). */
+    async familyLinks(isOnline: boolean, includeClosed = false): Promise<LinkSummary[]> {
+      const me = readJson<Me>(ME_KEY);
+      const key = LINKS_KEY + (me?.id ?? "") + (includeClosed ? ".all" : "");
+      if (isOnline) {
+        try {
+          const links = await client.familyLinks(includeClosed);
+          writeJson(key, links);
+          return links;
+        } catch (error) {
+          if (!isNetworkError(error)) throw error;
+        }
+      }
+      return readJson<LinkSummary[]>(key) ?? [];
+    },
+
+    issueVoucher(linkId: string | null): Promise<T.Voucher> {
+      return client.issueVoucher(linkId);
+    },
+
+    offlineCode(linkId: string | null, now: Date): OfflineCode {
+      void linkId;
+      void now;
+      return { state: "none" };
+    },
+
+    async ensureDeviceCertificate(linkId: string | null): Promise<void> {
+      void linkId;
+    },
+
+    /** A bearer token for the REST attachment endpoint (refreshed first if it is about to expire). */
+    accessToken(): Promise<string> {
+      return client.accessToken();
+    },
+  };
+  return sdk;
+}
+
+export type Sdk = ReturnType<typeof createSdk>;

@@ -1,0 +1,208 @@
+// The H5 twin walked through in a phone-sized Chromium:
+//   node h5.mjs BASE_URL SCREENSHOT_DIR SETUP.json
+// SETUP: { spouseName, spouseIdNumber, expiredToken, attachment (a path) } from the pytest side.
+// Logs in as `resident` (demo picker), shows her QR, her records, her father's QR and records through the
+// family link, asks to link her husband, logs in as him to confirm, makes a filing draft offline, sees it
+// synced when the network returns, attaches a file, submits, and follows the status live while a
+// reviewer (over plain HTTP here) claims and decides it. Mid-way, the session's access token is replaced by
+// an expired one: the page must carry on (silent refresh). Offline, the QR turns into the offline form;
+// 31 days later (page clock), past the device certificate's validity, the page says so instead.
+// Every page is shot in normal and care mode. Prints one JSON report (lib/browser.mjs).
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+import { runScenario } from "./lib/browser.mjs";
+
+const [base, shots, setupPath] = process.argv.slice(2);
+if (!base || !shots || !setupPath) {
+  console.error("usage: node h5.mjs BASE_URL SCREENSHOT_DIR SETUP.json");
+  process.exit(2);
+}
+const setup = JSON.parse(readFileSync(setupPath, "utf8"));
+
+async function gql(query, variables = {}, token = null) {
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch(`${base}/graphql`, { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+  const body = await response.json();
+  if (body.errors) throw new Error(`${query.slice(0, 40)}: ${JSON.stringify(body.errors)}`);
+  return body.data;
+}
+
+await runScenario(
+  async ({ context, page, report }) => {
+    report.steps = {};
+    report.screenshots = [];
+    report.graphqlOperations = [];
+    page.on("request", (request) => {
+      if (request.url().endsWith("/graphql") && request.method() === "POST") {
+        try {
+          const body = JSON.parse(request.postData() ?? "{}");
+          report.graphqlOperations.push(body.operationName ?? (body.query ?? "").trim().slice(0, 40));
+        } catch {
+          // not JSON: the server will say so
+        }
+      }
+    });
+    await page.clock.install(); // real time flows; later jumped forward for the certificate's expiry
+    const shot = async (name) => {
+      const path = join(shots, `${name}.png`);
+      await page.screenshot({ path, fullPage: true });
+      report.screenshots.push(path);
+    };
+    const both = async (name) => {
+      // Normal, then care mode (toggled with the header button, as a resident would), then back.
+      await shot(`${name}-normal`);
+      await page.locator("#care-toggle").click();
+      await page.locator("body.care").waitFor();
+      await shot(`${name}-care`);
+      await page.locator("#care-toggle").click();
+      await page.waitForFunction(() => !document.body.classList.contains("care"));
+    };
+    const goto = async (hash, ready) => {
+      await page.evaluate((h) => (location.hash = h), hash);
+      await page.locator(ready).first().waitFor();
+    };
+    const qrForm = () => page.locator("#qr-kind").getAttribute("data-form");
+
+    // ---- login (demo picker) and my QR
+    await page.goto(`${base}/h5/`);
+    await page.locator("#page-login").waitFor();
+    report.steps.loginChoices = await page.locator("[data-login]").evaluateAll((els) => els.map((e) => e.dataset.login));
+    await shot("login-normal");
+    await page.locator('[data-login="resident"]').click();
+    await page.locator('#qr-kind[data-form="online"]').waitFor();
+    report.steps.qrOnline = { code: await page.locator("#qr-box").getAttribute("data-code"), lang: await page.evaluate(() => document.documentElement.lang) };
+    await both("qr");
+    // Refreshing before expiry: the code changes by itself within the voucher's lifetime.
+    const first = report.steps.qrOnline.code;
+    await page.waitForFunction((c) => document.querySelector("#qr-box")?.dataset.code && document.querySelector("#qr-box").dataset.code !== c, first, { timeout: 70_000 });
+    report.steps.qrRefreshed = (await page.locator("#qr-box").getAttribute("data-code")) !== first;
+
+    // ---- my records
+    await goto("#/records", "#settlements");
+    report.steps.records = { settlements: await page.locator("[data-settlement]").count() };
+    await page.locator('[data-tab="flows"]').click();
+    report.steps.records.balance = await page.locator("#balance").textContent();
+    await page.locator('[data-tab="contributions"]').click();
+    report.steps.records.contributions = await page.locator("#contributions li").count();
+    await page.locator('[data-tab="settlements"]').click();
+    await both("records");
+
+    // ---- an expired session mid-use: the stored access token replaced by an expired one
+    await page.evaluate((token) => {
+      const session = JSON.parse(localStorage.getItem("yibao.session"));
+      session.accessToken = token;
+      session.expiresAt = Date.now() + 600_000; // the page believes it is still good
+      localStorage.setItem("yibao.session", JSON.stringify(session));
+    }, setup.expiredToken);
+    const refreshesBefore = report.graphqlOperations.filter((op) => op === "RefreshToken").length;
+    await page.locator('[data-tab="contributions"]').click();
+    await goto("#/family", "#links");
+    await goto("#/records", "#settlements");
+    report.steps.expiredSession = {
+      refreshes: report.graphqlOperations.filter((op) => op === "RefreshToken").length - refreshesBefore,
+      stillLoggedIn: (await page.locator("#page-login").count()) === 0,
+      settlements: await page.locator("[data-settlement]").count(),
+    };
+
+    // ---- my family: the father's QR and records through the link
+    await goto("#/family", "#links");
+    await both("family");
+    const elder = page.locator('[data-link][data-role="holder"][data-status="ACTIVE"]').first();
+    await elder.waitFor();
+    report.steps.familyLinks = await page.locator("[data-link]").count();
+    await elder.locator('[data-action="relative-qr"]').click();
+    await page.locator('#qr-kind[data-form="online"]').waitFor();
+    report.steps.relativeQr = { heading: await page.locator("#page-qr h2").textContent(), code: await page.locator("#qr-box").getAttribute("data-code") };
+    await shot("relative-qr-normal");
+    await goto("#/family", "#links");
+    await page.locator('[data-link][data-role="holder"][data-status="ACTIVE"] [data-action="relative-records"]').first().click();
+    await page.locator("#settlements").waitFor();
+    report.steps.relativeRecords = { heading: await page.locator("#page-records h2").textContent(), settlements: await page.locator("[data-settlement]").count() };
+    await both("relative-records");
+
+    // ---- link my husband; he confirms on his own login
+    await goto("#/family", "#link-form");
+    await page.locator("#link-relationship").selectOption("SPOUSE");
+    await page.locator("#link-name").fill(setup.spouseName);
+    await page.locator("#link-id-number").fill(setup.spouseIdNumber);
+    await page.locator("#link-submit").click();
+    await page.locator('[data-link][data-status="PENDING"][data-role="holder"]').waitFor();
+    report.steps.linkRequested = true;
+    await page.locator("#logout").click();
+    await page.locator('[data-login="spouse"]').click();
+    await page.locator("#qr-kind").waitFor();
+    report.steps.spouseCare = await page.evaluate(() => document.body.classList.contains("care"));
+    await goto("#/family", "#links");
+    const request = page.locator('[data-link][data-status="PENDING"][data-role="relative"]');
+    await request.waitFor();
+    await shot("family-confirm-normal");
+    await request.locator('[data-action="accept"]').click();
+    await page.locator('[data-link][data-status="ACTIVE"][data-role="relative"]').waitFor();
+    report.steps.linkConfirmed = true;
+    await page.locator("#logout").click();
+    await page.locator('[data-login="resident"]').click();
+    await page.locator("#qr-kind").waitFor();
+    await goto("#/family", "#links");
+    report.steps.activeAfterConfirm = await page.locator('[data-link][data-role="holder"][data-status="ACTIVE"]').count();
+
+    // ---- care mode is remembered per user: on for resident, across a reload, off for her husband
+    await page.locator("#care-toggle").click();
+    report.steps.failuresBeforeReload = report.failedRequests.length;
+    await page.reload();
+    await page.locator("#links, #qr-kind").first().waitFor();
+    report.steps.careRemembered = await page.evaluate(() => document.body.classList.contains("care"));
+    await page.locator("#care-toggle").click();
+
+    // ---- my filings: a draft made offline, synced when the network returns
+    await goto("#/filings", "#filing-form");
+    await both("filings");
+    await context.setOffline(true);
+    await page.locator("#net-banner:not(.hidden)").waitFor();
+    await page.locator("#filing-reason").fill("随女儿在上海长期居住");
+    await page.locator("#filing-save").click();
+    const local = page.locator('[data-status="LOCAL"]');
+    await local.waitFor();
+    const clientId = await local.getAttribute("data-client-id");
+    report.steps.offlineDraft = { clientId, local: true };
+    await shot("filings-offline-normal");
+    await context.setOffline(false);
+    const synced = page.locator(`[data-filing][data-client-id="${clientId}"]`);
+    await synced.waitFor({ timeout: 30_000 });
+    const filingId = await synced.getAttribute("data-filing");
+    report.steps.draftSynced = { filingId, status: await synced.getAttribute("data-status"), localLeft: await page.locator('[data-status="LOCAL"]').count() };
+
+    // attach the material, submit
+    await synced.locator('input[type="file"]').setInputFiles(setup.attachment);
+    await synced.locator('[data-action="upload"]').click();
+    await page.locator(`[data-filing="${filingId}"] [data-action="submit"]:not([disabled])`).waitFor();
+    await page.locator(`[data-filing="${filingId}"] [data-action="submit"]`).click();
+    await page.locator(`[data-filing="${filingId}"][data-status="SUBMITTED"]`).waitFor();
+    report.steps.submitted = true;
+    // a reviewer takes it up: the page hears of it over the notification subscription
+    const reviewer = (await gql('mutation { login(provider: "demo", code: "reviewer") { accessToken } }')).login.accessToken;
+    await gql("mutation($id: ID!) { claimFiling(id: $id) { status } }", { id: filingId }, reviewer);
+    await gql("mutation($id: ID!) { decideFiling(id: $id, decision: APPROVE) { status } }", { id: filingId }, reviewer);
+    await page.locator(`[data-filing="${filingId}"]:not([data-status="SUBMITTED"])`).waitFor({ timeout: 30_000 });
+    report.steps.liveStatus = await page.locator(`[data-filing="${filingId}"]`).getAttribute("data-status");
+    report.steps.liveStatusLabel = await page.locator(`[data-filing="${filingId}"] [data-role="status"]`).textContent();
+    await shot("filings-live-normal");
+
+    // ---- offline: the QR's offline form; then past the certificate's validity
+    await goto("#/qr", '#qr-kind[data-form="online"]');
+    await page.waitForTimeout(1500); // the device certificate is fetched after the online code shows
+    await context.setOffline(true);
+    await page.locator('#qr-kind:not([data-form="online"])').waitFor();
+    report.steps.offlineQr = { form: await qrForm(), code: await page.locator("#qr-box").getAttribute("data-code") };
+    await both("qr-offline");
+    await page.clock.setSystemTime(Date.now() + 31 * 86_400_000);
+    await page.evaluate(() => (location.hash = "#/qr?again=1"));
+    await page.locator("#qr-kind").waitFor();
+    await page.waitForTimeout(300);
+    report.steps.offlineExpired = { form: await qrForm(), text: await page.locator("#qr-dead").textContent().catch(() => null) };
+    await both("qr-offline-expired");
+    await context.setOffline(false);
+  },
+  { viewport: { width: 390, height: 844 } },
+);
