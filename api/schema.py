@@ -30,6 +30,11 @@ from api.graphql_view import ErrorCodes, OperationScope, classify_in_place
 from api.input_guard import InputGuard
 from api.notifications.schema import NotificationMutation, NotificationQuery, NotificationSubscription
 from api.people.schema import PeopleMutation, PeopleQuery
+from api.replication.mobile.schema import (
+    MobileReplicationMutation,
+    MobileReplicationQuery,
+    MobileReplicationSubscription,
+)
 from api.replication.schema import ReplicationMutation, ReplicationQuery
 from api.settings import Settings
 from api.settlement.schema import SettlementMutation, SettlementQuery
@@ -40,7 +45,14 @@ from graphql import GraphQLError
 
 @strawberry.type
 class Query(
-    PeopleQuery, FamilyQuery, SettlementQuery, TerminalQuery, NotificationQuery, FilingQuery, ReplicationQuery
+    PeopleQuery,
+    FamilyQuery,
+    SettlementQuery,
+    TerminalQuery,
+    NotificationQuery,
+    FilingQuery,
+    ReplicationQuery,
+    MobileReplicationQuery,
 ):
     pass
 
@@ -56,12 +68,13 @@ class Mutation(
     NotificationMutation,
     FilingMutation,
     ReplicationMutation,
+    MobileReplicationMutation,
 ):
     pass
 
 
 @strawberry.type
-class Subscription(NotificationSubscription):
+class Subscription(NotificationSubscription, MobileReplicationSubscription):
     pass
 
 

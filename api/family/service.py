@@ -35,6 +35,7 @@ from api.people import idnumbers
 from api.people import service as people
 from api.people.idnumbers import IdNumberVault
 from api.people.models import InsuredPerson
+from api.replication import changelog
 from api.settings import Settings
 from api.vouchers import revocations
 
@@ -50,6 +51,7 @@ MARRIAGE_AGE = {"M": 22, "F": 20}
 """民法典 第1047条: 结婚年龄，男不得早于二十二周岁，女不得早于二十周岁. Both spouses must be of that age
 now (they were at least that old when they married); the gender is the one the ID number encodes."""
 PROOF_WINDOW_S = 3600
+ENTITY = "family_link"
 AUDIT = people.RecordList("access_audit", AccessAudit, "occurred_at")
 
 
@@ -161,8 +163,25 @@ def _describe(permissions: set[Permission]) -> str:
     return ",".join(p.value for p in Permission if p in permissions) or "none"
 
 
+def _changes(*links: tuple[int | None, int, int]) -> list[changelog.Change]:
+    """Change-log entries of links (id, holder, relative): both sides replicate their links."""
+    return [
+        changelog.Change(ENTITY, str(link_id), changelog.person_scope(person))
+        for link_id, holder, relative in links
+        for person in sorted({holder, relative})
+        if link_id is not None
+    ]
+
+
+async def logged(session: AsyncSession, *links: FamilyLink) -> None:
+    """Records that these links changed, in the caller's transaction (the mini-program replicates them)."""
+    await changelog.record(
+        session, _changes(*((x.id, x.holder_person_id, x.relative_person_id) for x in links))
+    )
+
+
 async def _expire_stale(session: AsyncSession, now: datetime, *conditions: object) -> None:
-    await session.execute(
+    expired = await session.execute(
         update(FamilyLink)
         .where(
             col(FamilyLink.status) == LinkStatus.PENDING.value,
@@ -170,7 +189,9 @@ async def _expire_stale(session: AsyncSession, now: datetime, *conditions: objec
             *conditions,  # type: ignore[arg-type]
         )
         .values(status=LinkStatus.EXPIRED.value, pair_key=None)
+        .returning(col(FamilyLink.id), col(FamilyLink.holder_person_id), col(FamilyLink.relative_person_id))
     )
+    await changelog.record(session, _changes(*((int(i or 0), int(h), int(r)) for i, h, r in expired.all())))
 
 
 async def _lock_holder(session: AsyncSession, holder_id: int) -> InsuredPerson:
@@ -300,6 +321,7 @@ async def request_link(
     )
     if status == LinkStatus.ACTIVE:
         audit(session, viewer, link, "link_granted", f"household: {_describe(wanted)}")
+    await logged(session, link)
     await session.commit()
     return link
 
@@ -339,6 +361,7 @@ def _permissions(values: Iterable[Permission] | None, limit: set[Permission]) ->
 async def _check_pending(session: AsyncSession, link: FamilyLink, now: datetime) -> None:
     if link.status == LinkStatus.PENDING.value and link.expires_at is not None and link.expires_at < now:
         link.status, link.pair_key = LinkStatus.EXPIRED.value, None
+        await logged(session, link)
         await session.commit()
         raise Conflict("申请已过期，请重新发起", reason="expired")
     if link.status == LinkStatus.SUPERSEDED.value:
@@ -394,6 +417,7 @@ async def respond(
     await _check_pending(session, link, now)
     link.method = LinkMethod.CONFIRMATION.value
     _decide(session, viewer, link, accept, permissions, LinkStatus.DECLINED, now)
+    await logged(session, link)
     await session.commit()
     return link
 
@@ -442,6 +466,7 @@ async def decide_proxy(
         )
     link.decided_by_account_id, link.decision_note = viewer.account_id, note
     _decide(session, viewer, link, approve, permissions, LinkStatus.REJECTED, now)
+    await logged(session, link)
     await session.commit()
     return link
 
@@ -523,6 +548,7 @@ async def update_permissions(
         assert link.id is not None
         await revocations.revoke_link(session, link.id, link.ref, "consent_withdrawn")
         link.ref = new_link_ref()
+    await logged(session, link)
     await session.commit()
     return link
 
@@ -568,6 +594,7 @@ async def _replace_request(
         f"requested {_describe(old.wanted())} → {_describe(wanted)}; new request {new.id}",
     )
     audit(session, viewer, new, "link_requested", f"{method.value} {new.relationship}: {_describe(wanted)}")
+    await logged(session, old, new)
     await session.commit()
     return new
 
@@ -590,6 +617,7 @@ async def unlink(session: AsyncSession, viewer: Viewer, link_id: str | int) -> F
     if was == LinkStatus.ACTIVE.value:
         await revocations.revoke_link(session, link.id, link.ref, "unlinked")
     audit(session, viewer, link, "link_removed", was)
+    await logged(session, link)
     await session.commit()
     return link
 
