@@ -57,8 +57,9 @@ export async function qrPage(app: App, page: HTMLElement, params: URLSearchParam
     ticker = setInterval(tick, 1000);
   };
 
-  const showOffline = (why: string): void => {
-    const result = app.sdk.offlineCode(linkId ?? null, new Date());
+  const showOffline = async (why: string): Promise<void> => {
+    const result = await app.sdk.offlineCode(linkId ?? null);
+    if (gone) return;
     if (result.state === "ok") {
       const label = h("p", { class: "muted", id: "qr-countdown" });
       mount(
@@ -76,7 +77,9 @@ export async function qrPage(app: App, page: HTMLElement, params: URLSearchParam
     const text =
       result.state === "expired"
         ? `本机离线码已于 ${localTime(result.notAfter)} 过期：离线时间超过了离线码的有效期，请连接网络后刷新。`
-        : "本机尚未开通离线码，请连接网络后打开本页一次。";
+        : result.state === "none"
+          ? "本机尚未开通离线码，请连接网络后打开本页一次。"
+          : result.message;
     mount(
       box,
       h("p", { class: "kind", id: "qr-kind", "data-form": result.state === "expired" ? "expired" : "none" }, "暂时无法显示医保码"),

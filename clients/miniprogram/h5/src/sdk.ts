@@ -5,14 +5,15 @@ import { ReloginRequired, YibaoError, BadResponse } from "../../src/errors";
 import { localStorageAdapter } from "../../src/storage";
 import { NetworkError, createFetchTransport } from "../../src/transport";
 import type * as T from "../../src/types";
+import { OfflineCodeUnavailable, OfflineVoucher } from "../../src/voucher";
 
 export type Me = T.Me;
 export type LinkSummary = T.FamilyLink;
 
 export type OfflineCode =
   | { state: "ok"; code: string }
-  | { state: "expired"; notAfter: string }
-  | { state: "none" };
+  | { state: "expired"; notAfter: string; message: string }
+  | { state: "none" | "unavailable"; message: string };
 
 const ME_KEY = "yibao.h5.me";
 const LINKS_KEY = "yibao.h5.links.";
@@ -45,6 +46,18 @@ export function createSdk(baseUrl: string) {
 
   const isNetworkError = (error: unknown): boolean =>
     error instanceof NetworkError || (error instanceof BadResponse && error.status >= 500);
+  // One device key and certificate set per person on this browser: a shared phone never shows one
+  // person's offline code to another.
+  const vouchers = new Map<string, OfflineVoucher>();
+  const voucherFor = (): OfflineVoucher => {
+    const personId = readJson<Me>(ME_KEY)?.id ?? "anonymous";
+    let voucher = vouchers.get(personId);
+    if (!voucher) {
+      voucher = new OfflineVoucher({ client, storage, keyPrefix: `yibao.voucher.${personId}` });
+      vouchers.set(personId, voucher);
+    }
+    return voucher;
+  };
   const isReloginError = (error: unknown): boolean => error instanceof ReloginRequired;
 
   const sdk = {
@@ -112,14 +125,21 @@ export function createSdk(baseUrl: string) {
       return client.issueVoucher(linkId);
     },
 
-    offlineCode(linkId: string | null, now: Date): OfflineCode {
-      void linkId;
-      void now;
-      return { state: "none" };
+    /** The offline form, composed here without signal, or why there is none (past the certificate). */
+    async offlineCode(linkId: string | null): Promise<OfflineCode> {
+      try {
+        return { state: "ok", code: (await voucherFor().code(linkId)).code };
+      } catch (error) {
+        if (!(error instanceof OfflineCodeUnavailable)) throw error;
+        const status = await voucherFor().status(linkId);
+        if (status.state !== "expired") return { state: status.state === "none" ? "none" : "unavailable", message: status.message };
+        return { state: "expired", notAfter: new Date(status.notAfter ?? 0).toISOString(), message: status.message };
+      }
     },
 
+    /** Online: certify this phone's key for the offline form (again when it nears its end). */
     async ensureDeviceCertificate(linkId: string | null): Promise<void> {
-      void linkId;
+      await voucherFor().ensureCertified(linkId);
     },
 
     /** A bearer token for the REST attachment endpoint (refreshed first if it is about to expire). */
