@@ -352,6 +352,16 @@ def _connection(
     return Connection.from_page(page, lambda row: by_id[row.id], after=after)
 
 
+@strawberry.type(
+    name="FilingBankAccount",
+    description="The payout account in full: only for the reviewer at the payment stage, and audited.",
+)
+class FilingBankAccountType:
+    bank_name: str
+    account_name: str
+    account_number: str
+
+
 @strawberry.type
 class FilingQuery:
     @strawberry.field(description="Every kind of filing: fields, materials, stages with their limits.")
@@ -530,3 +540,20 @@ class FilingMutation:
         async with info.context.db() as session:
             row = await service.decide(session, viewer, id, decision.value, reason, items)
         return await _one(info, viewer, row)
+
+    @strawberry.mutation(
+        permission_classes=[IsReviewer],
+        description=(
+            "The payout bank account in full, for the reviewer who claimed the payment stage (财务支付);"
+            " recorded in the person's access audit. A mutation: every reveal is a recorded act."
+        ),
+    )
+    async def reveal_filing_bank_account(self, info: Info, id: strawberry.ID) -> FilingBankAccountType:
+        viewer = await info.context.require_viewer()
+        async with info.context.db() as session:
+            account = await service.reveal_bank_account(session, info.context.state.bank_accounts, viewer, id)
+        return FilingBankAccountType(
+            bank_name=account.bank_name,
+            account_name=account.account_name,
+            account_number=account.account_number,
+        )

@@ -34,7 +34,7 @@ from api.auth.service import Viewer
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict, Forbidden, NotFound
 from api.family import service as family
-from api.family.models import FamilyLink, LinkStatus, Permission
+from api.family.models import AccessAudit, FamilyLink, LinkStatus, Permission
 from api.filings import calendar
 from api.filings.bankaccounts import BankAccountVault, mask
 from api.filings.kinds import KINDS, Context, Kind
@@ -967,6 +967,53 @@ async def decide(
     await changelog.record(session, _changes(filing))
     await session.commit()
     return filing
+
+
+@dataclass(frozen=True)
+class BankAccount:
+    bank_name: str
+    account_name: str
+    account_number: str
+
+
+PAYMENT_STAGE = "payment"
+REVEAL_ACTION = "reveal:bank_account"
+
+
+async def reveal_bank_account(
+    session: AsyncSession,
+    vault: BankAccountVault,
+    viewer: Viewer,
+    filing_id: int | str,
+    now: dt.datetime | None = None,
+) -> BankAccount:
+    """The whole payout account, for the reviewer who claimed the payment stage (财务支付) and must pay
+    it out; every other answer carries only the mask. Each reveal goes into the person's access audit
+    (who, when, which filing), committed before the number leaves."""
+    now = now or utcnow()
+    _staff(viewer)
+    filing = await _get(session, filing_id)
+    if filing.stage != PAYMENT_STAGE or filing.status != FilingStatus.IN_REVIEW.value:
+        raise Forbidden("只有财务支付环节可以查看完整的收款账号", reason="not_payment_stage")
+    if filing.claimed_by_account_id != viewer.account_id:
+        raise Forbidden("须先领取该申请的财务支付环节", reason="not_claimed")
+    await _check_reviewer(session, viewer, filing)
+    stored = (filing.fields or {}).get("bankAccount")
+    if filing.bank_account_cipher is None or not isinstance(stored, Mapping):
+        raise NotFound("该申请没有收款账号")
+    number = vault.decrypt(filing.bank_account_cipher)
+    session.add(
+        AccessAudit(
+            person_id=filing.person_id,
+            occurred_at=now,
+            actor_account_id=viewer.account_id,
+            actor_person_id=None,  # staff: the entry names the reviewer's account, not a relative
+            action=REVEAL_ACTION,
+            detail=f"filing {filing.id}: {KINDS[filing.kind].label} 财务支付",
+        )
+    )
+    await session.commit()
+    return BankAccount(str(stored.get("bankName", "")), str(stored.get("accountName", "")), number)
 
 
 # ------------------------------------------------------------------------------------- listing

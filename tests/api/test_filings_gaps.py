@@ -182,3 +182,50 @@ async def test_a_reviewer_is_recused_from_in_laws_and_from_relatives_whose_link_
     stranger = await fw.resident(state, gql)
     other = data(await stranger(CREATE, create_input("CROSS_REGION", fw.cross_region(), submit=True)))
     data(await staff(CLAIM, {"id": other["createFiling"]["id"]}))
+
+
+# ------------------------------------------------------------------------------- the payout
+
+
+REVEAL = """mutation($id: ID!) { revealFilingBankAccount(id: $id) { bankName accountName accountNumber } }"""
+AUDIT = """query { accessAudit(first: 50) { edges { node { action detail actorName actorRole } } } }"""
+
+
+async def test_the_payment_stage_sees_the_whole_account_and_every_reveal_is_audited(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    who = await fw.resident(state, gql)
+    filing = await fw.submitted(state, who, "REIMBURSEMENT")
+    first, second, payer, other = await reviewers(state, gql, 4)
+    # Before the payment stage no one sees more than the mask, not even the stage's own reviewer.
+    data(await first(fw.CLAIM, {"id": filing["id"]}))
+    body = await first(REVEAL, {"id": filing["id"]})
+    assert code(body) == "FORBIDDEN" and body["errors"][0]["extensions"]["reason"] == "not_payment_stage"
+    data(await first(fw.DECIDE, {"id": filing["id"], "decision": "APPROVE"}))
+    data(await second(fw.CLAIM, {"id": filing["id"]}))
+    data(await second(fw.DECIDE, {"id": filing["id"], "decision": "APPROVE"}))
+    # At the payment stage: only the reviewer who claimed it.
+    body = await payer(REVEAL, {"id": filing["id"]})
+    assert code(body) == "FORBIDDEN" and body["errors"][0]["extensions"]["reason"] == "not_claimed"
+    data(await payer(fw.CLAIM, {"id": filing["id"]}))
+    assert code(await other(REVEAL, {"id": filing["id"]})) == "FORBIDDEN"
+    assert code(await who(REVEAL, {"id": filing["id"]})) == "FORBIDDEN"  # residents never
+    revealed = data(await payer(REVEAL, {"id": filing["id"]}))["revealFilingBankAccount"]
+    assert revealed == {
+        "bankName": fw.bank()["bankName"],
+        "accountName": fw.bank()["accountName"],
+        "accountNumber": fw.bank()["accountNumber"],
+    }
+    # The resident's answers stay masked; the reveal is in their access audit: who, when, which filing.
+    mine = data(await who(fw.FILING, {"id": filing["id"]}))["filing"]
+    assert "accountNumber" not in mine["fields"]["bankAccount"]
+    assert mine["fields"]["bankAccount"]["accountNumberMasked"].endswith("6789")
+    assert fw.bank()["accountNumber"] not in str(mine)
+    audit = [e["node"] for e in data(await who(AUDIT))["accessAudit"]["edges"]]
+    reveals = [e for e in audit if e["action"] == "reveal:bank_account"]
+    assert len(reveals) == 1, audit
+    assert reveals[0]["actorRole"] == "reviewer" and f"filing {filing['id']}" in reveals[0]["detail"]
+    # Once paid (approved), the account is no one's to read again.
+    data(await payer(fw.DECIDE, {"id": filing["id"], "decision": "APPROVE"}))
+    body = await payer(REVEAL, {"id": filing["id"]})
+    assert code(body) == "FORBIDDEN"
