@@ -59,7 +59,7 @@ _PAGE = """<!doctype html>
     <link rel="icon" href="data:,">
     <link rel="stylesheet" href="{stylesheet}">
     <link rel="license" href="{licenses}">
-    <script type="module" src="{script}"></script>
+    <script type="module" src="{script}"></script>{preload}
   </head>
   <body>
     <main id="app"><p class="loading">正在加载…</p></main>
@@ -74,6 +74,7 @@ class Bundle:
     script: str
     stylesheet: str
     licenses: str
+    preload: tuple[str, ...]
     assets: Mapping[str, Asset]
 
 
@@ -88,11 +89,14 @@ def load_bundle(directory: Path = STATIC_DIR) -> Bundle:
         manifest = json.loads((directory / "manifest.json").read_text("utf-8"))
         names = {key: manifest[key] for key in ("script", "stylesheet", "licenses")}
         files = list(manifest["files"])
+        preload = tuple(manifest.get("preload", []))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleMissing(
             f"the H5 bundle is missing or broken in {directory} ({exc}): run scripts/build-h5"
         ) from exc
     assets: dict[str, Asset] = {}
+    if not set(preload) <= set(files):
+        raise BundleMissing(f"the H5 manifest preloads files it does not list: {preload}")
     for name in {*names.values(), *files}:
         if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
             raise BundleMissing(f"the H5 manifest names an unexpected file: {name!r}")
@@ -110,7 +114,7 @@ def load_bundle(directory: Path = STATIC_DIR) -> Bundle:
             media_type=_MEDIA_TYPES[suffix],
             etag=f'"{digest}"',
         )
-    return Bundle(assets=assets, **names)
+    return Bundle(assets=assets, preload=preload, **names)
 
 
 async def serve_asset(request: Request) -> Response:
@@ -139,8 +143,10 @@ async def h5_page(request: Request) -> HTMLResponse:
         return escape(request.url_for(ASSET_ROUTE, name=name).path, quote=True)
 
     base = escape(request.scope.get("root_path", "") or "", quote=True)
+    preload = "".join(f'\n    <link rel="modulepreload" href="{url(name)}">' for name in bundle.preload)
     html = _PAGE.format(
         base=base,
+        preload=preload,
         script=url(bundle.script),
         stylesheet=url(bundle.stylesheet),
         licenses=url(bundle.licenses),

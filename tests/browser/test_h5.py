@@ -42,6 +42,8 @@ async def test_the_page_names_only_its_own_hashed_assets_under_a_strict_csp(
     manifest = json.loads((STATIC_DIR / "manifest.json").read_text())
     assert f'src="/h5/assets/{manifest["script"]}"' in page.text
     assert f'href="/h5/assets/{manifest["stylesheet"]}"' in page.text
+    for name in manifest["preload"]:  # the entry's static imports, fetched beside it
+        assert f'<link rel="modulepreload" href="/h5/assets/{name}">' in page.text
 
     script = await client.get(f"/h5/assets/{manifest['script']}", headers={"accept-encoding": "gzip"})
     assert script.status_code == 200

@@ -159,6 +159,15 @@ function setOnline(online: boolean): void {
   window.dispatchEvent(new CustomEvent("yibao:network", { detail: online }));
 }
 
+// Once the QR shows, fetch the other pages' chunks and the offline voucher in the background, so that
+// they work when the signal goes later (the first load carries only the login and the QR).
+window.addEventListener(
+  "yibao:qr-shown",
+  () => {
+    void Promise.all([import("./records"), import("./family"), import("./filings"), import("./replica")]).catch(() => {});
+  },
+  { once: true },
+);
 window.addEventListener("online", () => setOnline(true));
 window.addEventListener("offline", () => setOnline(false));
 window.addEventListener("hashchange", () => void render());

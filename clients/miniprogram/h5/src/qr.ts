@@ -16,6 +16,9 @@ function svgImage(svg: string, alt: string): HTMLImageElement {
 
 export async function qrPage(app: App, page: HTMLElement, params: URLSearchParams): Promise<void> {
   const linkId = params.get("link");
+  // The code is asked for at once, beside the links (one round trip, not two, on a slow network).
+  const first = app.online ? app.sdk.issueVoucher(linkId) : null;
+  first?.catch(() => {}); // awaited in show()
   const links = await app.sdk.familyLinks(app.online).catch(() => [] as LinkSummary[]);
   const link = linkId ? links.find((candidate) => candidate.id === linkId) : undefined;
   const whose = link ? `${link.relativeName}（${link.relationshipLabel}）的医保码` : "我的医保码";
@@ -42,6 +45,7 @@ export async function qrPage(app: App, page: HTMLElement, params: URLSearchParam
   let timer: ReturnType<typeof setTimeout> | undefined;
   let ticker: ReturnType<typeof setInterval> | undefined;
   let gone = false;
+  let firstPending = first;
   const clear = (): void => {
     clearTimeout(timer);
     clearInterval(ticker);
@@ -91,7 +95,9 @@ export async function qrPage(app: App, page: HTMLElement, params: URLSearchParam
     if (gone) return;
     if (!app.online) return showOffline("无网络，已切换为离线码，诊所终端离线也可核验。");
     try {
-      const voucher = await app.sdk.issueVoucher(linkId);
+      const pending = firstPending ?? app.sdk.issueVoucher(linkId);
+      firstPending = null;
+      const voucher = await pending;
       if (gone) return;
       const label = h("p", { class: "muted", id: "qr-countdown" });
       mount(

@@ -5,7 +5,11 @@ import { ReloginRequired, YibaoError, BadResponse } from "../../src/errors";
 import { localStorageAdapter } from "../../src/storage";
 import { NetworkError, createFetchTransport } from "../../src/transport";
 import type * as T from "../../src/types";
-import { OfflineCodeUnavailable, OfflineVoucher } from "../../src/voucher";
+import type { OfflineVoucher } from "../../src/voucher";
+
+// The offline voucher (Ed25519) is a chunk of its own, fetched once the online QR shows: the first
+// load stays small, and the module is in memory before the signal goes.
+const voucherModule = () => import("../../src/voucher");
 
 export type Me = T.Me;
 export type LinkSummary = T.FamilyLink;
@@ -49,10 +53,11 @@ export function createSdk(baseUrl: string) {
   // One device key and certificate set per person on this browser: a shared phone never shows one
   // person's offline code to another.
   const vouchers = new Map<string, OfflineVoucher>();
-  const voucherFor = (): OfflineVoucher => {
+  const voucherFor = async (): Promise<OfflineVoucher> => {
     const personId = readJson<Me>(ME_KEY)?.id ?? "anonymous";
     let voucher = vouchers.get(personId);
     if (!voucher) {
+      const { OfflineVoucher } = await voucherModule();
       voucher = new OfflineVoucher({ client, storage, keyPrefix: `yibao.voucher.${personId}` });
       vouchers.set(personId, voucher);
     }
@@ -89,11 +94,15 @@ export function createSdk(baseUrl: string) {
       await client.logout();
     },
 
-    /** Who is logged in: asked of the server when online, else as last seen. Null: log in. */
+    /** Who is logged in: as last seen (checked with the server in the background, so the QR is not
+     * held up by a round trip), else asked of the server. Null: log in. */
     async currentUser(isOnline: boolean): Promise<Me | null> {
       if (!(await client.isLoggedIn())) return null;
       const cached = readJson<Me>(ME_KEY);
-      if (!isOnline && cached) return cached;
+      if (cached) {
+        if (isOnline) void client.me().then((me) => writeJson(ME_KEY, me), () => {}); // a lost session shows via onSessionChange
+        return cached;
+      }
       try {
         const me = await client.me();
         writeJson(ME_KEY, me);
@@ -127,11 +136,12 @@ export function createSdk(baseUrl: string) {
 
     /** The offline form, composed here without signal, or why there is none (past the certificate). */
     async offlineCode(linkId: string | null): Promise<OfflineCode> {
+      const voucher = await voucherFor();
       try {
-        return { state: "ok", code: (await voucherFor().code(linkId)).code };
+        return { state: "ok", code: (await voucher.code(linkId)).code };
       } catch (error) {
-        if (!(error instanceof OfflineCodeUnavailable)) throw error;
-        const status = await voucherFor().status(linkId);
+        if (!(error instanceof (await voucherModule()).OfflineCodeUnavailable)) throw error;
+        const status = await voucher.status(linkId);
         if (status.state !== "expired") return { state: status.state === "none" ? "none" : "unavailable", message: status.message };
         return { state: "expired", notAfter: new Date(status.notAfter ?? 0).toISOString(), message: status.message };
       }
@@ -139,7 +149,7 @@ export function createSdk(baseUrl: string) {
 
     /** Online: certify this phone's key for the offline form (again when it nears its end). */
     async ensureDeviceCertificate(linkId: string | null): Promise<void> {
-      await voucherFor().ensureCertified(linkId);
+      await (await voucherFor()).ensureCertified(linkId);
     },
 
     /** A bearer token for the REST attachment endpoint (refreshed first if it is about to expire). */
