@@ -3,11 +3,13 @@ and every operation is named once, so a schema change that breaks the mini-progr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from graphql import GraphQLSchema, OperationDefinitionNode, build_schema, parse, validate
+from tests.miniprogram.node import require_node, run_node
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = sorted((ROOT / "graphql" / "operations").glob("*.graphql"))
@@ -43,3 +45,24 @@ def test_operation_names_are_unique_across_files() -> None:
 def test_a_broken_operation_would_be_caught(schema: GraphQLSchema) -> None:
     errors = validate(schema, parse("query Me { me { noSuchField } }"))
     assert errors
+
+
+def test_replication_documents_are_valid_against_the_schema(schema: GraphQLSchema) -> None:
+    """The pull, stream and push documents that src/replication.ts builds for RxDB, per collection."""
+    require_node()
+    script = (
+        "const m = await import('./dist/yibao-replication.js');"
+        "const out = [];"
+        "for (const [name, spec] of Object.entries(m.COLLECTIONS)) {"
+        "  out.push(m.pullQuery(name), m.streamQuery(name));"
+        "  if (spec.writable) out.push(m.pushQuery(name));"
+        "}"
+        "console.log(JSON.stringify(out));"
+    )
+    proc = run_node("--input-type=module", "-e", script)
+    assert proc.returncode == 0, proc.stderr
+    documents = json.loads(proc.stdout)
+    assert len(documents) == 6 * 2 + 2
+    for document in documents:
+        errors = validate(schema, parse(document))
+        assert not errors, (document, [error.message for error in errors])

@@ -1,0 +1,355 @@
+// The phone's replica: an RxDB database with the six collections the server replicates
+// (api/replication/mobile, docs/replication-mobile.md), kept in sync with RxDB's own GraphQL replication
+// plugin (`replicateGraphQL`): pull `pullX(checkpoint, limit)`, push `pushX(rows)` for Filing and
+// Notification, and the live stream `streamX` over graphql-ws (graphql-transport-ws), whose
+// `resync: true` is RxDB's 'RESYNC' (pull again from the checkpoint).
+//
+// - HTTP requests go through YibaoClient (its transport, its token, one silent refresh on expiry, retries
+//   with backoff): pulls are reads, and pushes are safe to repeat (a repeated push of a draft the
+//   server already has comes back as a conflict with the master, never as a second filing).
+// - The WebSocket sends the token in connection_init ({"Authorization": "Bearer ..."}); connectionParams
+//   is a function, so every reconnect carries a fresh token. A stream the server ends (an expired token)
+//   is restarted: the checkpoint is kept in the database, so nothing is pulled twice or skipped.
+// - Conflicts: the server's master document wins (RxDB's default conflict handler); the server never
+//   overwrote anything for them (docs/replication-mobile.md).
+
+import { createRxDatabase, type RxCollection, type RxDatabase, type RxJsonSchema, type RxStorage } from "rxdb";
+import { replicateGraphQL, type RxGraphQLReplicationState } from "rxdb/plugins/replication-graphql";
+import { getRxStorageMemory } from "rxdb/plugins/storage-memory";
+
+import type { YibaoClient } from "./client.js";
+
+export type CollectionName = "Settlement" | "Contribution" | "AccountFlow" | "Filing" | "FamilyLink" | "Notification";
+
+type FieldType = "string" | "int" | "bool" | "json" | "strings";
+interface Field {
+  type: FieldType;
+  nullable?: boolean;
+  /** Part of the push input (writable collections only). */
+  input?: boolean;
+}
+
+const COMMON: Record<string, Field> = {
+  id: { type: "string", input: true },
+  personId: { type: "string", input: true },
+  updatedAt: { type: "string", input: true },
+};
+
+/** The documents' fields as the server sends them (graphql/schema.graphql, XDocument). */
+export const COLLECTIONS: Record<CollectionName, { rxName: string; writable: boolean; fields: Record<string, Field> }> = {
+  Settlement: {
+    rxName: "settlements",
+    writable: false,
+    fields: {
+      ...COMMON,
+      settledAt: { type: "string" },
+      year: { type: "int" },
+      category: { type: "string" },
+      categoryLabel: { type: "string" },
+      visitScope: { type: "string" },
+      facilityName: { type: "string" },
+      facilityLevel: { type: "string" },
+      totalFen: { type: "int" },
+      compliantFen: { type: "int" },
+      deductibleFen: { type: "int" },
+      basicFen: { type: "int" },
+      criticalIllnessFen: { type: "int" },
+      assistanceFen: { type: "int" },
+      personalAccountFen: { type: "int" },
+      cashFen: { type: "int" },
+      policyVersion: { type: "string" },
+      source: { type: "string" },
+      voided: { type: "bool" },
+      voidedAt: { type: "string", nullable: true },
+    },
+  },
+  Contribution: {
+    rxName: "contributions",
+    writable: false,
+    fields: {
+      ...COMMON,
+      year: { type: "int" },
+      period: { type: "string" },
+      insuranceType: { type: "string" },
+      paidAt: { type: "string" },
+      amountFen: { type: "int" },
+      subsidyFen: { type: "int" },
+    },
+  },
+  AccountFlow: {
+    rxName: "accountflows",
+    writable: false,
+    fields: {
+      ...COMMON,
+      occurredAt: { type: "string" },
+      year: { type: "int" },
+      kind: { type: "string" },
+      kindLabel: { type: "string" },
+      amountFen: { type: "int" },
+      balanceAfterFen: { type: "int" },
+      settlementId: { type: "string", nullable: true },
+    },
+  },
+  Filing: {
+    rxName: "filings",
+    writable: true,
+    fields: {
+      ...COMMON,
+      serverId: { type: "string", nullable: true, input: true },
+      kind: { type: "string", input: true },
+      kindLabel: { type: "string", input: true, nullable: true },
+      status: { type: "string", input: true },
+      statusLabel: { type: "string", input: true, nullable: true },
+      stage: { type: "string", nullable: true, input: true },
+      fields: { type: "json", input: true },
+      amountFen: { type: "int", nullable: true, input: true },
+      linkId: { type: "string", nullable: true, input: true },
+      filedByPersonId: { type: "string", nullable: true, input: true },
+      dueOn: { type: "string", nullable: true, input: true },
+      decisionReason: { type: "string", nullable: true, input: true },
+      createdAt: { type: "string", input: true, nullable: true },
+      submittedAt: { type: "string", nullable: true, input: true },
+      decidedAt: { type: "string", nullable: true, input: true },
+      version: { type: "int", input: true, nullable: true },
+    },
+  },
+  FamilyLink: {
+    rxName: "familylinks",
+    writable: false,
+    fields: {
+      ...COMMON,
+      relationship: { type: "string" },
+      relationshipLabel: { type: "string" },
+      method: { type: "string" },
+      status: { type: "string" },
+      myRole: { type: "string" },
+      holderPersonId: { type: "string" },
+      relativePersonId: { type: "string" },
+      holderName: { type: "string" },
+      relativeName: { type: "string" },
+      relativeIdNumberMasked: { type: "string" },
+      permissions: { type: "strings" },
+      requestedPermissions: { type: "strings" },
+      createdAt: { type: "string" },
+      expiresAt: { type: "string", nullable: true },
+      decidedAt: { type: "string", nullable: true },
+    },
+  },
+  Notification: {
+    rxName: "notifications",
+    writable: true,
+    fields: {
+      ...COMMON,
+      kind: { type: "string", input: true },
+      title: { type: "string", input: true },
+      body: { type: "string", input: true },
+      data: { type: "json", input: true },
+      createdAt: { type: "string", input: true },
+      readAt: { type: "string", nullable: true, input: true },
+      linkId: { type: "string", nullable: true, input: true },
+    },
+  },
+};
+
+export const COLLECTION_NAMES = Object.keys(COLLECTIONS) as CollectionName[];
+
+const JSON_TYPES: Record<FieldType, Record<string, unknown>> = {
+  string: { type: "string" },
+  int: { type: "integer" },
+  bool: { type: "boolean" },
+  json: { type: "object" },
+  strings: { type: "array", items: { type: "string" } },
+};
+
+/** The RxDB schema of a collection (`_deleted` is RxDB's own field and is not declared). */
+export function rxSchema(name: CollectionName): RxJsonSchema<Record<string, unknown>> {
+  const properties: Record<string, unknown> = {};
+  const required: string[] = [];
+  for (const [field, spec] of Object.entries(COLLECTIONS[name].fields)) {
+    const base = JSON_TYPES[spec.type];
+    properties[field] = spec.nullable ? { ...base, type: [base.type as string, "null"] } : { ...base };
+    if (!spec.nullable) required.push(field);
+  }
+  properties.id = { type: "string", maxLength: 64 };
+  return { version: 0, primaryKey: "id", type: "object", properties, required } as unknown as RxJsonSchema<Record<string, unknown>>;
+}
+
+function selection(name: CollectionName): string {
+  return [...Object.keys(COLLECTIONS[name].fields), "_deleted"].join(" ");
+}
+
+export function pullQuery(name: CollectionName): string {
+  return `query Pull${name}($checkpoint: ReplicationCheckpointInput, $limit: Int!) { pull${name}(checkpoint: $checkpoint, limit: $limit) { documents { ${selection(name)} } checkpoint { token } } }`;
+}
+
+export function streamQuery(name: CollectionName): string {
+  return `subscription Stream${name} { stream${name} { documents { ${selection(name)} } checkpoint { token } resync } }`;
+}
+
+export function pushQuery(name: CollectionName): string {
+  return `mutation Push${name}($rows: [${name}PushRow!]!) { push${name}(rows: $rows) { ${selection(name)} } }`;
+}
+
+/** A document as the push input takes it: only the input's fields (RxDB adds its own, which the server's
+ * input type would refuse). */
+export function toPushInput(name: CollectionName, doc: Record<string, unknown> | undefined): Record<string, unknown> | null {
+  if (!doc) return null;
+  const out: Record<string, unknown> = {};
+  for (const [field, spec] of Object.entries(COLLECTIONS[name].fields)) {
+    if (spec.input && field in doc) out[field] = doc[field] ?? null;
+  }
+  out._deleted = Boolean(doc._deleted);
+  return out;
+}
+
+export type YibaoCollections = { [K in CollectionName as (typeof COLLECTIONS)[K]["rxName"]]: RxCollection };
+
+export interface DatabaseOptions {
+  name?: string;
+  /** Default: in-memory (RxDB's memory storage). */
+  storage?: RxStorage<unknown, unknown>;
+  multiInstance?: boolean;
+}
+
+/** An RxDB database with the six collections (settlements, contributions, accountflows, filings,
+ * familylinks, notifications). */
+export async function createYibaoDatabase(options: DatabaseOptions = {}): Promise<RxDatabase> {
+  const db = await createRxDatabase({
+    name: options.name ?? "yibao",
+    storage: (options.storage ?? getRxStorageMemory()) as RxStorage<unknown, unknown>,
+    multiInstance: options.multiInstance ?? false,
+    eventReduce: true,
+  });
+  const collections: Record<string, { schema: RxJsonSchema<Record<string, unknown>> }> = {};
+  for (const name of COLLECTION_NAMES) collections[COLLECTIONS[name].rxName] = { schema: rxSchema(name) };
+  await db.addCollections(collections);
+  return db;
+}
+
+export interface ReplicationOptions {
+  /** The server's origin, e.g. `https://yibao.example`; `/graphql` is added (http and ws). */
+  baseUrl: string;
+  collections?: CollectionName[];
+  batchSize?: number;
+  live?: boolean;
+  retryTimeMs?: number;
+  /** Options for graphql-ws's createClient (e.g. retryAttempts, lazy); connectionParams is the SDK's. */
+  wsOptions?: Record<string, unknown>;
+  /** Called with every replication error (already retried by RxDB). */
+  onError?: (collection: CollectionName, error: unknown) => void;
+  /** Distinguishes replicas of different logins kept in one database (default `yibao`). */
+  replicationIdentifierPrefix?: string;
+}
+
+export interface YibaoReplication {
+  states: Map<CollectionName, RxGraphQLReplicationState<Record<string, unknown>, { token: string }>>;
+  /** Resolves once every collection has finished its first pull (and push). */
+  awaitInitialReplication(): Promise<void>;
+  /** Resolves when every collection is in sync (nothing left to pull or push right now). */
+  awaitInSync(): Promise<void>;
+  /** Pull again now, e.g. when the phone comes back online. */
+  reSync(): void;
+  cancel(): Promise<void>;
+}
+
+function wsUrl(httpUrl: string): string {
+  return httpUrl.replace(/^http/, "ws");
+}
+
+/** Starts RxDB's GraphQL replication of each collection against the server, through `client`. */
+export function startReplication(db: RxDatabase, client: YibaoClient, options: ReplicationOptions): YibaoReplication {
+  const http = options.baseUrl.replace(/\/+$/, "") + "/graphql";
+  const names = options.collections ?? COLLECTION_NAMES;
+  const states = new Map<CollectionName, RxGraphQLReplicationState<Record<string, unknown>, { token: string }>>();
+  let cancelled = false;
+
+  // RxDB builds a Request and reads `await response.json()`; the SDK's client sends it (token, refresh,
+  // retries) over whatever transport the client has (fetch or wx.request).
+  const viaClient = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const body = input instanceof Request ? await input.text() : String(init?.body ?? "");
+    const answer = await client.execute(body, { idempotent: true });
+    return { ok: true, status: 200, json: async () => answer } as unknown as Response;
+  };
+
+  const connectionParams = async () => ({ Authorization: `Bearer ${await client.accessToken()}` });
+
+  const start = (name: CollectionName) => {
+    const spec = COLLECTIONS[name];
+    const collection = db.collections[spec.rxName] as RxCollection<Record<string, unknown>>;
+    const state = replicateGraphQL<Record<string, unknown>, { token: string }>({
+      collection,
+      replicationIdentifier: `${options.replicationIdentifierPrefix ?? "yibao"}-${name}-${http}`,
+      url: { http, ws: options.live === false ? undefined : wsUrl(http) },
+      fetch: viaClient as typeof fetch,
+      live: options.live ?? true,
+      retryTime: options.retryTimeMs ?? 5_000,
+      waitForLeadership: db.multiInstance,
+      deletedField: "_deleted",
+      pull: {
+        batchSize: options.batchSize ?? 100,
+        queryBuilder: (checkpoint, limit) => ({
+          query: pullQuery(name),
+          operationName: `Pull${name}`,
+          variables: { checkpoint: checkpoint ? { token: checkpoint.token } : null, limit },
+        }),
+        streamQueryBuilder: () => ({ query: streamQuery(name), operationName: `Stream${name}`, variables: {} }),
+        responseModifier: (response, origin) => {
+          // The stream's resync signal (visible set changed, lag, a change it cannot serve as a delta).
+          if (origin === "stream" && response?.resync) return "RESYNC" as never;
+          return { documents: response.documents, checkpoint: response.checkpoint };
+        },
+        wsOptions: { ...(options.wsOptions ?? {}), connectionParams } as never,
+      },
+      push: spec.writable
+        ? {
+            batchSize: 20,
+            queryBuilder: (rows) => ({
+              query: pushQuery(name),
+              operationName: `Push${name}`,
+              variables: {
+                rows: rows.map((row) => ({
+                  assumedMasterState: toPushInput(name, row.assumedMasterState as Record<string, unknown> | undefined),
+                  newDocumentState: toPushInput(name, row.newDocumentState as Record<string, unknown>),
+                })),
+              },
+            }),
+          }
+        : undefined,
+    });
+    state.error$.subscribe((error: unknown) => {
+      options.onError?.(name, error);
+      // RxDB retries pulls and pushes itself (its errors are RxErrors, code RC_*); a stream the server
+      // ended (expired token, revoked login) is not retried by RxDB: start the collection again.
+      const code = (error as { code?: string } | null)?.code;
+      if (typeof code === "string" && code.startsWith("RC_")) return;
+      if (cancelled || states.get(name) !== state) return;
+      void state.cancel().then(() => {
+        if (cancelled || states.get(name) !== state) return;
+        setTimeout(() => {
+          if (!cancelled && states.get(name) === state) start(name);
+        }, options.retryTimeMs ?? 5_000);
+      });
+    });
+    states.set(name, state);
+    return state;
+  };
+
+  for (const name of names) start(name);
+
+  return {
+    states,
+    async awaitInitialReplication() {
+      await Promise.all([...states.values()].map((s) => s.awaitInitialReplication()));
+    },
+    async awaitInSync() {
+      await Promise.all([...states.values()].map((s) => s.awaitInSync()));
+    },
+    reSync() {
+      for (const state of states.values()) state.reSync();
+    },
+    async cancel() {
+      cancelled = true;
+      await Promise.all([...states.values()].map((s) => s.cancel()));
+    },
+  };
+}

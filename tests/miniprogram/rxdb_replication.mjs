@@ -1,0 +1,137 @@
+// A real RxDB database (memory storage) synced with the running server through the SDK's replication
+// wiring (clients/miniprogram/dist): first sync of every collection, an offline draft pushed, a
+// server-side change streamed over graphql-ws, a conflict. Prints one JSON report for
+// tests/miniprogram/test_rxdb_replication.py. Usage: node [--experimental-websocket] rxdb_replication.mjs BASE_URL
+import { randomUUID } from "node:crypto";
+
+const base = process.argv[2];
+const report = { steps: [] };
+const step = (name, data = {}) => report.steps.push({ name, ...data });
+
+// Every graphql-ws message from the server, to show what came over the stream (not a pull).
+const streamed = [];
+const NativeWebSocket = globalThis.WebSocket;
+globalThis.WebSocket = class extends NativeWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (event) => {
+      try {
+        const message = JSON.parse(event.data);
+        if (message.type === "next") {
+          const [field, value] = Object.entries(message.payload?.data ?? {})[0] ?? [];
+          streamed.push({ field, resync: value?.resync ?? null, ids: (value?.documents ?? []).map((d) => d.id) });
+        } else if (message.type === "error") {
+          streamed.push({ error: message.payload });
+        }
+      } catch {}
+    });
+  }
+};
+
+const { YibaoClient, createFetchTransport, memoryStorage, uuid4 } = await import("../../clients/miniprogram/dist/yibao-sdk.js");
+const { createYibaoDatabase, startReplication, COLLECTIONS } = await import("../../clients/miniprogram/dist/yibao-replication.js");
+
+async function waitFor(what, check, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+let replication;
+let db;
+try {
+  const client = new YibaoClient({ transport: createFetchTransport(base), storage: memoryStorage() });
+  // What the client sent for pushes, and the conflicts the server answered with.
+  const pushes = [];
+  const execute = client.execute.bind(client);
+  client.execute = async (body, options) => {
+    const answer = await execute(body, options);
+    const request = JSON.parse(body);
+    if (request.operationName?.startsWith("Push")) pushes.push({ operation: request.operationName, rows: request.variables.rows, answer });
+    if (answer.errors) step("graphql error", { operation: request.operationName, errors: answer.errors });
+    return answer;
+  };
+  await client.login("resident");
+  const me = await client.me();
+  report.me = me.id;
+
+  const errors = [];
+  const online = () => startReplication(db, client, { baseUrl: base, batchSize: 7, retryTimeMs: 500, onError: (c, e) => errors.push({ collection: c, error: String(e?.message ?? e), code: e?.code ?? null }) });
+
+  // 1. First sync of every collection.
+  db = await createYibaoDatabase({ name: `yibao-test-${randomUUID().slice(0, 8)}` });
+  replication = online();
+  await replication.awaitInitialReplication();
+  report.first = {};
+  for (const [name, spec] of Object.entries(COLLECTIONS)) {
+    const docs = (await db.collections[spec.rxName].find().exec()).map((d) => d.toJSON());
+    const byPerson = {};
+    for (const doc of docs) byPerson[doc.personId] = (byPerson[doc.personId] ?? 0) + 1;
+    report.first[name] = { count: docs.length, byPerson, ids: docs.map((d) => d.id).sort() };
+  }
+  step("first sync");
+
+  // 2. Offline: a draft made without signal, pushed when back online.
+  await replication.cancel();
+  const draftId = uuid4();
+  const fields = { registrationType: "temporary_trip", destinationRegion: "310104", startOn: new Date().toISOString().slice(0, 10), endOn: new Date(Date.now() + 30 * 86400e3).toISOString().slice(0, 10), reason: "到上海探亲期间就医" };
+  const now = new Date().toISOString();
+  const draftDoc = (id) => ({ id, personId: me.id, updatedAt: now, serverId: null, kind: "cross_region", kindLabel: null, status: "draft", statusLabel: null, stage: null, fields, amountFen: null, linkId: null, filedByPersonId: null, dueOn: null, decisionReason: null, createdAt: now, submittedAt: null, decidedAt: null, version: null });
+  await db.collections.filings.insert(draftDoc(draftId));
+  replication = online();
+  await replication.awaitInSync();
+  const pushedDraft = await waitFor("the draft's server id", async () => {
+    const doc = await db.collections.filings.findOne(draftId).exec();
+    return doc?.serverId ? doc.toJSON() : null;
+  });
+  const onServer = (await client.myFilings({ first: 100 })).edges.map((e) => e.node).filter((f) => f.clientId === draftId);
+  report.offlineDraft = { id: draftId, local: pushedDraft, onServer };
+  step("offline draft pushed");
+
+  // 3. A change made on the server (the draft submitted through the API, not the replica) arrives over the stream.
+  const streamedBefore = streamed.length;
+  const submitted = await client.submitFiling(pushedDraft.serverId);
+  const local = await waitFor("the submission to reach the replica", async () => {
+    const doc = (await db.collections.filings.findOne(draftId).exec())?.toJSON();
+    return doc?.status === "submitted" ? doc : null;
+  });
+  report.streamedChange = { submittedStatus: submitted.status, local, messages: streamed.slice(streamedBefore) };
+  step("server change streamed");
+
+  // 4. A conflict: a draft edited offline while the server submitted it.
+  const secondId = uuid4();
+  await db.collections.filings.insert({ ...draftDoc(secondId), fields: { ...fields, reason: "第二份" } });
+  const second = await waitFor("the second draft's server id", async () => {
+    const doc = await db.collections.filings.findOne(secondId).exec();
+    return doc?.serverId && doc.version != null ? doc.toJSON() : null;
+  });
+  await replication.cancel(); // offline
+  const doc = await db.collections.filings.findOne(secondId).exec();
+  await doc.incrementalPatch({ fields: { ...fields, reason: "离线时改过" }, updatedAt: new Date().toISOString() });
+  const serverSide = await client.submitFiling(second.serverId); // meanwhile, on the server
+  const pushesBefore = pushes.length;
+  replication = online();
+  await replication.awaitInSync();
+  const resolved = await waitFor("the conflict to resolve to the server's state", async () => {
+    const d = (await db.collections.filings.findOne(secondId).exec())?.toJSON();
+    return d?.status === "submitted" ? d : null;
+  });
+  const serverNow = await client.filing(second.serverId);
+  report.conflict = { id: secondId, before: second, serverSide: { status: serverSide.status, fields: serverSide.fields }, resolved, serverNow: { status: serverNow.status, fields: serverNow.fields }, pushes: pushes.slice(pushesBefore) };
+  step("conflict");
+  report.errors = errors;
+  report.pushes = pushes.length;
+} catch (error) {
+  report.error = String(error?.stack ?? error);
+} finally {
+  try {
+    await replication?.cancel();
+    await db?.close();
+  } catch {}
+}
+console.log(JSON.stringify(report));
+process.exit(0);

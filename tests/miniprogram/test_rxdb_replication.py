@@ -1,0 +1,122 @@
+"""A real RxDB database (the `rxdb` npm package, memory storage, in Node) synced against a running server
+through the SDK's replication wiring (clients/miniprogram/src/replication.ts, built into dist/): the
+first sync of every collection, a filing draft made offline and pushed, a change made on the server that
+arrives over graphql-ws, and a conflict (a draft edited offline while the server submitted it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from api.family.models import FamilyLink, LinkStatus
+from api.people.models import AccountFlow, Contribution, Settlement
+from api.state import AppState
+from tests.miniprogram.node import NODE_TIMEOUT_S, SDK_DIR, require_node
+
+SCRIPT = SDK_DIR.parents[1] / "tests" / "miniprogram" / "rxdb_replication.mjs"
+
+
+def node_flags() -> list[str]:
+    """Node 20 has a WebSocket only behind a flag (the bundle uses the platform's, as a browser does)."""
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout
+    return ["--experimental-websocket"] if int(version.lstrip("v").split(".")[0]) < 22 else []
+
+
+def run_script(base_url: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        ["node", *node_flags(), str(SCRIPT), base_url],
+        cwd=SCRIPT.parent,
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_S,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    try:
+        report: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        pytest.fail(f"no report (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    if "error" in report:
+        pytest.fail(f"{report['error']}\nsteps: {report['steps']}\n{proc.stderr[-4000:]}")
+    return report
+
+
+async def reader_relatives(state: AppState, holder: int) -> set[int]:
+    """Relatives whose records the holder may read now (active link with read_records)."""
+    async with state.db.session() as session:
+        rows = await session.execute(
+            select(col(FamilyLink.relative_person_id)).where(
+                col(FamilyLink.holder_person_id) == holder,
+                col(FamilyLink.status) == LinkStatus.ACTIVE.value,
+                col(FamilyLink.can_read_records).is_(True),
+            )
+        )
+        return {int(r) for (r,) in rows}
+
+
+async def record_counts(state: AppState, person_id: int) -> dict[str, int]:
+    counts = {}
+    async with state.db.session() as session:
+        for name, model in (
+            ("Settlement", Settlement),
+            ("Contribution", Contribution),
+            ("AccountFlow", AccountFlow),
+        ):
+            counts[name] = int(
+                (
+                    await session.execute(
+                        select(func.count()).select_from(model).where(col(model.person_id) == person_id)
+                    )
+                ).scalar_one()
+            )
+    return counts
+
+
+async def test_rxdb_syncs_pushes_streams_and_resolves_a_conflict(live_server: str, state: AppState) -> None:
+    require_node()
+    report = await asyncio.to_thread(run_script, live_server)
+    me = report["me"]
+
+    # 1. First sync: every collection, paged (batch of 7), the resident's own rows all there.
+    first = report["first"]
+    assert set(first) == {"Settlement", "Contribution", "AccountFlow", "Filing", "FamilyLink", "Notification"}
+    relatives = await reader_relatives(state, int(me))
+    assert relatives, "the demo resident has a relative whose records they may read"
+    for person in {int(me), *relatives}:
+        for name, count in (await record_counts(state, person)).items():
+            assert first[name]["byPerson"].get(str(person), 0) == count, (name, person, first[name])
+    for name in ("Settlement", "Contribution", "AccountFlow"):
+        assert set(first[name]["byPerson"]) <= {me, *map(str, relatives)}, first[name]["byPerson"]
+        assert first[name]["byPerson"][me] > 7, name  # more than one page of 7
+    assert first["FamilyLink"]["count"] >= 1
+
+    # 2. The offline draft reached the server as a draft with the client's id, and came back with its ids.
+    draft = report["offlineDraft"]
+    [on_server] = draft["onServer"]
+    assert on_server["status"] == "DRAFT"
+    assert draft["local"]["serverId"] == on_server["id"]
+    assert draft["local"]["version"] is not None
+
+    # 3. The submission made through the API arrived over graphql-ws (a streamFiling event naming the
+    # draft, or the server's resync signal followed by a pull).
+    change = report["streamedChange"]
+    assert change["submittedStatus"] == "SUBMITTED"
+    assert change["local"]["status"] == "submitted"
+    filing_events = [m for m in change["messages"] if m.get("field") == "streamFiling"]
+    assert any(draft["id"] in m["ids"] for m in filing_events), change["messages"]
+
+    # 4. The conflict: the push assumed the draft, the server answered with its master (submitted);
+    # the server's state won in the replica and the offline edit was not written.
+    conflict = report["conflict"]
+    answered = [doc for push in conflict["pushes"] for doc in push["answer"]["data"]["pushFiling"]]
+    assert [d["status"] for d in answered if d["id"] == conflict["id"]] == ["submitted"], conflict["pushes"]
+    assert conflict["serverNow"]["status"] == "SUBMITTED"
+    assert conflict["serverNow"]["fields"]["reason"] == "第二份"
+    assert conflict["resolved"]["status"] == "submitted"
+    assert conflict["resolved"]["fields"]["reason"] == "第二份"
