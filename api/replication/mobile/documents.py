@@ -102,6 +102,8 @@ class Collection:
     name: str
     entities: frozenset[str]
     writable = False
+    shared = False
+    """Relatives' rows are visible through links (so each pull reads the viewer's links)."""
 
     def persons(self, links: Links) -> frozenset[int]:
         """Whose rows the viewer sees in this collection."""
@@ -127,6 +129,7 @@ def _records(links: Links) -> frozenset[int]:
 class SettlementCollection(Collection):
     name = "Settlement"
     entities = frozenset({SETTLEMENT_ENTITY})
+    shared = True
 
     def persons(self, links: Links) -> frozenset[int]:
         return _records(links)
@@ -184,6 +187,7 @@ class SettlementCollection(Collection):
 class ContributionCollection(Collection):
     name = "Contribution"
     entities = frozenset({CONTRIBUTION_ENTITY})
+    shared = True
 
     def persons(self, links: Links) -> frozenset[int]:
         return _records(links)
@@ -223,6 +227,7 @@ class ContributionCollection(Collection):
 class AccountFlowCollection(Collection):
     name = "AccountFlow"
     entities = frozenset({ACCOUNT_FLOW_ENTITY, SETTLEMENT_ENTITY})
+    shared = True
 
     def persons(self, links: Links) -> frozenset[int]:
         return _records(links)
@@ -280,6 +285,7 @@ def filing_discarded(row: Filing) -> bool:
 class FilingCollection(Collection):
     name = "Filing"
     entities = frozenset({FILING_ENTITY})
+    shared = True
     writable = True
 
     def persons(self, links: Links) -> frozenset[int]:

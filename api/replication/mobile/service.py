@@ -58,6 +58,7 @@ from api.replication.mobile.documents import (
     Collection,
     Ctx,
     FilingCollection,
+    Links,
     NotificationCollection,
     links_of,
 )
@@ -186,7 +187,7 @@ async def pull(
     current = decode(state, viewer, coll, token) if token is not None else None
     log = await changelog.state(session)
     mark = await changelog.sequence(session, log)
-    visible = coll.persons(await links_of(session, me))
+    visible = coll.persons(await links_of(session, me) if coll.shared else Links(me))
     if current is None:
         current = Checkpoint(log.epoch, mark)
     elif current.epoch != log.epoch or current.seq > mark:
@@ -240,6 +241,8 @@ async def _documents(
 async def _deltas(
     session: AsyncSession, coll: Collection, ctx: Ctx, current: Checkpoint, mark: int, page: _Page
 ) -> None:
+    if current.seq >= mark:
+        return  # nothing numbered since: the common empty pull reads no log at all
     scopes = [changelog.person_scope(p) for p in sorted(current.held)]
     while page.room > 0:
         room = page.room
@@ -276,7 +279,7 @@ async def stream(
         async with sessions() as session:
             log = await changelog.state(session)
             mark = await changelog.sequence(session, log)
-            visible = coll.persons(await links_of(session, me))
+            visible = coll.persons(await links_of(session, me) if coll.shared else Links(me))
             await session.commit()
             return log.epoch, mark, log.compacted_below, visible
 
