@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from api.auth.models import Role
+from api.auth.models import Account, Role
 from api.auth.service import Viewer
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict, Forbidden, NotFound
@@ -753,13 +753,18 @@ async def _check_reviewer(session: AsyncSession, viewer: Viewer, filing: Filing)
         kin = near | await _linked(session, near)
         if kin & involved or await _households(session, near) & await _households(session, involved):
             raise Forbidden("不能审核亲属的申请（回避）", reason="family_filing")
+    # The same person through another reviewer login is the same reviewer.
+    by_me = col(FilingEvent.actor_account_id) == viewer.account_id
+    if viewer.person_id is not None:
+        by_me = or_(by_me, col(Account.person_id) == viewer.person_id)
     decided = await session.execute(
         select(func.count())
         .select_from(FilingEvent)
+        .join(Account, col(Account.id) == col(FilingEvent.actor_account_id))
         .where(
             col(FilingEvent.filing_id) == filing.id,
-            col(FilingEvent.actor_account_id) == viewer.account_id,
             col(FilingEvent.action).in_(STAGE_DECISIONS),
+            by_me,
         )
     )
     if decided.scalar_one():

@@ -5,6 +5,7 @@ account; the index behind "claimed by me"; and what an attacker tried."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -14,7 +15,8 @@ from sqlmodel import col
 from api.auth.models import Role
 from api.auth.service import Viewer
 from api.family.models import FamilyLink, LinkStatus, Permission
-from api.filings import service
+from api.filings import calendar, service
+from api.pagination import SHANGHAI
 from api.people.models import Facility
 from api.state import AppState
 from tests.api import familyworld as world
@@ -229,3 +231,57 @@ async def test_the_payment_stage_sees_the_whole_account_and_every_reveal_is_audi
     data(await payer(fw.DECIDE, {"id": filing["id"], "decision": "APPROVE"}))
     body = await payer(REVEAL, {"id": filing["id"]})
     assert code(body) == "FORBIDDEN"
+
+
+# -------------------------------------------------------------------------------- what an attacker tried
+
+
+async def test_a_reviewer_with_a_second_login_cannot_decide_the_next_stage(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    who = await fw.resident(state, gql)
+    staff = await fw.reviewer(state, gql)
+    async with state.db.session() as session:
+        _, token = await world._account(session, state, Role.REVIEWER, staff.member.person_id)
+    filing = data(await who(CREATE, create_input("CROSS_REGION", fw.cross_region(), submit=True)))
+    filing_id = filing["createFiling"]["id"]
+    data(await staff(CLAIM, {"id": filing_id}))
+    data(await staff(fw.DECIDE, {"id": filing_id, "decision": "APPROVE"}))
+    body = await gql(CLAIM, {"id": filing_id}, token=token)
+    assert code(body) == "FORBIDDEN" and body["errors"][0]["extensions"]["reason"] == "second_stage"
+
+
+def test_spring_festival_deadlines_count_the_make_up_saturdays() -> None:
+    # 2026: 15-23 February off; Saturdays 14 and 28 February are make-up working days.
+    assert calendar.add_working_days(dt.date(2026, 2, 13), 1).due_on == dt.date(2026, 2, 14)
+    assert calendar.add_working_days(dt.date(2026, 2, 13), 2).due_on == dt.date(2026, 2, 24)
+    assert calendar.add_working_days(dt.date(2026, 2, 16), 3).due_on == dt.date(2026, 2, 26)
+    assert calendar.add_working_days(dt.date(2026, 2, 26), 2).due_on == dt.date(2026, 2, 28)
+    assert calendar.working_days_between(dt.date(2026, 2, 13), dt.date(2026, 2, 24)) == 2
+
+
+async def test_a_filing_submitted_before_spring_festival_is_due_after_it(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    # Submitted on Friday 13 February 2026 (Shanghai): 初审 3 working days = 14 (a make-up Saturday),
+    # 24 and 25 February; the days of the festival do not count, nor does the day of receipt.
+    who = await fw.resident(state, gql)
+    viewer = Viewer(who.member.account_id or 0, Role.RESIDENT, "s", who.member.person_id)
+    at = dt.datetime(2026, 2, 13, 9, tzinfo=SHANGHAI).astimezone(dt.UTC)
+    fields = fw.cross_region(startOn="2026-02-13", endOn="2026-04-13")
+    async with state.db.sessionmaker() as session:
+        filing = await service.create(
+            session,
+            state.bank_accounts,
+            viewer,
+            client_id=str(uuid.uuid4()),
+            kind_code="cross_region",
+            fields=fields,
+            submit_now=True,
+            now=at,
+        )
+    assert (filing.stage, filing.due_on, filing.due_estimated) == (
+        "first_review",
+        dt.date(2026, 2, 25),
+        False,
+    )
