@@ -70,6 +70,7 @@ from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict
 from api.filings import registrations
 from api.pagination import SHANGHAI
+from api.people import service as people_service
 from api.people.models import (
     AccountFlow,
     AccountFlowKind,
@@ -133,6 +134,10 @@ _VOUCHER_REASONS = {
     Reason.REVOKED: RejectReason.VOUCHER_REVOKED,
     Reason.REPLAYED: RejectReason.VOUCHER_REPLAYED,
 }
+
+
+class _Replayed(Exception):
+    """A code of the batch was stored as used by another transaction meanwhile: retry the batch."""
 
 
 class _Rejected(Exception):
@@ -214,6 +219,7 @@ class _Batch:
     """The bill totals of the batch's creates: only a stored settlement of one of them can be a
     duplicate, so only those are read (a busy clinic has thousands of recent settlements)."""
     pending: list[_Write] = field(default_factory=list)
+    vouchers: voucher_service.BatchVerifier | None = None
 
     async def load(self, mutations: Sequence[Mutation], parsed: dict[str, _Parsed]) -> None:
         session = self.session
@@ -238,6 +244,13 @@ class _Batch:
                 select(col(Settlement.client_ref)).where(col(Settlement.client_ref).in_(ids))
             )
             self.taken_ids = {ref for ref in taken.scalars() if ref is not None}
+        codes = [c.voucher for c in creates if c.voucher is not None]
+        if codes:
+            # Revocations, subjects and stored replay keys of every code of the batch, one query each.
+            self.vouchers = voucher_service.BatchVerifier(
+                session, self.state.settings, self.state.voucher_keys
+            )
+            await self.vouchers.prefetch(codes)
         keys = {key for c in creates if c.voucher is not None and (key := _replay_ref(c.voucher)) is not None}
         if keys:
             used = await session.execute(
@@ -339,6 +352,10 @@ class _Batch:
             return
         session = self.session
         assert self.terminal.id is not None and self.clinic.id is not None
+        if self.vouchers is not None and await self.vouchers.remember():
+            # Another transaction stored one of these codes' replay keys after this batch read them (a
+            # code verified elsewhere at this very moment): undo, and the retry will see it as used.
+            raise _Replayed
         created = [w for w in pending if w.settlement is not None]
         ids = await _insert(
             session, Settlement, [w.settlement for w in created if w.settlement], key="client_ref"
@@ -466,6 +483,9 @@ async def push(
     except IntegrityError:
         await session.rollback()
         raise Conflict("该批结算正在另一连接上提交，请稍后重试", reason="concurrent_push") from None
+    except _Replayed:
+        await session.rollback()
+        raise Conflict("服务器繁忙，请稍后重试该批结算", reason="retry") from None
     except DBAPIError as exc:
         # A deadlock or serialisation failure PostgreSQL broke by aborting this batch: nothing of it
         # was applied, and the terminal's next try will succeed. Anything else is a bug: let it out.
@@ -895,23 +915,26 @@ async def _by_voucher(batch: _Batch, mutation: Mutation, create: SettlementCreat
             raise _Rejected(RejectReason.VOUCHER_INVALID, field="payload.voucher", detail="not_yet_valid")
         if at < batch.now - dt.timedelta(seconds=OFFLINE_SETTLEMENT_MAX_AGE_S):
             raise _Rejected(RejectReason.VOUCHER_EXPIRED, field="payload.voucher", detail="too_old")
-    checked = await voucher_service.verify(
-        batch.session, settings, batch.state.voucher_keys, create.voucher, now=at, commit=False
-    )
+    if batch.vouchers is None:
+        batch.vouchers = voucher_service.BatchVerifier(batch.session, settings, batch.state.voucher_keys)
+    checked = await batch.vouchers.check(create.voucher, at)
     verdict = checked.result
-    if not verdict.valid or checked.person is None:
+    if not verdict.valid or checked.person_id is None:
         reason = verdict.reason or Reason.REVOKED
         raise _Rejected(
             _VOUCHER_REASONS[reason],
             field="payload.voucher",
             detail=reason.value + (f":{verdict.detail}" if verdict.detail else ""),
         )
-    assert verdict.replay_key is not None
+    assert verdict.replay_key is not None and verdict.person_ref is not None
     voucher_ref = verdict.replay_key.hex()
     # The replay store forgets a key once its code has expired; the settlements never do.
     if voucher_ref in batch.used_vouchers:
         raise _Rejected(RejectReason.VOUCHER_REPLAYED, field="payload.voucher", detail="replayed:settled")
-    return _Identified(checked.person, at, voucher_ref)
+    person = batch.people_by_ref.get(verdict.person_ref.hex())  # read with the batch (the code's claim)
+    if person is None or person.id != checked.person_id:
+        person = await people_service.get_person(batch.session, checked.person_id)
+    return _Identified(person, at, voucher_ref)
 
 
 async def _by_card(batch: _Batch, mutation: Mutation, create: SettlementCreate) -> _Identified:

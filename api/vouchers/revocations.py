@@ -124,10 +124,28 @@ async def revocations_for(
     session: AsyncSession, *, cert_serial: str | None, link_ref: str | None, person_ref: str | None
 ) -> RevocationList:
     """Only the entries that could concern one code: what online verification needs, in one query."""
+    return await revocations_for_many(
+        session,
+        cert_serials=[cert_serial] if cert_serial is not None else [],
+        link_refs=[link_ref] if link_ref is not None else [],
+        person_refs=[person_ref] if person_ref is not None else [],
+    )
+
+
+async def revocations_for_many(
+    session: AsyncSession,
+    *,
+    cert_serials: Iterable[str],
+    link_refs: Iterable[str],
+    person_refs: Iterable[str],
+) -> RevocationList:
+    """The entries that could concern any of a batch's codes, in one query. (Entries about another code
+    of the batch change nothing for this one: each check looks up the code's own serial and refs.)"""
     conditions = []
-    for kind, ref in ((CERTIFICATE, cert_serial), (LINK, link_ref), (PERSON, person_ref)):
-        if ref is not None:
-            conditions.append((col(VoucherRevocation.kind) == kind) & (col(VoucherRevocation.ref) == ref))
+    for kind, refs in ((CERTIFICATE, cert_serials), (LINK, link_refs), (PERSON, person_refs)):
+        wanted = sorted(set(refs))
+        if wanted:
+            conditions.append((col(VoucherRevocation.kind) == kind) & col(VoucherRevocation.ref).in_(wanted))
     rows = (
         (await session.execute(select(VoucherRevocation).where(or_(*conditions)))).scalars().all()
         if conditions

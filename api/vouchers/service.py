@@ -38,6 +38,7 @@ from api.vouchers.models import DeviceCertificateRecord, VoucherReplay, VoucherS
 from sync.protocol import OFFLINE_SETTLEMENT_MAX_AGE_S
 from sync.vouchers import (
     MAX_CODE_CHARS,
+    RevocationList,
     VerificationResult,
     VoucherFormatError,
     issue_device_certificate,
@@ -53,6 +54,7 @@ from sync.vouchers.format import (
     from_text,
     parse_offline_payload,
     parse_online_payload,
+    replay_key,
 )
 from sync.vouchers.keys import WeakPublicKeyError
 from sync.vouchers.verify import Reason
@@ -231,35 +233,6 @@ async def report_device_lost(
     return certs
 
 
-class DatabaseReplayGuard:
-    """ReplayGuard on the database: insert-if-absent on the replay key, shared by all workers.
-
-    Async, unlike the protocol in sync.vouchers (the database is async here); `verify` calls it as the
-    last step, exactly where verify_code would, so only otherwise valid codes take a row.
-    """
-
-    def __init__(self, session: AsyncSession, *, commit: bool = True) -> None:
-        self.session = session
-        self.commit = commit
-        """False: the key commits with the caller's transaction (a terminal push settles the visit in
-        the same transaction, so the code is used exactly when the settlement is stored), and expired
-        keys are not purged there: a long transaction must not hold locks on other codes' rows."""
-
-    async def check_and_remember(self, key: bytes, expires_at: int, now: int | None = None) -> bool:
-        now = int(utcnow().timestamp()) if now is None else now
-        table = VoucherReplay.__table__  # type: ignore[attr-defined]
-        if self.commit:
-            await self.session.execute(delete(table).where(table.c.expires_at < now))
-        result = await self.session.execute(
-            dialect_insert(self.session)(table)
-            .values(key=key.hex(), expires_at=expires_at)
-            .on_conflict_do_nothing(index_elements=["key"])
-        )
-        if self.commit:
-            await self.session.commit()
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
 def _claimed_refs(code: str) -> tuple[str | None, str | None, str | None]:
     """(serial, link ref, person ref) as the code claims them, unauthenticated: only used to pick
     which revocation entries to load; verify_code then checks everything in the normative order."""
@@ -285,53 +258,183 @@ async def verify(
     *,
     commit: bool = True,
 ) -> Verification:
-    """`commit=False` leaves the replay key in the caller's transaction (see DatabaseReplayGuard)."""
+    """One code, online; the replay store in the database (insert-if-absent on the code's replay key) makes
+    it accepted once across every worker. `commit=False` leaves the key in the caller's transaction:
+    the code is used exactly when the caller's work commits (and expired keys are not purged there:
+    a long transaction must not hold locks on other codes' rows)."""
     now = now or utcnow()
-    if len(code) > MAX_CODE_CHARS:
-        return Verification(VerificationResult(Reason.MALFORMED), None, None)
-    serial, link_ref, claimed_person = _claimed_refs(code)
-    revoked = await revocations.revocations_for(
-        session, cert_serial=serial, link_ref=link_ref, person_ref=claimed_person
-    )
-    result = verify_code(
-        code,
-        issuer_keys=keys.public_keys(),
-        revocations=revoked,
-        now=now,
-        skew_s=settings.voucher_skew_s,
-        replay_guard=None,
-    )
-    if not result.valid:
-        return Verification(result, None, None)
-    assert result.person_ref is not None and result.replay_key is not None and result.expires_at is not None
-    subject = (
-        await session.execute(
-            select(VoucherSubject).where(col(VoucherSubject.ref) == result.person_ref.hex())
+    batch = BatchVerifier(session, settings, keys)
+    await batch.prefetch([code], replays=False)  # one code: insert-if-absent decides, no look-up first
+    checked = await batch.check(code, now)
+    if not checked.result.valid or checked.person_id is None:
+        return Verification(checked.result, None, None)
+    if commit:  # a commit of its own: expired keys are purged on the way (not in a caller's transaction)
+        table = VoucherReplay.__table__  # type: ignore[attr-defined]
+        await session.execute(delete(table).where(table.c.expires_at < int(now.timestamp())))
+    taken = await batch.remember()
+    if commit:
+        await session.commit()
+    if taken:
+        return Verification(_with(checked.result, Reason.REPLAYED), None, None)
+    person = await people.get_person(session, checked.person_id)
+    return Verification(checked.result, person, checked.link)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A code as BatchVerifier judged it: the verdict, whose (VoucherSubject.person_id), the link."""
+
+    result: VerificationResult
+    person_id: int | None
+    link: FamilyLink | None
+
+
+@dataclass(frozen=True)
+class _Claims:
+    serial: str | None
+    link_ref: str | None
+    person_ref: str | None
+    replay_key: str | None
+
+
+class BatchVerifier:
+    """Online verification for the codes of one transaction (a terminal's push batch, or `verify`'s
+    one code): the revocation entries, the subjects and the replay keys that concern any of its
+    codes are read in one query each (`prefetch`), then each code is judged in memory, in the
+    caller's order, exactly as `verify` judges it alone (length, revocations, signatures and
+    validity, subject, family link, replay). An accepted code's replay key is held until `remember()`
+    writes them all at once (insert-if-absent): a second showing of a code in the same batch is a
+    replay, like a code already stored.
+
+    `remember()` returns the keys another transaction stored first (it read none of them, so it
+    committed after `prefetch`): the caller must not count those codes as accepted. On SQLite the
+    caller's write lock rules that out; on PostgreSQL it is the rare race of one code verified at
+    two places at once."""
+
+    def __init__(self, session: AsyncSession, settings: Settings, keys: VoucherKeys) -> None:
+        self.session = session
+        self.settings = settings
+        self.keys = keys
+        self.revoked = RevocationList.build(0)
+        self.subjects: dict[str, int] = {}
+        self.used: set[str] | None = None
+        """Replay keys already stored, of the prefetched codes (None: not read; remember() decides)."""
+        self.claims: dict[str, _Claims] = {}
+        self.pending: dict[str, int] = {}
+        """Replay key (hex) -> keep until (Unix seconds), of the codes accepted and not yet written."""
+
+    async def prefetch(self, codes: Sequence[str], *, replays: bool = True) -> None:
+        session = self.session
+        for code in codes:
+            if code not in self.claims and len(code) <= MAX_CODE_CHARS:
+                self.claims[code] = _claims(code)
+        claims = list(self.claims.values())
+        self.revoked = await revocations.revocations_for_many(
+            session,
+            cert_serials={c.serial for c in claims if c.serial is not None},
+            link_refs={c.link_ref for c in claims if c.link_ref is not None},
+            person_refs={c.person_ref for c in claims if c.person_ref is not None},
         )
-    ).scalar_one_or_none()
-    if subject is None:  # signed by us, yet nobody has this ref: treat as revoked, never as valid
-        return Verification(_with(result, Reason.REVOKED, "person"), None, None)
-    link = None
-    if result.link_ref is not None:
-        # Shown through a family link: it must still be active and still grant show-voucher, now.
-        # Unlinking also revokes the ref, but consent can be withdrawn while the link lives on, and a
-        # code or certificate issued before must not outlive it.
-        link = await family.link_by_ref(session, result.link_ref.hex())
-        if (
-            link is None
-            or link.status != LinkStatus.ACTIVE.value
-            or Permission.SHOW_VOUCHER not in link.granted()
-            or link.relative_person_id != subject.person_id
-        ):
-            return Verification(_with(result, Reason.REVOKED, "link"), None, None)
-    guard = DatabaseReplayGuard(session, commit=commit)
-    # A used code stays used for as long as any terminal may still push a visit with it: a code a
-    # pharmacy accepted online must not be settled again by a clinic that scanned it offline.
-    keep_until = result.expires_at + settings.voucher_skew_s + OFFLINE_SETTLEMENT_MAX_AGE_S
-    if not await guard.check_and_remember(result.replay_key, keep_until, int(now.timestamp())):
-        return Verification(_with(result, Reason.REPLAYED), None, None)
-    person = await people.get_person(session, subject.person_id)
-    return Verification(result, person, link)
+        refs = sorted({c.person_ref for c in claims if c.person_ref is not None} - self.subjects.keys())
+        if refs:
+            rows = await session.execute(
+                select(col(VoucherSubject.ref), col(VoucherSubject.person_id)).where(
+                    col(VoucherSubject.ref).in_(refs)
+                )
+            )
+            self.subjects.update({ref: int(pid) for ref, pid in rows})
+        if replays:
+            wanted = sorted({c.replay_key for c in claims if c.replay_key is not None})
+            self.used = await self._stored_keys(wanted)
+
+    async def _stored_keys(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        rows = await self.session.execute(
+            select(col(VoucherReplay.key)).where(col(VoucherReplay.key).in_(keys))
+        )
+        return set(rows.scalars())
+
+    async def check(self, code: str, now: datetime) -> Checked:
+        settings = self.settings
+        if len(code) > MAX_CODE_CHARS:
+            return Checked(VerificationResult(Reason.MALFORMED), None, None)
+        if code not in self.claims:
+            await self.prefetch([code], replays=self.used is not None)
+        result = verify_code(
+            code,
+            issuer_keys=self.keys.public_keys(),
+            revocations=self.revoked,
+            now=now,
+            skew_s=settings.voucher_skew_s,
+            replay_guard=None,
+        )
+        if not result.valid:
+            return Checked(result, None, None)
+        assert (
+            result.person_ref is not None and result.replay_key is not None and result.expires_at is not None
+        )
+        person_id = self.subjects.get(result.person_ref.hex())
+        if person_id is None:  # signed by us, yet nobody has this ref: treat as revoked, never as valid
+            return Checked(_with(result, Reason.REVOKED, "person"), None, None)
+        link = None
+        if result.link_ref is not None:
+            # Shown through a family link: it must still be active and still grant show-voucher, now.
+            # Unlinking also revokes the ref, but consent can be withdrawn while the link lives on, and a
+            # code or certificate issued before must not outlive it.
+            link = await family.link_by_ref(self.session, result.link_ref.hex())
+            if (
+                link is None
+                or link.status != LinkStatus.ACTIVE.value
+                or Permission.SHOW_VOUCHER not in link.granted()
+                or link.relative_person_id != person_id
+            ):
+                return Checked(_with(result, Reason.REVOKED, "link"), None, None)
+        key = result.replay_key.hex()
+        if self.used is not None and key != self.claims[code].replay_key:
+            self.used |= await self._stored_keys([key])  # (the claimed key is the verified one; to be sure)
+        if key in self.pending or (self.used is not None and key in self.used):
+            return Checked(_with(result, Reason.REPLAYED), None, None)
+        # A used code stays used for as long as any terminal may still push a visit with it: a code a
+        # pharmacy accepted online must not be settled again by a clinic that scanned it offline.
+        self.pending[key] = result.expires_at + settings.voucher_skew_s + OFFLINE_SETTLEMENT_MAX_AGE_S
+        return Checked(result, person_id, link)
+
+    async def remember(self) -> set[str]:
+        """Writes the accepted codes' replay keys in the caller's transaction; returns those another
+        transaction had stored (see the class)."""
+        pending, self.pending = self.pending, {}
+        if not pending:
+            return set()
+        table = VoucherReplay.__table__  # type: ignore[attr-defined]
+        inserted: set[str] = set()
+        items = sorted(pending.items())
+        for start in range(0, len(items), 1000):
+            rows = [{"key": key, "expires_at": until} for key, until in items[start : start + 1000]]
+            found = await self.session.execute(
+                dialect_insert(self.session)(table)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(table.c.key)
+            )
+            inserted.update(found.scalars())
+        if self.used is not None:
+            self.used |= inserted
+        return set(pending) - inserted
+
+
+def _claims(code: str) -> _Claims:
+    serial, link_ref, person_ref = _claimed_refs(code)
+    key = None
+    try:
+        prefix, payload = from_text(code)
+        signed = (
+            parse_online_payload(payload) if prefix == ONLINE_PREFIX else parse_offline_payload(payload)
+        ).signed
+        key = replay_key(signed).hex()
+    except (VoucherFormatError, ValueError, TypeError):
+        pass
+    return _Claims(serial, link_ref, person_ref, key)
 
 
 def _with(result: VerificationResult, reason: Reason, detail: str | None = None) -> VerificationResult:

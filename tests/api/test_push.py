@@ -675,6 +675,60 @@ async def clinic_login(state: AppState, facility: Facility) -> str:
         )
 
 
+async def test_one_code_twice_in_a_batch_is_a_replay_the_second_time(state: AppState) -> None:
+    place = await clinic(state)
+    term = await terminal(state, place)
+    who, other = await villager(state, place.village_code), await villager(state, place.village_code)
+    at = morning()
+    day = local_day(at)
+    code = offline_code(state, who, at)
+    answer = await run(
+        state,
+        term,
+        [
+            mutation(1, create(items(5_000), day, voucher=code), at),
+            mutation(2, create(items(4_000), day, voucher=offline_code(state, other, at)), at),
+            mutation(3, create(items(7_000), day, voucher=code), at + dt.timedelta(seconds=10)),
+        ],
+        at + dt.timedelta(hours=1),
+    )
+    assert [(r["status"], r.get("reason")) for r in answer["results"]] == [
+        ("applied", None),
+        ("applied", None),
+        ("rejected", "voucher_replayed"),
+    ]
+    assert len(await settlements_of(state, who.id)) == 1
+
+
+async def test_a_code_verified_elsewhere_while_the_batch_runs_makes_it_retry(state: AppState) -> None:
+    """PostgreSQL: a pharmacy's online check stores the code's replay key in a transaction that commits
+    after the batch read the stored keys. The batch must not settle the code too: it waits on that
+    key, is rolled back and told to retry, and the retry finds the code used."""
+    if state.settings.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: the batch's write lock comes first")
+    place = await clinic(state)
+    term = await terminal(state, place)
+    who = await villager(state, place.village_code)
+    at = now() - dt.timedelta(seconds=5)
+    code = online_code(state, who, at)
+    batch = [mutation(1, create(items(5_000), local_day(at), voucher=code), at)]
+    async with state.db.sessionmaker() as pharmacy:
+        checked = await voucher_service.verify(
+            pharmacy, state.settings, state.voucher_keys, code, now=at, commit=False
+        )
+        assert checked.result.valid
+        pushing = asyncio.ensure_future(run(state, term, batch))
+        await asyncio.sleep(1.0)  # the batch has read the stored keys and waits on the pharmacy's
+        assert not pushing.done()
+        await pharmacy.commit()
+    with pytest.raises(Conflict) as refused:
+        await pushing
+    assert refused.value.extensions.get("reason") == "retry"
+    assert await pushed(state, term) == [] and await settlements_of(state, who.id) == []
+    again = await run(state, term, batch)
+    assert [(r["status"], r.get("reason")) for r in again["results"]] == [("rejected", "voucher_replayed")]
+
+
 async def test_reading_issues_needs_a_reviewer_or_the_clinics_own_login(
     state: AppState, gql: GraphQLClient
 ) -> None:
