@@ -17,9 +17,10 @@ function svgImage(svg: string, alt: string): HTMLImageElement {
 export async function qrPage(app: App, page: HTMLElement, params: URLSearchParams): Promise<void> {
   const linkId = params.get("link");
   // The code is asked for at once, beside the links (one round trip, not two, on a slow network).
-  const first = app.online ? app.sdk.issueVoucher(linkId) : null;
+  const prefetched = linkId ? null : app.sdk.takePrefetched(); // asked for during the login
+  const first = prefetched?.voucher ?? (app.online ? app.sdk.issueVoucher(linkId) : null);
   first?.catch(() => {}); // awaited in show()
-  const links = await app.sdk.familyLinks(app.online).catch(() => [] as LinkSummary[]);
+  const links = await app.sdk.familyLinks(app.online, false, prefetched?.links).catch(() => [] as LinkSummary[]);
   const link = linkId ? links.find((candidate) => candidate.id === linkId) : undefined;
   const whose = link ? `${link.relativeName}（${link.relationshipLabel}）的医保码` : "我的医保码";
   const box = h("div", { class: "qr card", id: "qr-box", "aria-live": "polite" }, h("p", { class: "loading" }, "正在生成医保码…"));
@@ -103,7 +104,7 @@ export async function qrPage(app: App, page: HTMLElement, params: URLSearchParam
       mount(
         box,
         h("p", { class: "kind", id: "qr-kind", "data-form": "online" }, "在线码"),
-        svgImage(voucher.qrSvg, "医保码"),
+        svgImage(renderSVG(voucher.code, { ecc: "M", border: 2 }), "医保码"),
         label,
       );
       box.dataset.code = voucher.code;

@@ -19,6 +19,11 @@ export type OfflineCode =
   | { state: "expired"; notAfter: string; message: string }
   | { state: "none" | "unavailable"; message: string };
 
+interface Prefetched {
+  voucher: Promise<{ code: string; expiresAt: string }>;
+  links: Promise<LinkSummary[]>;
+}
+
 const ME_KEY = "yibao.h5.me";
 const LINKS_KEY = "yibao.h5.links.";
 
@@ -43,6 +48,7 @@ export function createSdk(baseUrl: string) {
   const storage = localStorageAdapter();
   const client = new YibaoClient({ baseUrl, transport: createFetchTransport(baseUrl), storage, timeoutMs: 20_000 });
   let online = navigator.onLine;
+  let prefetched: Prefetched | null = null;
   const sessionLost = new Set<() => void>();
   client.onSessionChange((session) => {
     if (session === null) for (const listener of sessionLost) listener();
@@ -82,11 +88,22 @@ export function createSdk(baseUrl: string) {
       sessionLost.add(listener);
     },
 
+    /** Logs in; asks for my QR code and family links beside `me`, not after it (a round trip less
+     * before the QR on a slow network). The QR page takes them with takePrefetched. */
     async login(code: string): Promise<Me> {
       await client.login(code, "demo");
+      prefetched = { voucher: sdk.issueVoucher(null), links: client.familyLinks(false) };
+      prefetched.voucher.catch(() => {});
+      prefetched.links.catch(() => {});
       const me = await client.me();
       writeJson(ME_KEY, me);
       return me;
+    },
+
+    takePrefetched(): Prefetched | null {
+      const taken = prefetched;
+      prefetched = null;
+      return taken;
     },
 
     async logout(): Promise<void> {
@@ -115,12 +132,12 @@ export function createSdk(baseUrl: string) {
     },
 
     /** The family links, from the server when online (kept for offline use). */
-    async familyLinks(isOnline: boolean, includeClosed = false): Promise<LinkSummary[]> {
+    async familyLinks(isOnline: boolean, includeClosed = false, pending?: Promise<LinkSummary[]>): Promise<LinkSummary[]> {
       const me = readJson<Me>(ME_KEY);
       const key = LINKS_KEY + (me?.id ?? "") + (includeClosed ? ".all" : "");
       if (isOnline) {
         try {
-          const links = await client.familyLinks(includeClosed);
+          const links = await (pending ?? client.familyLinks(includeClosed));
           writeJson(key, links);
           return links;
         } catch (error) {
@@ -130,8 +147,15 @@ export function createSdk(baseUrl: string) {
       return readJson<LinkSummary[]>(key) ?? [];
     },
 
-    issueVoucher(linkId: string | null): Promise<T.Voucher> {
-      return client.issueVoucher(linkId);
+    /** A fresh online code. Only the code is asked for, not the server's QR image (about 20 KB of SVG,
+     * uncompressed, every minute): the page draws the QR itself, as it does the offline form. */
+    async issueVoucher(linkId: string | null): Promise<{ code: string; expiresAt: string }> {
+      const data = await client.query<{ issueVoucher: { code: string; expiresAt: string } }>(
+        "mutation IssueVoucherCode($linkId: ID) { issueVoucher(linkId: $linkId) { code expiresAt } }",
+        { linkId },
+        { idempotent: true, operationName: "IssueVoucherCode" }, // a repeat only makes another code
+      );
+      return data.issueVoucher;
     },
 
     /** The offline form, composed here without signal, or why there is none (past the certificate). */
