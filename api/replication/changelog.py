@@ -60,18 +60,13 @@ def person_changed(person_id: int, village_code: str | None) -> list[Change]:
 
 async def record(session: AsyncSession, changes: Iterable[Change]) -> None:
     """Appends the entries in the caller's transaction: they commit (and become pullable) with it."""
+    now = utcnow()
     rows = [
-        {
-            "entity": c.entity,
-            "entity_id": c.entity_id,
-            "scope": c.scope,
-            "op": c.op.value,
-            "created_at": utcnow(),
-        }
+        {"entity": c.entity, "entity_id": c.entity_id, "scope": c.scope, "op": c.op.value, "created_at": now}
         for c in changes
     ]
-    if rows:
-        await session.execute(insert(ChangeLogEntry), rows)
+    if rows:  # the table, not the ORM entity: a plain executemany (a push writes hundreds of entries)
+        await session.execute(insert(ChangeLogEntry.__table__), rows)  # type: ignore[attr-defined]
 
 
 def _is_postgres(session: AsyncSession) -> bool:

@@ -150,6 +150,38 @@ class _Rejected(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True, slots=True)
+class _Person:
+    """What a push needs of a person, as plain values (ORM attribute access costs, per mutation)."""
+
+    id: int
+    birth_date: dt.date
+    village_code: str | None
+    assistance_category: str | None
+    chronic_diseases: frozenset[str]
+    two_diseases: frozenset[str]
+
+    @classmethod
+    def of(cls, row: InsuredPerson) -> _Person:
+        assert row.id is not None
+        return cls(
+            row.id,
+            row.birth_date,
+            row.village_code,
+            row.assistance_category,
+            frozenset(row.chronic_diseases),
+            frozenset(row.two_diseases),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Enrolment:
+    insurance_type: str
+    region_code: str
+    start_on: dt.date
+    end_on: dt.date | None
+
+
 @dataclass
 class _Outcome:
     status: ResultStatus
@@ -166,7 +198,7 @@ class _Write:
     outcome: _Outcome
     settlement: dict[str, Any] | None = None
     """The settlement's row (Core, not an ORM object: a batch writes hundreds); its "id" once written."""
-    person: InsuredPerson | None = None
+    person: _Person | None = None
     account_delta: int = 0
     adjustment: dict[str, Any] | None = None
 
@@ -207,8 +239,8 @@ class _Batch:
     clinic: Facility
     now: dt.datetime
     policies: PolicySet
-    people_by_ref: dict[str, InsuredPerson] = field(default_factory=dict)
-    enrolments: dict[int, list[Enrolment]] = field(default_factory=dict)
+    people_by_ref: dict[str, _Person] = field(default_factory=dict)
+    enrolments: dict[int, list[_Enrolment]] = field(default_factory=dict)
     balances: dict[int, int | None] = field(default_factory=dict)
     """Each person's personal-account balance as this batch has left it (None: no account)."""
     ytd: dict[tuple[int, int], YearToDate] = field(default_factory=dict)
@@ -231,13 +263,27 @@ class _Batch:
             if (ref := c.person_ref if c.voucher is None else _claimed_ref(c.voucher)) is not None
         }
         if refs:
+            p = InsuredPerson.__table__.c  # type: ignore[attr-defined]
             rows = await session.execute(
-                select(InsuredPerson, col(VoucherSubject.ref))
-                .join(VoucherSubject, col(VoucherSubject.person_id) == col(InsuredPerson.id))
+                select(
+                    col(VoucherSubject.ref),
+                    p.id,
+                    p.birth_date,
+                    p.village_code,
+                    p.assistance_category,
+                    p.chronic_diseases,
+                    p.two_diseases,
+                )
+                .join(VoucherSubject, col(VoucherSubject.person_id) == p.id)
                 .where(col(VoucherSubject.ref).in_(sorted(refs)))
             )
-            self.people_by_ref = {ref: person for person, ref in rows.all()}
-        await self._load_people([p.id for p in self.people_by_ref.values() if p.id is not None])
+            self.people_by_ref = {
+                ref: _Person(
+                    int(pid), birth, village, category, frozenset(chronic or ()), frozenset(two or ())
+                )
+                for ref, pid, birth, village, category, chronic, two in rows
+            }
+        await self._load_people([p.id for p in self.people_by_ref.values()])
         ids = [m.id for m in mutations]
         if ids:
             taken = await session.execute(
@@ -266,10 +312,13 @@ class _Batch:
         for pid in wanted:
             self.enrolments[pid] = []
             self.balances[pid] = None
-        for row in (
-            await session.execute(select(Enrolment).where(col(Enrolment.person_id).in_(wanted)))
-        ).scalars():
-            self.enrolments[row.person_id].append(row)
+        e = Enrolment.__table__.c  # type: ignore[attr-defined]
+        for pid, insurance_type, region_code, start_on, end_on in await session.execute(
+            select(e.person_id, e.insurance_type, e.region_code, e.start_on, e.end_on).where(
+                e.person_id.in_(wanted)
+            )
+        ):
+            self.enrolments[pid].append(_Enrolment(insurance_type, region_code, start_on, end_on))
         accounts = await session.execute(
             select(col(PersonalAccount.person_id), col(PersonalAccount.balance_fen)).where(
                 col(PersonalAccount.person_id).in_(wanted)
@@ -310,8 +359,7 @@ class _Batch:
         key = (person_id, settled_at.astimezone(SHANGHAI).date())
         self.seen.setdefault(key, []).append(_Seen(category, total_fen, items, row))
 
-    async def person_loaded(self, person: InsuredPerson) -> None:
-        assert person.id is not None
+    async def person_loaded(self, person: _Person) -> None:
         await self._load_people([person.id])
 
     async def year_to_date(self, person_id: int, year: int) -> YearToDate:
@@ -364,7 +412,7 @@ class _Batch:
         # Personal accounts: one statement per person, whatever the number of their visits in the batch.
         deltas: dict[int, int] = {}
         for w in created:
-            if w.account_delta and w.person is not None and w.person.id is not None:
+            if w.account_delta and w.person is not None:
                 deltas[w.person.id] = deltas.get(w.person.id, 0) + w.account_delta
         running: dict[int, int] = {}
         for pid, delta in deltas.items():
@@ -373,7 +421,7 @@ class _Batch:
         adjustments: list[dict[str, Any]] = []
         for w in created:
             settlement, person = w.settlement, w.person
-            assert settlement is not None and person is not None and person.id is not None
+            assert settlement is not None and person is not None
             settlement_id = settlement["id"] = ids[w.mutation.id]
             w.outcome.settlement_id = settlement_id
             w.outcome.body["settlement"]["id"] = str(settlement_id)
@@ -560,8 +608,10 @@ async def _push(
         await batch.load(fresh, parsed)
         for mutation in fresh:
             bodies[mutation.id] = (await _apply(batch, mutation, parsed[mutation.id])).body
-            terminal.last_seq = mutation.seq
-            terminal.last_client_time = mutation.client_time
+        # (Once, not per mutation: an ORM attribute write costs more than the rest of a mutation's
+        # bookkeeping, and nothing is committed before the whole batch is.)
+        terminal.last_seq = fresh[-1].seq
+        terminal.last_client_time = fresh[-1].client_time
         terminal.last_push_at = now
         await batch.materialize()  # completes the bodies with the settlements' ids
     # The answers in seq order, repeats and new ones alike.
@@ -632,6 +682,7 @@ def _parse(mutation: Mutation) -> _Parsed:
         return exc
 
 
+@functools.lru_cache(maxsize=4096)  # a batch asks about each of its codes several times
 def _decoded(code: str) -> OnlineCode | OfflineCode | None:
     """The code as it states itself, unauthenticated (the verifier checks it later)."""
     try:
@@ -743,7 +794,7 @@ def _rejection(mutation: Mutation, rejected: _Rejected) -> dict[str, Any]:
 
 @dataclass
 class _Identified:
-    person: InsuredPerson
+    person: _Person
     settled_at: dt.datetime
     voucher_ref: str | None
 
@@ -759,7 +810,6 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         )
     who = await (_by_voucher if create.voucher is not None else _by_card)(batch, mutation, create)
     person = who.person
-    assert person.id is not None
     await batch.person_loaded(person)
     day = who.settled_at.astimezone(SHANGHAI).date()
     enrolment = _enrolment_on(batch.enrolments[person.id], day)
@@ -785,8 +835,8 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         category=bill.category,
         items=bill.items,
         assistance_category=person.assistance_category,
-        chronic_diseases=frozenset(person.chronic_diseases),
-        two_diseases=frozenset(person.two_diseases),
+        chronic_diseases=person.chronic_diseases,
+        two_diseases=person.two_diseases,
         personal_account_balance_fen=max(balance, 0) if balance is not None else 0,
         use_personal_account=bill.use_personal_account and balance is not None,
     )
@@ -885,7 +935,8 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
             "deltas": delta.to_dict(),
             "terminal": terminal_split,
         }
-    outcome = _Outcome(ResultStatus(body["status"]), body, reason=None if reason is None else reason.value)
+    status = ResultStatus.APPLIED if reason is None else ResultStatus.ADJUSTED
+    outcome = _Outcome(status, body, reason=None if reason is None else reason.value)
     return _Write(
         mutation,
         outcome,
@@ -933,7 +984,7 @@ async def _by_voucher(batch: _Batch, mutation: Mutation, create: SettlementCreat
         raise _Rejected(RejectReason.VOUCHER_REPLAYED, field="payload.voucher", detail="replayed:settled")
     person = batch.people_by_ref.get(verdict.person_ref.hex())  # read with the batch (the code's claim)
     if person is None or person.id != checked.person_id:
-        person = await people_service.get_person(batch.session, checked.person_id)
+        person = _Person.of(await people_service.get_person(batch.session, checked.person_id))
     return _Identified(person, at, voucher_ref)
 
 
@@ -954,13 +1005,13 @@ async def _by_card(batch: _Batch, mutation: Mutation, create: SettlementCreate) 
     return _Identified(person, at, None)
 
 
-def _enrolment_on(periods: Sequence[Enrolment], day: dt.date) -> Enrolment | None:
+def _enrolment_on(periods: Sequence[_Enrolment], day: dt.date) -> _Enrolment | None:
     covering = [p for p in periods if p.start_on <= day and (p.end_on is None or p.end_on >= day)]
     return max(covering, key=lambda p: p.start_on) if covering else None
 
 
 async def _locality(
-    session: AsyncSession, person_id: int, enrolment: Enrolment, clinic: Facility, day: dt.date
+    session: AsyncSession, person_id: int, enrolment: _Enrolment, clinic: Facility, day: dt.date
 ) -> str:
     """The server's, never the terminal's claim: local in the enrolment's pooling area, else registered
     where an approved 异地就医备案 covers the clinic's region on the visit day, else unregistered. Only
@@ -981,8 +1032,7 @@ def _bill_key(items: Sequence[Any]) -> list[tuple[int, str, int, str]]:
     )
 
 
-def _person_changes(person: InsuredPerson, settlement_id: int) -> list[Change]:
-    assert person.id is not None
+def _person_changes(person: _Person, settlement_id: int) -> list[Change]:
     changes = [Change(SETTLEMENT_ENTITY, str(settlement_id), changelog.person_scope(person.id))]
     if person.village_code:
         # The roster entry carries the year-to-date totals: every terminal of the village pulls it again.
@@ -1026,8 +1076,9 @@ async def _void(batch: _Batch, mutation: Mutation, void: SettlementVoid) -> _Wri
         raise _Rejected(RejectReason.ALREADY_VOID, field="payload.mutationId")
     settlement.voided_at = batch.now
     batch.forget(settlement.id)
-    person = await session.get(InsuredPerson, settlement.person_id)
-    assert person is not None and person.id is not None
+    found = await session.get(InsuredPerson, settlement.person_id)
+    assert found is not None
+    person = _Person.of(found)
     changes = _person_changes(person, settlement.id)
     refund = settlement.personal_account_fen
     if refund:
