@@ -5,6 +5,9 @@
 import { randomUUID } from "node:crypto";
 
 const base = process.argv[2];
+// `expiry TTL_S`: the access token runs out while the replica is live (see the end of the file).
+const mode = process.argv[3] ?? "sync";
+const ttlS = Number(process.argv[4] ?? 0);
 const report = { steps: [] };
 const step = (name, data = {}) => report.steps.push({ name, ...data });
 
@@ -17,7 +20,9 @@ globalThis.WebSocket = class extends NativeWebSocket {
     this.addEventListener("message", (event) => {
       try {
         const message = JSON.parse(event.data);
-        if (message.type === "next") {
+        if (message.type === "next" && message.payload?.errors) {
+          streamed.push({ error: message.payload.errors });
+        } else if (message.type === "next") {
           const [field, value] = Object.entries(message.payload?.data ?? {})[0] ?? [];
           streamed.push({ field, resync: value?.resync ?? null, ids: (value?.documents ?? []).map((d) => d.id) });
         } else if (message.type === "error") {
@@ -44,7 +49,9 @@ async function waitFor(what, check, timeoutMs = 30_000) {
 let replication;
 let db;
 try {
-  const client = new YibaoClient({ transport: createFetchTransport(base), storage: memoryStorage() });
+  // In the expiry run the phone's clock is an hour slow: it believes its token good, the server refuses it.
+  const clock = mode === "expiry" ? () => Date.now() - 3600_000 : undefined;
+  const client = new YibaoClient({ transport: createFetchTransport(base), storage: memoryStorage(), now: clock });
   // What the client sent for pushes, and the conflicts the server answered with.
   const pushes = [];
   const execute = client.execute.bind(client);
@@ -58,6 +65,10 @@ try {
   await client.login("resident");
   const me = await client.me();
   report.me = me.id;
+  if (mode === "expiry") {
+    await expiry(client, me);
+    throw "done";
+  }
 
   const errors = [];
   const online = () => startReplication(db, client, { baseUrl: base, batchSize: 7, retryTimeMs: 500, onError: (c, e) => errors.push({ collection: c, error: String(e?.message ?? e), code: e?.code ?? null }) });
@@ -126,7 +137,7 @@ try {
   report.errors = errors;
   report.pushes = pushes.length;
 } catch (error) {
-  report.error = String(error?.stack ?? error);
+  if (error !== "done") report.error = String(error?.stack ?? error);
 } finally {
   try {
     await replication?.cancel();
@@ -135,3 +146,29 @@ try {
 }
 console.log(JSON.stringify(report));
 process.exit(0);
+
+// The server's access token expires while the replica streams: the next event ends the subscriptions
+// with UNAUTHENTICATED, the SDK starts them again on a new socket with a refreshed token and pulls what
+// came meanwhile. HTTP calls with the expired token are refreshed and retried.
+async function expiry(client, me) {
+  db = await createYibaoDatabase({ name: `yibao-expiry-${randomUUID().slice(0, 8)}` });
+  const errors = [];
+  replication = startReplication(db, client, { baseUrl: base, retryTimeMs: 300, onError: (c, e) => errors.push({ collection: c, error: String(e?.message ?? JSON.stringify(e)) }) });
+  await replication.awaitInitialReplication();
+  const tokenBefore = (await client.session()).accessToken;
+  // Past the token's lifetime on the server (the client is told to refresh only when refused).
+  await new Promise((r) => setTimeout(r, (ttlS + 2) * 1000));
+  const refreshesBefore = client.refreshCount;
+  const today = new Date().toISOString().slice(0, 10);
+  const filing = await client.createFiling({ kind: "CROSS_REGION", fields: { registrationType: "temporary_trip", destinationRegion: "310104", startOn: today, endOn: today, reason: "令牌过期后" } });
+  const local = await waitFor("the filing made after expiry to reach the replica", async () => (await db.collections.filings.findOne(filing.clientId).exec())?.toJSON());
+  report.expiry = {
+    tokenChanged: (await client.session()).accessToken !== tokenBefore,
+    refreshes: client.refreshCount - refreshesBefore,
+    restarts: replication.restarts,
+    local: { id: local.id, serverId: local.serverId, status: local.status },
+    filing: { id: filing.id, clientId: filing.clientId },
+    streamErrors: streamed.filter((m) => m.error),
+    errors,
+  };
+}

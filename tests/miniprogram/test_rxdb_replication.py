@@ -8,15 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from api.app import create_app
 from api.family.models import FamilyLink, LinkStatus
 from api.people.models import AccountFlow, Contribution, Settlement
+from api.settings import Settings
 from api.state import AppState
+from tests.conftest import free_port
 from tests.miniprogram.node import NODE_TIMEOUT_S, SDK_DIR, require_node
 
 SCRIPT = SDK_DIR.parents[1] / "tests" / "miniprogram" / "rxdb_replication.mjs"
@@ -28,9 +34,9 @@ def node_flags() -> list[str]:
     return ["--experimental-websocket"] if int(version.lstrip("v").split(".")[0]) < 22 else []
 
 
-def run_script(base_url: str) -> dict[str, Any]:
+def run_script(base_url: str, *args: str) -> dict[str, Any]:
     proc = subprocess.run(
-        ["node", *node_flags(), str(SCRIPT), base_url],
+        ["node", *node_flags(), str(SCRIPT), base_url, *args],
         cwd=SCRIPT.parent,
         capture_output=True,
         text=True,
@@ -41,7 +47,9 @@ def run_script(base_url: str) -> dict[str, Any]:
     try:
         report: dict[str, Any] = json.loads(lines[-1])
     except (IndexError, ValueError):
-        pytest.fail(f"no report (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        # A crash in the bundle prints its (minified) source line: keep every line short.
+        stderr = "\n".join(line[:300] for line in proc.stderr.splitlines()[-30:])
+        pytest.fail(f"no report (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{stderr}")
     if "error" in report:
         pytest.fail(f"{report['error']}\nsteps: {report['steps']}\n{proc.stderr[-4000:]}")
     return report
@@ -120,3 +128,49 @@ async def test_rxdb_syncs_pushes_streams_and_resolves_a_conflict(live_server: st
     assert conflict["serverNow"]["fields"]["reason"] == "第二份"
     assert conflict["resolved"]["status"] == "submitted"
     assert conflict["resolved"]["fields"]["reason"] == "第二份"
+
+
+SHORT_TTL_S = 30  # the shortest access-token lifetime the settings allow
+
+
+@pytest.fixture
+def short_token_server(settings: Settings, state: AppState) -> Iterator[str]:
+    """The app on its own uvicorn (same database and keys) whose access tokens last 30 s."""
+    import uvicorn
+
+    short = settings.model_copy(update={"access_token_ttl_s": SHORT_TTL_S})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(short), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the short-token server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+async def test_a_token_that_expires_while_streaming_is_refreshed_and_the_streams_resume(
+    short_token_server: str,
+) -> None:
+    require_node()
+    report = await asyncio.to_thread(run_script, short_token_server, "expiry", str(SHORT_TTL_S))
+    expiry = report["expiry"]
+    # The createFiling with the expired token was refused, refreshed once and retried.
+    assert expiry["refreshes"] == 1
+    assert expiry["tokenChanged"] is True
+    # The server ended the streams (UNAUTHENTICATED); they started again and the change arrived.
+    assert any("UNAUTHENTICATED" in json.dumps(m["error"]) for m in expiry["streamErrors"]), expiry
+    assert expiry["restarts"] >= 1
+    assert expiry["local"] == {
+        "id": expiry["filing"]["clientId"],
+        "serverId": expiry["filing"]["id"],
+        "status": "draft",
+    }

@@ -9,7 +9,8 @@
 //   server already has comes back as a conflict with the master, never as a second filing).
 // - The WebSocket sends the token in connection_init ({"Authorization": "Bearer ..."}); connectionParams
 //   is a function, so every reconnect carries a fresh token. A stream the server ends (an expired token)
-//   is restarted: the checkpoint is kept in the database, so nothing is pulled twice or skipped.
+//   is restarted (every collection, on a new socket): the checkpoints are kept in the database, so
+//   nothing is skipped.
 // - Conflicts: the server's master document wins (RxDB's default conflict handler); the server never
 //   overwrote anything for them (docs/replication-mobile.md).
 
@@ -242,6 +243,9 @@ export interface ReplicationOptions {
 }
 
 export interface YibaoReplication {
+  /** How often the streams were started again after the server ended them. */
+  restarts: number;
+  /** The current replication state of each collection (replaced on a restart). */
   states: Map<CollectionName, RxGraphQLReplicationState<Record<string, unknown>, { token: string }>>;
   /** Resolves once every collection has finished its first pull (and push). */
   awaitInitialReplication(): Promise<void>;
@@ -319,24 +323,36 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
     state.error$.subscribe((error: unknown) => {
       options.onError?.(name, error);
       // RxDB retries pulls and pushes itself (its errors are RxErrors, code RC_*); a stream the server
-      // ended (expired token, revoked login) is not retried by RxDB: start the collection again.
+      // ended (expired token, revoked login) it does not retry.
       const code = (error as { code?: string } | null)?.code;
       if (typeof code === "string" && code.startsWith("RC_")) return;
-      if (cancelled || states.get(name) !== state) return;
-      void state.cancel().then(() => {
-        if (cancelled || states.get(name) !== state) return;
-        setTimeout(() => {
-          if (!cancelled && states.get(name) === state) start(name);
-        }, options.retryTimeMs ?? 5_000);
-      });
+      if (states.get(name) === state) restartAll();
     });
     states.set(name, state);
     return state;
   };
 
+  // Every collection's stream shares one socket, authenticated once in connection_init: a fresh token
+  // needs a new socket, so all collections stop (the socket closes with the last one) and start again.
+  // Their checkpoints are in the database: the new start pulls what came meanwhile (RESYNC on connect).
+  let restarting = false;
+  const restartAll = () => {
+    if (cancelled || restarting) return;
+    restarting = true;
+    replication.restarts += 1;
+    void Promise.all([...states.values()].map((s) => s.cancel())).then(() => {
+      setTimeout(() => {
+        restarting = false;
+        if (cancelled) return;
+        for (const name of names) start(name);
+      }, options.retryTimeMs ?? 5_000);
+    });
+  };
+
   for (const name of names) start(name);
 
-  return {
+  const replication: YibaoReplication = {
+    restarts: 0,
     states,
     async awaitInitialReplication() {
       await Promise.all([...states.values()].map((s) => s.awaitInitialReplication()));
@@ -352,4 +368,5 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
       await Promise.all([...states.values()].map((s) => s.cancel()));
     },
   };
+  return replication;
 }
