@@ -595,3 +595,64 @@ async def test_family_link_writes_are_in_the_change_log(state: AppState, gql: Gr
             )
         )
         assert entries.scalar_one() == 2  # one per side
+
+
+# --- what a terminal's push writes replicates --------------------------------------------------------------
+
+
+async def test_a_terminal_push_and_its_void_replicate_settlement_and_account_flows(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    """Through the terminal's real push: the sale's debit and the void's refund reach the resident's
+    replica (the settlement's change-log entry stands for the flows written with it)."""
+    from sync.protocol import Mutation, MutationKind, SettlementVoid, uuid7
+    from tests.api import test_push as terminals
+
+    place = await terminals.clinic(state)
+    term = await terminals.terminal(state, place)
+    member = await world.person(state)
+    who = await terminals.villager(state, place.village_code, balance=3_000, person_id=member.person_id)
+    _, flows_token, _ = await pull_all(gql, "AccountFlow", None, 50, bearer=member.token)
+    _, settlements_token, _ = await pull_all(gql, "Settlement", None, 50, bearer=member.token)
+    at = terminals.morning()
+    payload = terminals.create(
+        terminals.items(8_000),
+        terminals.local_day(at),
+        voucher=terminals.online_code(state, who, at),
+        balance=3_000,
+    )
+    answer = await terminals.run(state, term, [terminals.mutation(1, payload, at)])
+    [flow], flows_token, _ = await pull_all(gql, "AccountFlow", flows_token, 50, bearer=member.token)
+    assert (flow["amountFen"], flow["kind"], flow["balanceAfterFen"]) == (-3_000, "settlement", 0)
+    void = Mutation(
+        uuid7(at),
+        2,
+        MutationKind.SETTLEMENT_VOID,
+        at,
+        SettlementVoid(answer["results"][0]["id"]).to_payload(),
+    )
+    await terminals.run(state, term, [void])
+    flows, _, _ = await pull_all(gql, "AccountFlow", flows_token, 50, bearer=member.token)
+    assert sorted((f["amountFen"], f["kind"]) for f in flows) == [
+        (-3_000, "settlement"),
+        (3_000, "settlement_void"),
+    ]
+    settlements, _, _ = await pull_all(gql, "Settlement", settlements_token, 50, bearer=member.token)
+    assert [(s["source"], s["voided"]) for s in latest(settlements).values()] == [("terminal", True)]
+
+
+async def test_an_expired_access_token_is_unauthenticated(state: AppState, gql: GraphQLClient) -> None:
+    me = await world.person(state)
+    assert me.account_id is not None
+    async with state.db.session() as session:
+        from api.auth.models import AuthSession
+
+        auth = AuthSession(id=str(uuid.uuid4()), account_id=me.account_id)
+        session.add(auth)
+    expired = state.tokens.issue_access(
+        account_id=me.account_id, role="resident", session_id=auth.id, person_id=me.person_id,
+        now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2),
+    )  # fmt: skip
+    for name in ("Filing", "Notification"):
+        body = await pull(gql, name, None, 10, bearer=expired)
+        assert error_codes(body) == ["UNAUTHENTICATED"], body
