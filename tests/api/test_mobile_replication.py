@@ -14,12 +14,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlmodel import col
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from api.auth.models import Role
+from api.auth.models import AuthSession, Role
 from api.family.models import Permission
 from api.filings.models import Filing
 from api.notifications import service as notifications
@@ -574,6 +574,24 @@ async def test_a_stream_refuses_a_reviewer_and_a_forged_login(state: AppState, l
         assert [e["extensions"]["code"] for e in message["payload"]] == ["FORBIDDEN"]
 
 
+async def test_a_logout_ends_a_live_stream_before_its_next_event(state: AppState, live_server: str) -> None:
+    me = await world.person(state)
+    assert me.token is not None
+    async with streaming(live_server, me.token, "Notification") as ws:
+        assert (await event(ws, "Notification"))["resync"]
+        async with state.db.session() as session:
+            await session.execute(
+                update(AuthSession)
+                .where(col(AuthSession.account_id) == me.account_id)
+                .values(revoked_at=func.now(), revoked_reason="logout")
+            )
+        async with state.db.session() as session:
+            await notifications.notify(session, me.person_id, "filing.status", "登出之后", "不应送达。")
+        message = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        assert message["type"] == "next" and message["payload"]["data"] is None, message
+        assert [e["extensions"]["code"] for e in message["payload"]["errors"]] == ["UNAUTHENTICATED"]
+
+
 # --- the change log of family links ---------------------------------------------------------------------
 
 
@@ -645,8 +663,6 @@ async def test_an_expired_access_token_is_unauthenticated(state: AppState, gql: 
     me = await world.person(state)
     assert me.account_id is not None
     async with state.db.session() as session:
-        from api.auth.models import AuthSession
-
         auth = AuthSession(id=str(uuid.uuid4()), account_id=me.account_id)
         session.add(auth)
     expired = state.tokens.issue_access(

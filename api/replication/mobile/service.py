@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,12 +63,15 @@ from api.replication.mobile.documents import (
     NotificationCollection,
     links_of,
 )
+from api.replication.models import ChangeLogEntry, ReplicationState
 from api.state import AppState
 
 MAX_LIMIT = 500
 MAX_PUSH_ROWS = 100
 STREAM_POLL_S = 1.0
 """How often a stream looks at the change log when nothing woke it (a notification wakes it at once)."""
+STREAM_LOGIN_CHECK_S = 30.0
+"""How often an idle stream checks that its login still holds (before any event it always does)."""
 STREAM_MAX_CHANGES = 200
 """Change-log entries one stream event carries; more at once and the phone is told to pull (resync)."""
 _VERSION = 1
@@ -185,8 +189,7 @@ async def pull(
     check_limit(limit)
     me = person_of(viewer)
     current = decode(state, viewer, coll, token) if token is not None else None
-    log = await changelog.state(session)
-    mark = await changelog.sequence(session, log)
+    log, mark = await _watermark(session)
     visible = coll.persons(await links_of(session, me) if coll.shared else Links(me))
     if current is None:
         current = Checkpoint(log.epoch, mark)
@@ -205,6 +208,37 @@ async def pull(
         await _deltas(session, coll, ctx, current, mark, page)
     await session.commit()
     return page.documents, encode(state, viewer, coll, current)
+
+
+@dataclass(frozen=True)
+class _Log:
+    epoch: str
+    compacted_below: int
+
+
+async def _watermark(session: AsyncSession) -> tuple[_Log, int]:
+    """The log's epoch, retention cut and committed watermark, numbering what is pending first. The
+    state row and the look for unnumbered entries are one statement: an empty pull is a few round
+    trips, and the sequencer runs only when something waits for a number."""
+    pending = (
+        select(col(ChangeLogEntry.id)).where(col(ChangeLogEntry.seq).is_(None)).limit(1).scalar_subquery()
+    )
+    row = (
+        await session.execute(
+            select(
+                col(ReplicationState.epoch),
+                col(ReplicationState.last_seq),
+                col(ReplicationState.compacted_below),
+                pending,
+            ).where(col(ReplicationState.id) == 1)
+        )
+    ).one_or_none()
+    if row is None:
+        raise RuntimeError("replication_state is missing: run the migrations")
+    epoch, mark, compacted, waiting = row
+    if waiting is not None:
+        mark = await changelog.sequence(session)
+    return _Log(str(epoch), int(compacted)), int(mark)
 
 
 async def _jobs(session: AsyncSession, coll: Collection, ctx: Ctx, current: Checkpoint, page: _Page) -> None:
@@ -271,19 +305,20 @@ async def stream(
     poll_s: float = STREAM_POLL_S,
 ) -> AsyncIterator[dict[str, Any]]:
     """Events `{documents, checkpoint, resync}` for the viewer's replica of `coll`, until cancelled.
-    `still_valid` is awaited before each event (it raises when the login has ended)."""
+    `still_valid` is awaited before each event, and every STREAM_LOGIN_CHECK_S while idle (it
+    raises when the login has ended)."""
     me = person_of(viewer)
     sessions = state.db.sessionmaker
 
     async def look() -> tuple[str, int, int, frozenset[int]]:
         async with sessions() as session:
-            log = await changelog.state(session)
-            mark = await changelog.sequence(session, log)
+            log, mark = await _watermark(session)
             visible = coll.persons(await links_of(session, me) if coll.shared else Links(me))
             await session.commit()
             return log.epoch, mark, log.compacted_below, visible
 
     epoch, position, _, visible = await look()
+    checked = time.monotonic()
     yield RESYNC
     async with state.broker.subscribe(me) as subscription:
         waiter: asyncio.Future[Any] | None = None
@@ -300,10 +335,13 @@ async def stream(
                         return  # the worker is shutting down
                     except Lagged:
                         pass  # only a wake-up: the log is the record
-                await still_valid()
+                if time.monotonic() - checked > STREAM_LOGIN_CHECK_S:
+                    await still_valid()  # an idle stream of a login that ended ends too
+                    checked = time.monotonic()
                 now_epoch, mark, compacted, now_visible = await look()
                 if now_visible != visible or now_epoch != epoch or position < compacted:
                     epoch, position, visible = now_epoch, mark, now_visible
+                    await still_valid()
                     yield RESYNC
                     continue
                 if mark == position:
@@ -320,6 +358,9 @@ async def stream(
                         documents = page.documents
                     await session.commit()
                 position = mark
+                if documents is None or documents:
+                    await still_valid()  # checked before anything is sent
+                    checked = time.monotonic()
                 if documents is None:
                     yield RESYNC
                 elif documents:
