@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -473,17 +473,17 @@ class _Batch:
 
 
 @functools.cache
-def _defaults(model: type[SQLModel]) -> dict[str, Any]:
-    """The model's column defaults (value or factory), for rows built as plain dicts."""
+def _defaults(model: type[SQLModel]) -> dict[str, Callable[[], Any]]:
+    """The model's column defaults, as factories, for rows built as plain dicts."""
     table = model.__table__  # type: ignore[attr-defined]
-    out: dict[str, Any] = {}
+    out: dict[str, Callable[[], Any]] = {}
     for name, info in model.model_fields.items():
         if name == "id" or name not in table.c:
             continue
         if info.default_factory is not None:
-            out[name] = info.default_factory
+            out[name] = info.default_factory  # type: ignore[assignment]
         elif info.default is not PydanticUndefined:
-            out[name] = info.default
+            out[name] = functools.partial(lambda value: value, info.default)
     return out
 
 
@@ -497,11 +497,9 @@ async def _insert(
     if not rows:
         return {}
     table = model.__table__  # type: ignore[attr-defined]
-    defaults = {
-        name: value() if callable(value) else value
-        for name, value in _defaults(model).items()
-        if any(name not in row for row in rows)
-    }
+    known = _defaults(model)
+    missing = {name for row in rows for name in known.keys() - row.keys()}
+    defaults = {name: make() for name, make in known.items() if name in missing}
     values = [{**defaults, **row} if defaults else row for row in rows]
     if key is None:
         await session.execute(insert(table), values)
