@@ -27,7 +27,7 @@ from api.notifications.models import Notification
 from api.people.models import AccountFlow, Contribution, Facility, Settlement
 from api.replication import changelog
 from api.replication.mobile import service as mobile
-from api.replication.models import ChangeLogEntry
+from api.replication.models import ChangeLogEntry, ReplicationState
 from api.state import AppState
 from tests.api import familyworld as world
 from tests.api.filingworld import cross_region
@@ -280,6 +280,24 @@ async def test_read_records_withdrawn_deletes_records_but_not_filings(
     assert filings == []  # still shared through file_on_behalf: nothing to change
 
 
+async def test_a_permission_granted_sends_the_relatives_records(state: AppState, gql: GraphQLClient) -> None:
+    holder, relative = await world.person(state), await world.person(state, age=70)
+    link_id = await world.link(state, holder, relative, {Permission.FILE_ON_BEHALF})
+    await seed_records(state, relative.person_id, count=3)
+    assert holder.token and relative.token
+    documents, token, _ = await pull_all(gql, "Settlement", None, 2, bearer=holder.token)
+    assert documents == []
+    granted = await gql(
+        PERMISSIONS,
+        {"linkId": str(link_id), "permissions": ["FILE_ON_BEHALF", "READ_RECORDS"]},
+        token=relative.token,
+    )
+    assert data_ok(granted)
+    documents, _, trips = await pull_all(gql, "Settlement", token, 2, bearer=holder.token)
+    assert len(documents) == 3 and trips == 2 and not any(d["_deleted"] for d in documents)
+    assert {d["personId"] for d in documents} == {str(relative.person_id)}
+
+
 async def test_a_stranger_gets_nothing_of_others(state: AppState, gql: GraphQLClient) -> None:
     stranger = await world.person(state)
     for name in COLLECTIONS:
@@ -307,6 +325,24 @@ async def test_forged_and_foreign_checkpoints_and_limits_are_bad_input(
     # Unauthenticated: no replication at all.
     body = await gql(pull_query("Notification"), {"limit": 10})
     assert error_codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_a_checkpoint_of_another_database_or_from_the_future_is_refused(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    """Signed with this server's key, but naming another log epoch (a restored backup) or a seq this
+    database never reached: the phone must start over, never silently skip."""
+    me = await world.person(state)
+    assert me.account_id is not None
+    from api.auth.service import Viewer
+
+    viewer = Viewer(account_id=me.account_id, role=Role.RESIDENT, session_id="x", person_id=me.person_id)
+    coll = mobile.collection("Notification")
+    async with state.db.session() as session:
+        epoch = (await session.get(ReplicationState, 1)).epoch  # type: ignore[union-attr]
+    for checkpoint in (mobile.Checkpoint("another-epoch", 0), mobile.Checkpoint(epoch, 10**12)):
+        token = mobile.encode(state, viewer, coll, checkpoint)
+        assert bad_field(await pull(gql, "Notification", token, 10, bearer=me.token)) == "checkpoint"
 
 
 async def test_too_many_push_rows_are_bad_input(state: AppState, gql: GraphQLClient) -> None:
@@ -590,6 +626,19 @@ async def test_a_logout_ends_a_live_stream_before_its_next_event(state: AppState
         message = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
         assert message["type"] == "next" and message["payload"]["data"] is None, message
         assert [e["extensions"]["code"] for e in message["payload"]["errors"]] == ["UNAUTHENTICATED"]
+
+
+async def test_a_stream_that_cannot_carry_everything_at_once_says_resync(
+    state: AppState, live_server: str
+) -> None:
+    me = await world.person(state)
+    assert me.token is not None
+    async with streaming(live_server, me.token, "Notification") as ws:
+        assert (await event(ws, "Notification"))["resync"]
+        async with state.db.session() as session:  # one transaction: the stream sees them all at once
+            for i in range(mobile.STREAM_MAX_CHANGES + 1):
+                await notifications.notify(session, me.person_id, "test.burst", "批量", f"第{i}条")
+        assert await event(ws, "Notification") == {"documents": [], "checkpoint": None, "resync": True}
 
 
 # --- the change log of family links ---------------------------------------------------------------------
