@@ -62,6 +62,12 @@ try {
     if (answer.errors) step("graphql error", { operation: request.operationName, errors: answer.errors });
     return answer;
   };
+  if (mode === "revoke") {
+    // A fresh holder made by the test: its access token, handed over as a stored session.
+    await client.storage.set("yibao.session", JSON.stringify({ accessToken: process.env.YIBAO_TEST_TOKEN, refreshToken: "unused", expiresAt: Date.now() + 600_000 }));
+    await revoke(client, process.argv[4], process.argv[5]);
+    throw "done";
+  }
   await client.login("resident");
   const me = await client.me();
   report.me = me.id;
@@ -171,4 +177,28 @@ async function expiry(client, me) {
     streamErrors: streamed.filter((m) => m.error),
     errors,
   };
+}
+
+// The holder replicates a relative's records; the link ends (the holder unlinks, through the API): the
+// relative's documents leave the holder's replica (the server sends them `_deleted`).
+async function revoke(client, linkId, relativeId) {
+  db = await createYibaoDatabase({ name: `yibao-revoke-${randomUUID().slice(0, 8)}` });
+  replication = startReplication(db, client, { baseUrl: base, retryTimeMs: 300 });
+  await replication.awaitInitialReplication();
+  const count = async () => {
+    const out = {};
+    for (const [name, spec] of Object.entries(COLLECTIONS)) {
+      const docs = (await db.collections[spec.rxName].find().exec()).map((d) => d.toJSON());
+      out[name] = { relative: docs.filter((d) => d.personId === relativeId).length, links: docs.filter((d) => d.id === linkId).length, all: docs.length };
+    }
+    return out;
+  };
+  const before = await count();
+  const streamedBefore = streamed.length;
+  await client.query("mutation Unlink($id: ID!) { unlinkFamily(linkId: $id) { id status } }", { id: linkId });
+  await waitFor("the relative's documents to leave the replica", async () => {
+    const now = await count();
+    return now.Settlement.relative === 0 && now.AccountFlow.relative === 0 && now.Contribution.relative === 0 && now.FamilyLink.links === 0;
+  });
+  report.revoke = { before, after: await count(), messages: streamed.slice(streamedBefore) };
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import threading
 import time
@@ -18,10 +19,12 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from api.app import create_app
-from api.family.models import FamilyLink, LinkStatus
+from api.family.models import FamilyLink, LinkStatus, Permission
 from api.people.models import AccountFlow, Contribution, Settlement
 from api.settings import Settings
 from api.state import AppState
+from tests.api import familyworld
+from tests.api.test_mobile_replication import seed_records
 from tests.conftest import free_port
 from tests.miniprogram.node import NODE_TIMEOUT_S, SDK_DIR, require_node
 
@@ -34,7 +37,7 @@ def node_flags() -> list[str]:
     return ["--experimental-websocket"] if int(version.lstrip("v").split(".")[0]) < 22 else []
 
 
-def run_script(base_url: str, *args: str) -> dict[str, Any]:
+def run_script(base_url: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     proc = subprocess.run(
         ["node", *node_flags(), str(SCRIPT), base_url, *args],
         cwd=SCRIPT.parent,
@@ -42,6 +45,7 @@ def run_script(base_url: str, *args: str) -> dict[str, Any]:
         text=True,
         timeout=NODE_TIMEOUT_S,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     lines = proc.stdout.strip().splitlines()
     try:
@@ -174,3 +178,31 @@ async def test_a_token_that_expires_while_streaming_is_refreshed_and_the_streams
         "serverId": expiry["filing"]["id"],
         "status": "draft",
     }
+
+
+async def test_a_revoked_link_removes_the_relatives_documents_from_the_holders_replica(
+    live_server: str, state: AppState
+) -> None:
+    require_node()
+    holder = await familyworld.person(state)
+    relative = await familyworld.person(state, age=70)
+    link_id = await familyworld.link(state, holder, relative, {Permission.READ_RECORDS})
+    await seed_records(state, relative.person_id, count=3)
+    assert holder.token is not None
+    report = await asyncio.to_thread(
+        run_script,
+        live_server,
+        "revoke",
+        str(link_id),
+        str(relative.person_id),
+        env={"YIBAO_TEST_TOKEN": holder.token},
+    )
+    before, after = report["revoke"]["before"], report["revoke"]["after"]
+    # Replicated while linked: the relative's three settlements and flows, their contribution, the link.
+    assert (before["Settlement"]["relative"], before["AccountFlow"]["relative"]) == (3, 3)
+    assert before["Contribution"]["relative"] == 1
+    assert before["FamilyLink"]["links"] == 1
+    # Gone from the replica once the link ended; nothing else was there to lose.
+    for name in ("Settlement", "AccountFlow", "Contribution"):
+        assert after[name] == {"relative": 0, "links": 0, "all": 0}, (name, after)
+    assert after["FamilyLink"]["links"] == 0
