@@ -33,7 +33,7 @@ globalThis.WebSocket = class extends NativeWebSocket {
   }
 };
 
-const { YibaoClient, createFetchTransport, memoryStorage, uuid4 } = await import("../../clients/miniprogram/dist/yibao-sdk.js");
+const { NetworkError, YibaoClient, createFetchTransport, memoryStorage, uuid4 } = await import("../../clients/miniprogram/dist/yibao-sdk.js");
 const { createYibaoDatabase, startReplication, COLLECTIONS } = await import("../../clients/miniprogram/dist/yibao-replication.js");
 
 async function waitFor(what, check, timeoutMs = 30_000) {
@@ -51,7 +51,20 @@ let db;
 try {
   // In the expiry run the phone's clock is an hour slow: it believes its token good, the server refuses it.
   const clock = mode === "expiry" ? () => Date.now() - 3600_000 : undefined;
-  const client = new YibaoClient({ transport: createFetchTransport(base), storage: memoryStorage(), now: clock });
+  // In the lossy run the first push reaches the server but its answer is lost (a timeout on a slow network).
+  const lost = [];
+  const fetchTransport = createFetchTransport(base);
+  const transport = mode !== "lossy" ? fetchTransport : {
+    async request(request) {
+      const response = await fetchTransport.request(request);
+      if (lost.length === 0 && JSON.parse(request.body).operationName === "PushFiling") {
+        lost.push(JSON.parse(response.body));
+        throw new NetworkError("timeout", "request timed out after 15000 ms");
+      }
+      return response;
+    },
+  };
+  const client = new YibaoClient({ transport, storage: memoryStorage(), now: clock, sleep: async () => {} });
   // What the client sent for pushes, and the conflicts the server answered with.
   const pushes = [];
   const execute = client.execute.bind(client);
@@ -62,10 +75,11 @@ try {
     if (answer.errors) step("graphql error", { operation: request.operationName, errors: answer.errors });
     return answer;
   };
-  if (mode === "revoke") {
-    // A fresh holder made by the test: its access token, handed over as a stored session.
+  if (mode === "revoke" || mode === "lossy") {
+    // A fresh person made by the test: its access token, handed over as a stored session.
     await client.storage.set("yibao.session", JSON.stringify({ accessToken: process.env.YIBAO_TEST_TOKEN, refreshToken: "unused", expiresAt: Date.now() + 600_000 }));
-    await revoke(client, process.argv[4], process.argv[5]);
+    if (mode === "revoke") await revoke(client, process.argv[4], process.argv[5]);
+    else await lossy(client, process.argv[4], lost, pushes);
     throw "done";
   }
   await client.login("resident");
@@ -201,4 +215,23 @@ async function revoke(client, linkId, relativeId) {
     return now.Settlement.relative === 0 && now.AccountFlow.relative === 0 && now.Contribution.relative === 0 && now.FamilyLink.links === 0;
   });
   report.revoke = { before, after: await count(), messages: streamed.slice(streamedBefore) };
+}
+
+// A draft pushed over a network that loses the first answer: the SDK sends the push again, the server
+// (which had written it) answers with its master as a conflict, and there is still one filing.
+async function lossy(client, personId, lost, pushes) {
+  db = await createYibaoDatabase({ name: `yibao-lossy-${randomUUID().slice(0, 8)}` });
+  replication = startReplication(db, client, { baseUrl: base, retryTimeMs: 300 });
+  await replication.awaitInitialReplication();
+  const id = uuid4();
+  const today = new Date().toISOString().slice(0, 10);
+  const now = new Date().toISOString();
+  await db.collections.filings.insert({ id, personId, updatedAt: now, serverId: null, kind: "cross_region", kindLabel: null, status: "draft", statusLabel: null, stage: null, fields: { registrationType: "temporary_trip", destinationRegion: "310104", startOn: today, endOn: today, reason: "网络很慢" }, amountFen: null, linkId: null, filedByPersonId: null, dueOn: null, decisionReason: null, createdAt: now, submittedAt: null, decidedAt: null, version: null });
+  const local = await waitFor("the draft's server id", async () => {
+    const doc = (await db.collections.filings.findOne(id).exec())?.toJSON();
+    return doc?.serverId ? doc : null;
+  });
+  await replication.awaitInSync();
+  const onServer = (await client.myFilings({ first: 100 })).edges.map((e) => e.node);
+  report.lossy = { id, lost, pushes: pushes.map((p) => ({ rows: p.rows.map((r) => r.newDocumentState.id), answer: p.answer })), local: { serverId: local.serverId, status: local.status, version: local.version }, onServer: onServer.map((f) => ({ id: f.id, clientId: f.clientId, status: f.status })) };
 }

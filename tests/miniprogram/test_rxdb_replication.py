@@ -206,3 +206,25 @@ async def test_a_revoked_link_removes_the_relatives_documents_from_the_holders_r
     for name in ("Settlement", "AccountFlow", "Contribution"):
         assert after[name] == {"relative": 0, "links": 0, "all": 0}, (name, after)
     assert after["FamilyLink"]["links"] == 0
+
+
+async def test_a_push_whose_answer_is_lost_is_sent_again_without_a_second_filing(
+    live_server: str, state: AppState
+) -> None:
+    require_node()
+    me = await familyworld.person(state)
+    assert me.token is not None
+    report = await asyncio.to_thread(
+        run_script, live_server, "lossy", str(me.person_id), env={"YIBAO_TEST_TOKEN": me.token}
+    )
+    lossy = report["lossy"]
+    # The first push was written, but its answer (no conflicts) never reached the phone.
+    assert [answer["data"]["pushFiling"] for answer in lossy["lost"]] == [[]]
+    # The repeat was the same draft again: the server took it as the draft it has (created once,
+    # idempotent on the client's id), so there is one filing, and the replica has its server id.
+    repeats = [p for p in lossy["pushes"] if lossy["id"] in p["rows"]]
+    assert len(repeats) == 1
+    assert lossy["onServer"] == [
+        {"id": lossy["local"]["serverId"], "clientId": lossy["id"], "status": "DRAFT"}
+    ]
+    assert lossy["local"]["status"] == "draft" and lossy["local"]["version"] is not None
