@@ -79,6 +79,7 @@ ALLOWED_REFUSALS = {
     "voucher_not_yet_valid",  # ... or back
     "voucher_certificate_not_yet_valid",
     "clock_behind",  # a clock that jumped back since the last sync
+    "duplicate_visit",  # the same random bill drawn twice for one person on one day (rare)
 }
 SPLIT_NAMES = ("basicFen", "criticalIllnessFen", "assistanceFen", "personalAccountFen", "cashFen")
 

@@ -16,7 +16,9 @@ client gets back depends on `mode` (or, in mode "random", on a draw per connecti
 - ``silent``: the request never reaches the server; the connection stays open and says nothing
   until the client gives up;
 - ``refuse``: the connection is closed at once;
-- ``delay``: the reply arrives after `delay_s` seconds.
+- ``delay``: the reply arrives after `delay_s` seconds;
+- ``portal``: the request never reaches the server; the client gets a 200 HTML page with a `Date` in
+  2099, as a captive portal or a misconfigured proxy with a wrong clock answers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,19 @@ import random
 import threading
 from collections import Counter
 
-MODES = ("pass", "drop", "truncate", "gzip", "garbage", "error", "busy", "silent", "refuse", "delay")
+MODES = (
+    "pass",
+    "drop",
+    "truncate",
+    "gzip",
+    "garbage",
+    "error",
+    "busy",
+    "silent",
+    "refuse",
+    "delay",
+    "portal",
+)
 FORWARDING = {"pass", "drop", "truncate", "gzip", "garbage", "delay"}
 
 
@@ -108,6 +122,17 @@ class FaultyProxy:
                 writer.write(
                     b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\ncontent-length: 0\r\n"
                     b"connection: close\r\n\r\n"
+                )
+                await writer.drain()
+                return
+            if mode == "portal":
+                await _read_request(reader)
+                body = "<html><body>请先登录网络</body></html>".encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n"
+                    b"date: Thu, 01 Jan 2099 00:00:00 GMT\r\n"
+                    + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                    + body
                 )
                 await writer.drain()
                 return

@@ -277,6 +277,8 @@ async def test_a_clock_that_jumped_a_day_ahead_is_adjusted_by_the_server(
     assert synced.status == 0 and synced.json["adjusted"] == 1
     (adjusted,) = agent(home, "status").json["adjustments"]
     assert adjusted["reason"] == "visit_date" and adjusted["serverVisitDate"] == today.isoformat()
+    # The operator reads to which day it was moved, not only the day the wrong clock gave it.
+    assert f"{(today + dt.timedelta(days=1)).isoformat()}→{today.isoformat()}" in _text(home, "status")
 
 
 # --------------------------------------------------------------------------------- the server side
@@ -384,8 +386,14 @@ async def test_a_full_disk_is_a_clear_message_with_nothing_half_written(
         full = agent(
             home, "settle", "--person", str(village.people[1].id), "--item", "甲:20" + ":0:" + "药" * 100
         )
-        assert full.status == 3 and full.json["error"]["reason"] in ("disk_full", "io_error"), full.stdout
-        assert "磁盘" in full.json["error"]["message"] and "没有保存任何内容" in full.json["error"]["message"]
+        # SQLite says "disk I/O error" when it is the log or its index that cannot grow: still a full disk.
+        assert full.status == 3 and full.json["error"]["reason"] == "disk_full", full.stdout
+        assert "磁盘空间已满" in full.json["error"]["message"]
+        assert "没有保存任何内容" in full.json["error"]["message"]
+        status = agent(home, "status")  # what is queued can still be read off a full disk
+        assert status.status == 0, status.stdout
+        assert status.json["queue"]["length"] == 1 and status.json["unwritable"] == "disk_full"
+        assert "磁盘空间已满" in _text(home, "status")
         filler.unlink()
         assert mutations(home) == 1 and queue(home) == 1
         assert agent(home, "settle", "--person", str(village.people[1].id), "--item", "甲:20").status == 0

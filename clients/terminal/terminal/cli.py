@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sync.settlement.codes import INSURANCE_TYPES, LOCALITIES, VISIT_CATEGORIES
 from sync.vouchers import public_key_to_b64
@@ -54,10 +54,17 @@ LOCK_FILE = "sync.lock"
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
     # `json` is absent unless --json was given, before or after the command (see parser()).
-    if getattr(args, "json", False):
-        print(json.dumps(payload, ensure_ascii=False), flush=True)
-    else:
-        print(text, flush=True)
+    try:
+        if getattr(args, "json", False):
+            print(json.dumps(payload, ensure_ascii=False), flush=True)
+        else:
+            print(text, flush=True)
+    except BrokenPipeError:
+        # The reader went away (`... | head`): what was done is done and stored; the command's own
+        # exit status stands, and nothing more is written to the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 # ------------------------------------------------------------------------------------------ enrol
@@ -166,10 +173,11 @@ def _bill(args: argparse.Namespace) -> BillInput:
         try:
             text = sys.stdin.read() if str(args.bill) == "-" else Path(args.bill).read_text(encoding="utf-8")
             data = json.loads(text)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             from terminal.errors import Refused
 
-            raise Refused(f"无法读取账单文件：{exc}", reason="bad_bill", field="bill") from None
+            why = "嵌套层数过多" if isinstance(exc, RecursionError) else str(exc)[:200]
+            raise Refused(f"无法读取账单文件：{why}", reason="bad_bill", field="bill") from None
         bill = parse_bill_file(data)
         if args.category is not None or args.locality is not None or args.no_personal_account:
             bill = BillInput(
@@ -217,7 +225,7 @@ def sync_lock(home: Path) -> Iterator[None]:
     except OSError as exc:
         from terminal.store import _storage_error
 
-        raise _storage_error(exc) from None
+        raise _storage_error(exc, home) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -382,14 +390,32 @@ def cmd_status(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its complaints told like every other refusal: in Chinese, JSON under --json,
+    exit status 2 (bad arguments are `not ready`, as the commands' own checks say)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise NotReady(
+            f"命令参数有误：{message}（用 {self.prog} -h 查看用法）",
+            reason="bad_arguments",
+            usage=self.format_usage(),
+        )
+
+
+def _scan_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise argparse.ArgumentTypeError(f"扫码记录号应为 scan 给出的正整数，而不是 {text[:20]!r}")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     # --json is accepted before or after the command (`yibao-terminal --json status` and
     # `yibao-terminal status --json`); SUPPRESS keeps a sub-command's default from undoing the flag.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="输出 JSON（供程序读取）"
     )
-    root = argparse.ArgumentParser(
+    root = _Parser(
         prog="yibao-terminal", description="医保村卫生室终端（离线核验、结算与同步）", parents=[common]
     )
     root.add_argument(
@@ -423,7 +449,7 @@ def parser() -> argparse.ArgumentParser:
     settle_p = sub.add_parser("settle", help="离线结算一次就诊（预结算）", parents=[common])
     who = settle_p.add_argument_group("就诊人（三选一；默认使用最近一次未结算的扫码）")
     who.add_argument("--voucher", help="医保码：核验并结算")
-    who.add_argument("--scan", type=int, help="scan 给出的扫码记录号")
+    who.add_argument("--scan", type=_scan_number, help="scan 给出的扫码记录号")
     who.add_argument("--person", help="签约名单中的参保人编号（持社保卡就诊）")
     who.add_argument("--insurance-type", choices=sorted(INSURANCE_TYPES), help="非本村签约居民的参保类型")
     bill = settle_p.add_argument_group("费用（--item 可重复，或 --bill 账单文件）")
@@ -456,7 +482,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    # The home holds the key, the roster (names, diseases) and the scanned codes: whatever this
+    # process creates there (database, its log and index, rescue files) is for this user only, even in
+    # a home someone made world-readable.
+    os.umask(0o077)
+    words = sys.argv[1:] if argv is None else argv
+    try:
+        args = parser().parse_args(words)
+    except NotReady as exc:
+        _fail(argparse.Namespace(json="--json" in words), exc, usage=True)
+        sys.exit(exc.exit_status)
     try:
         try:
             status_code = args.func(args)
@@ -464,11 +499,17 @@ def main(argv: list[str] | None = None) -> None:
             # A read outside a transaction met damage (or the disk failed): the same answers as inside one.
             raise Store.explain(args.home, exc) from None
     except TerminalError as exc:
-        if getattr(args, "json", False):
-            print(json.dumps({"ok": False, "error": exc.to_dict()}, ensure_ascii=False), flush=True)
-        else:
-            print(f"错误：{exc.message}", file=sys.stderr, flush=True)
+        _fail(args, exc)
         status_code = exc.exit_status
     except KeyboardInterrupt:
         status_code = 130
     sys.exit(status_code)
+
+
+def _fail(args: argparse.Namespace, exc: TerminalError, *, usage: bool = False) -> None:
+    if getattr(args, "json", False):
+        _emit(args, {"ok": False, "error": exc.to_dict()}, "")
+        return
+    if usage:
+        print(exc.details.get("usage", ""), end="", file=sys.stderr)
+    print(f"错误：{exc.message}", file=sys.stderr, flush=True)

@@ -2,8 +2,8 @@
 
 Every request after enrolment carries a fresh client assertion (`sync.assertion.make_assertion`) signed
 with the terminal's key at the terminal's corrected clock. Bodies are JSON, gzip-compressed when large;
-answers are accepted gzip-compressed. Every answer's `Date` header (and a `clock_skew` refusal's
-`serverTime`) teaches the clock its offset.
+answers are accepted gzip-compressed. Every answer of the server's own (JSON of the expected shape)
+teaches the clock its offset by its `Date` header (and a `clock_skew` refusal by its `serverTime`).
 
 What an answer means is decided here, once:
 - a usable 2xx JSON answer: returned;
@@ -135,12 +135,14 @@ class SyncClient:
                     f"无法连接服务器：{type(exc).__name__}", reason="network", detail=str(exc)[:200]
                 ) from None
             received = local_time()
-            self._learn_time(response.headers.get("date"), sent, received)
             status = response.status_code
+            # Only an answer in our server's own shape teaches the clock: a captive portal's page, a
+            # proxy's error or anything else on the way has a Date of its own, maybe years off.
             if 200 <= status < 300:
                 parsed = _json(raw)
                 if not isinstance(parsed, dict):
                     raise Unreachable("服务器应答不是有效的数据", reason="bad_response", status=status)
+                self._learn_time(response.headers.get("date"), sent, received)
                 return parsed
             wait = _retry_after(response.headers.get("retry-after"))
             if status >= 500:
@@ -153,6 +155,7 @@ class SyncClient:
                 raise Unreachable(
                     f"服务器应答格式有误（HTTP {status}）", reason="bad_response", status=status
                 )
+            self._learn_time(response.headers.get("date"), sent, received)
             reason = error.get("reason")
             message = str(error.get("message") or f"HTTP {status}")
             # A fresh assertion refused as off the server's clock (`clock_skew`) or as already expired

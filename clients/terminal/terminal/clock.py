@@ -63,7 +63,9 @@ class ClockState:
         """A server time read from an answer to a request sent at `sent_local` and answered at
         `received_local` (local clock): the server stamped it somewhere in between."""
         self.offset_s = server_time - (sent_local + received_local) / 2
-        self.server_time = max(server_time, self.server_time or server_time)
+        # The latest, not the greatest: one wrong time seen once (a server clock stepped back, an
+        # answer from something else) must not hold settling back until the real time catches up.
+        self.server_time = server_time
 
     def to_dict(self) -> dict[str, float | None]:
         return {"offsetS": self.offset_s, "serverTime": self.server_time}

@@ -10,6 +10,7 @@ import stat
 import sys
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -35,10 +36,17 @@ def load_key(home: Path) -> Ed25519PrivateKey:
     except FileNotFoundError:
         raise NotReady("找不到本终端的私钥文件，请重新登记。", reason="no_key", path=str(path)) from None
     except OSError as exc:
-        raise _storage_error(exc) from None
-    key = serialization.load_pem_private_key(data, password=None)
+        raise _storage_error(exc, home) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None  # empty, truncated or not a key at all: the same answer as a key of the wrong kind
     if not isinstance(key, Ed25519PrivateKey):
-        raise StorageError("私钥文件不是 Ed25519 私钥。", reason="bad_key", path=str(path))
+        raise StorageError(
+            "本终端的私钥文件已损坏或不是 Ed25519 私钥：终端无法向服务器证明身份。请勿删除该目录，并联系运维人员。",
+            reason="bad_key",
+            path=str(path),
+        )
     return key
 
 
@@ -68,5 +76,5 @@ def load_or_create_key(home: Path) -> Ed25519PrivateKey:
             os.close(directory)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _storage_error(exc) from None
+        raise _storage_error(exc, home) from None
     return key

@@ -42,6 +42,8 @@ from terminal.errors import NotReady, Refused, TerminalRevoked
 from terminal.store import RosterEntry, Store, dumps, utc_iso, ytd_plus
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+MAX_PAYLOAD_BYTES = 512 * 1024
+"""The largest settlement this terminal records: half the server's default push body limit (1 MiB)."""
 
 VOUCHER_REASONS = {
     "malformed": "医保码无法识别",
@@ -391,8 +393,30 @@ def settle(store: Store, patient: Patient, bill: BillInput) -> Receipt:
             person_ref=person_ref if identified_by == "card" else None,
             clinic_id=str(identity["clinicId"]),
         )
+        payload = create.to_payload()
+        size = len(dumps(payload).encode())
+        if size > MAX_PAYLOAD_BYTES:
+            # The server takes at most 1 MiB per push (its default max_body_bytes): a settlement past
+            # that could never be pushed, and would hold back every later one behind it in the outbox.
+            raise Refused(
+                f"账单过大（{size // 1024} KB，{len(bill.items)} 项），无法上传到医保中心：请合并明细，"
+                f"单笔结算的数据不能超过 {MAX_PAYLOAD_BYTES // 1024} KB。",
+                reason="bill_too_large",
+                field="bill",
+                sizeBytes=size,
+            )
+        earlier = _same_visit(db, person_ref, day, create)
+        if earlier is not None:
+            # The server refuses a second identical bill of one person on one day at one clinic
+            # (`duplicate_visit`): say so at the counter, before the patient pays on a receipt.
+            raise Refused(
+                f"该参保人今天已在本终端结算过完全相同的费用（第 {earlier} 笔），医保中心会按重复结算拒绝："
+                "请勿重复结算。",
+                reason="duplicate_visit",
+                seq=earlier,
+            )
         seq = Store.next_seq(db)
-        mutation = Mutation(uuid7(now), seq, MutationKind.SETTLEMENT_CREATE, now, create.to_payload())
+        mutation = Mutation(uuid7(now), seq, MutationKind.SETTLEMENT_CREATE, now, payload)
         Store.insert_mutation(db, mutation, now)
         replay_key = verified.replay_key.hex() if verified is not None and verified.replay_key else None
         if verified is not None and scan_row is None:
@@ -434,6 +458,35 @@ def settle(store: Store, patient: Patient, bill: BillInput) -> Receipt:
         estimated,
         notes,
     )
+
+
+def _bill_key(items: Any) -> list[tuple[int, str, int, str]]:
+    """A bill's items as the server's duplicate-visit check compares them (api/replication/push.py)."""
+    return sorted(
+        (
+            int(i["amount_fen"]),
+            str(i["item_class"]),
+            int(i.get("self_pay_permille", 0)),
+            str(i.get("code", "")),
+        )
+        for i in items
+    )
+
+
+def _same_visit(db: Any, person_ref: str, day: date, create: SettlementCreate) -> int | None:
+    """The seq of this terminal's settlement (not rejected) of the same person, day and bill, if any."""
+    visit = create.bill.to_dict()
+    wanted = _bill_key(visit["items"])
+    rows = db.execute(
+        "SELECT s.seq, m.payload FROM settlements s JOIN mutations m ON m.id = s.mutation_id "
+        "WHERE s.person_ref = ? AND s.visit_date = ? AND s.category = ? AND s.total_fen = ? "
+        "AND s.status != 'rejected' ORDER BY s.seq",
+        (person_ref, day.isoformat(), visit["category"], create.bill.total_fen),
+    )
+    for seq, payload in rows:
+        if _bill_key(json.loads(payload)["visit"]["items"]) == wanted:
+            return int(seq)
+    return None
 
 
 def _replayed(result: VerificationResult) -> VerificationResult:
@@ -558,26 +611,47 @@ _CLASS_NAMES = {
 }
 
 
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９．", "0123456789.")
+"""What a Chinese input method types for digits and the point (and "：" for the colon)."""
+
+
+def _digits(text: str, most: int = 12) -> bool:
+    # Only 0-9: str.isdigit() also takes "²" (which int() refuses) and other scripts' digits; and few
+    # enough of them for int() (which refuses more than 4,300) and for any real bill.
+    return text.isascii() and text.isdigit() and len(text) <= most
+
+
 def parse_item(text: str) -> BillItem:
-    """``CLASS:YUAN[:PERMILLE[:NAME]]``, e.g. ``甲:12.50``, ``乙:30:100:阿莫西林`` (yuan, at most 2 decimals)."""
-    parts = text.split(":")
+    """``CLASS:YUAN[:PERMILLE[:NAME]]``, e.g. ``甲:12.50``, ``乙:30:100:阿莫西林`` (yuan, at most 2 decimals;
+    full-width digits and colons as an input method types them are read as ASCII)."""
+    head = text.split(":" if ":" in text else "：", 3)
+    parts = [p.translate(_FULL_WIDTH) for p in head[:3]] + head[3:]  # a name is kept as typed
     if len(parts) < 2:
         raise Refused(
-            f"费用项格式有误：{text!r}（应为 类别:金额，如 甲:12.50）", reason="bad_bill", field="item"
+            f"费用项格式有误：{text[:50]!r}（应为 类别:金额，如 甲:12.50）", reason="bad_bill", field="item"
         )
-    item_class = _CLASS_NAMES.get(parts[0], parts[0])
+    item_class = _CLASS_NAMES.get(parts[0].strip(), parts[0].strip())
+    permille = parts[2].strip() if len(parts) > 2 else ""
+    if permille and not _digits(permille, 4):
+        raise Refused(
+            f"乙类先行自付比例格式有误：{permille[:20]!r}（应为 0 到 1000 的整数千分比，如 100 表示 10%）",
+            reason="bad_bill",
+            field="item",
+        )
     return BillItem(
         amount_fen=_yuan_to_fen(parts[1]),
         item_class=item_class,
-        self_pay_permille=int(parts[2]) if len(parts) > 2 and parts[2] else 0,
+        self_pay_permille=int(permille) if permille else 0,
         name=parts[3] if len(parts) > 3 else "",
     )
 
 
 def _yuan_to_fen(text: str) -> int:
     whole, _, frac = text.strip().partition(".")
-    if not whole.isdigit() or (frac and (not frac.isdigit() or len(frac) > 2)):
-        raise Refused(f"金额格式有误：{text!r}（以元为单位，最多两位小数）", reason="bad_bill", field="item")
+    if not _digits(whole) or (frac and (not _digits(frac) or len(frac) > 2)):
+        raise Refused(
+            f"金额格式有误：{text[:30]!r}（以元为单位，最多两位小数）", reason="bad_bill", field="item"
+        )
     return int(whole) * 100 + int((frac + "00")[:2] or 0)
 
 

@@ -88,6 +88,7 @@ def status(store: Store) -> dict[str, Any]:
         "server": identity.get("server") if identity else None,
         "revoked": meta["revoked"],
         "readOnly": store.read_only,
+        "unwritable": store.unwritable,
         "queue": {"length": length, "oldestClientTime": oldest},
         "lastSyncAt": meta["last_sync_at"],
         "lastPushAt": meta["last_push_at"],
@@ -135,6 +136,10 @@ def local_time(text: str | None) -> str:
         return text
 
 
+def _who(item: dict[str, Any]) -> str:
+    return str(item["patient"] or "非本村签约居民")
+
+
 def status_text(data: dict[str, Any]) -> str:
     if not data["enrolled"]:
         return "本终端尚未登记：请运行 enrol --server URL --code 注册码。"
@@ -145,7 +150,9 @@ def status_text(data: dict[str, Any]) -> str:
         lines.append(
             f"！终端已被停用：{data['revoked'].get('message', '')}（不再上传，未上传的结算仍保存在本机）"
         )
-    if data.get("readOnly"):
+    if data.get("unwritable") == "disk_full":
+        lines.append("！磁盘空间已满：现在不能结算或同步，请清理磁盘。")
+    elif data.get("readOnly"):
         lines.append("！终端数据目录只读：现在不能结算或同步，请检查磁盘或目录权限。")
     queue = data["queue"]
     if queue["length"]:
@@ -182,16 +189,17 @@ def status_text(data: dict[str, Any]) -> str:
                 if item["deltas"].get(name)
             )
             done = "（已处理）" if item["resolved"] else ""
+            day = item["visitDate"]
+            if item.get("serverVisitDate") and item["serverVisitDate"] != day:
+                day = f"{day}→{item['serverVisitDate']}"  # re-dated by the server: say to which day
             lines.append(
-                f"  第 {item['seq']} 笔 {item['visitDate']} {item['patient'] or ''}：{item['message']}；{changes or '金额未变'}{done}"
+                f"  第 {item['seq']} 笔 {day} {_who(item)}：{item['message']}；{changes or '金额未变'}{done}"
             )
     if data["rejections"]:
         lines.append("医保中心拒绝的结算（需经办人员处理，请勿重复结算）：")
         for item in data["rejections"][-TEXT_LIMIT:]:
             done = f"（已处理：{item['resolutionNote'] or ''}）" if item["resolved"] else "（待处理）"
-            lines.append(
-                f"  第 {item['seq']} 笔 {item['visitDate']} {item['patient'] or ''}：{item['message']}{done}"
-            )
+            lines.append(f"  第 {item['seq']} 笔 {item['visitDate']} {_who(item)}：{item['message']}{done}")
     others = [i for i in data.get("clinicIssues", []) if not i["resolved"]]
     if others:
         lines.append(f"本机构其他终端有 {len(others)} 笔被调整或拒绝的结算待经办人员处理。")

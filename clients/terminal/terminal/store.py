@@ -45,6 +45,7 @@ from terminal.clock import ClockState
 from terminal.errors import CorruptStore, NotReady, StorageError
 
 DB_FILE = "terminal.db"
+KEY_FILE = "terminal.key"  # terminal/keys.py's
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -127,11 +128,26 @@ def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def _storage_error(exc: BaseException) -> StorageError:
-    """What a failed SQLite or file operation means for the operator."""
+DISK_FULL_BELOW_BYTES = 64 * 1024
+"""Free space under which a disk error is reported as a full disk: SQLite says "disk I/O error", not
+"database or disk is full", when it is the WAL index (-shm) or the log that cannot grow."""
+
+
+def _disk_full(where: Path | None) -> bool:
+    if where is None:
+        return False
+    try:
+        found = os.statvfs(where if where.is_dir() else where.parent)
+    except OSError:
+        return False
+    return found.f_bavail * found.f_frsize < DISK_FULL_BELOW_BYTES
+
+
+def _storage_error(exc: BaseException, where: Path | None = None) -> StorageError:
+    """What a failed SQLite or file operation (in or on `where`, when known) means for the operator."""
     text = str(exc).lower()
     number = getattr(exc, "errno", None)
-    if "full" in text or number == errno.ENOSPC or number == errno.EDQUOT:
+    if "full" in text or number == errno.ENOSPC or number == errno.EDQUOT or _disk_full(where):
         return StorageError(
             "磁盘空间已满：本次操作没有保存任何内容。请清理磁盘后重试。", reason="disk_full", detail=str(exc)
         )
@@ -159,6 +175,15 @@ def _storage_error(exc: BaseException) -> StorageError:
 
 
 _CORRUPT_MARKERS = ("malformed", "not a database", "corrupt", "encrypted")
+
+
+def _wal_holds_data(path: Path) -> bool:
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size > 0
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -229,6 +254,8 @@ class Store:
         self.path = path
         self.db = connection
         self.read_only = read_only
+        self.unwritable: str | None = "read_only" if read_only else None
+        """Why this store cannot be written (a StorageError reason: read_only, disk_full, ...)."""
 
     # ------------------------------------------------------------------------------ opening
 
@@ -240,13 +267,19 @@ class Store:
         A home that cannot be written is StorageError `read_only`, unless `readable` (for `status`):
         then it is opened read-only (`store.read_only`)."""
         path = home / DB_FILE
+        if (home / KEY_FILE).exists() and (
+            not path.exists() or (path.stat().st_size == 0 and not _wal_holds_data(path))
+        ):
+            # The key is made after the database (cli._enrol): a key without a database (in the file
+            # or still in its log) is a lost database, not a terminal to enrol afresh.
+            raise cls._lost(path)
         if not path.exists():
             if not create:
                 raise NotReady("本终端尚未登记：请先运行 enrol。", reason="not_enrolled")
             try:
                 home.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
-                raise _storage_error(exc) from None
+                raise _storage_error(exc, home.parent) from None
         writable = os.access(home, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
         if not writable:
             if not readable:
@@ -259,8 +292,25 @@ class Store:
         try:
             connection = sqlite3.connect(path, isolation_level=None, timeout=15.0, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise _storage_error(exc) from None
-        return cls._prepared(cls(path, connection), check)
+            raise _storage_error(exc, path) from None
+        try:
+            return cls._prepared(cls(path, connection), check)
+        except StorageError as exc:
+            if not readable or exc.reason in ("corrupt", "schema_version") or _wal_holds_data(path):
+                raise
+            # A full disk (or a failing one) cannot even map the WAL index: `status` still reads the
+            # database file, which is all there is when the log is empty (see _open_read_only).
+            store = cls._open_read_only(path, check)
+            store.unwritable = exc.reason
+            return store
+
+    @staticmethod
+    def _lost(path: Path) -> CorruptStore:
+        return CorruptStore(
+            "本终端的本地数据库不见了或是空的（私钥还在）：其中的结算记录可能已丢失。请勿删除或重新登记该目录，"
+            "并联系运维人员从备份恢复。",
+            detail=f"{path} is missing or empty while {path.with_name(KEY_FILE)} exists",
+        )
 
     @classmethod
     def _open_read_only(cls, path: Path, check: bool) -> Store:
@@ -278,7 +328,7 @@ class Store:
                     raise
             except sqlite3.Error as exc:
                 if query.endswith("immutable=1"):
-                    raise _storage_error(exc) from None
+                    raise _storage_error(exc, path) from None
         raise AssertionError("unreachable")
 
     @classmethod
@@ -289,7 +339,7 @@ class Store:
             store.db.close()
             if _is_corruption(exc):
                 raise store._corrupt(str(exc)) from None
-            raise _storage_error(exc) from None
+            raise _storage_error(exc, store.path) from None
         except (StorageError, NotReady):
             store.db.close()
             raise
@@ -420,12 +470,12 @@ class Store:
         """What an SQLite error met anywhere means (the outbox rescued if the database is damaged)."""
         if _is_corruption(exc):
             return cls(home / DB_FILE, sqlite3.connect(":memory:"))._corrupt(str(exc))
-        return _storage_error(exc)
+        return _storage_error(exc, home)
 
     def _translate(self, exc: sqlite3.DatabaseError) -> StorageError:
         if _is_corruption(exc):
             return self._corrupt(str(exc))
-        return _storage_error(exc)
+        return _storage_error(exc, self.path)
 
     # ------------------------------------------------------------------------------------- meta
 
