@@ -28,6 +28,7 @@ from api.people.models import AccountFlow, Contribution, Facility, Settlement
 from api.replication import changelog
 from api.replication.mobile import service as mobile
 from api.replication.models import ChangeLogEntry, ReplicationState
+from api.settlement.models import PolicyVersionRow
 from api.state import AppState
 from tests.api import familyworld as world
 from tests.api.filingworld import cross_region
@@ -128,6 +129,7 @@ async def seed_records(state: AppState, person_id: int, count: int = 2) -> list[
     ids = []
     async with state.db.session() as session:
         facility = (await session.execute(select(col(Facility.id)).limit(1))).scalar_one()
+        policy = (await session.execute(select(func.max(col(PolicyVersionRow.id))))).scalar_one()
         session.add(
             Contribution(
                 person_id=person_id, year=2026, period="2026", insurance_type="resident",
@@ -139,7 +141,7 @@ async def seed_records(state: AppState, person_id: int, count: int = 2) -> list[
                 person_id=person_id, facility_id=facility, settled_at=dt.datetime(2026, 3, 1 + i, tzinfo=dt.UTC),
                 year=2026, category="outpatient", total_fen=10000, compliant_fen=9000, basic_fen=4000,
                 critical_illness_fen=0, assistance_fen=0, personal_account_fen=1000, cash_fen=5000,
-                policy_version="test",
+                policy_version=policy,
             )  # fmt: skip
             session.add(row)
             await session.flush()
