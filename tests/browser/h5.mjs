@@ -34,6 +34,14 @@ await runScenario(
     report.steps = {};
     report.screenshots = [];
     report.graphqlOperations = [];
+    report.pageErrorStacks = [];
+    report.wsErrors = [];
+    page.on("websocket", (socket) => {
+      socket.on("framereceived", (frame) => {
+        if (typeof frame.payload === "string" && frame.payload.includes('"errors"')) report.wsErrors.push(frame.payload.slice(0, 500));
+      });
+    });
+    page.on("pageerror", (error) => report.pageErrorStacks.push({ at: Object.keys(report.steps).at(-1) ?? "start", stack: error.stack }));
     page.on("request", (request) => {
       if (request.url().endsWith("/graphql") && request.method() === "POST") {
         try {
@@ -50,14 +58,18 @@ await runScenario(
       await page.screenshot({ path, fullPage: true });
       report.screenshots.push(path);
     };
-    const both = async (name) => {
-      // Normal, then care mode (toggled with the header button, as a resident would), then back.
+    const both = async (name, ready) => {
+      // Normal, then care mode (toggled with the header button, as a resident would), then back; each
+      // shot once the page has drawn itself again (`ready`).
+      await page.locator(ready).first().waitFor();
       await shot(`${name}-normal`);
       await page.locator("#care-toggle").click();
       await page.locator("body.care").waitFor();
+      await page.locator(ready).first().waitFor();
       await shot(`${name}-care`);
       await page.locator("#care-toggle").click();
       await page.waitForFunction(() => !document.body.classList.contains("care"));
+      await page.locator(ready).first().waitFor();
     };
     const goto = async (hash, ready) => {
       await page.evaluate((h) => (location.hash = h), hash);
@@ -73,7 +85,7 @@ await runScenario(
     await page.locator('[data-login="resident"]').click();
     await page.locator('#qr-kind[data-form="online"]').waitFor();
     report.steps.qrOnline = { code: await page.locator("#qr-box").getAttribute("data-code"), lang: await page.evaluate(() => document.documentElement.lang) };
-    await both("qr");
+    await both("qr", "#qr-image");
     // Refreshing before expiry: the code changes by itself within the voucher's lifetime.
     const first = report.steps.qrOnline.code;
     await page.waitForFunction((c) => document.querySelector("#qr-box")?.dataset.code && document.querySelector("#qr-box").dataset.code !== c, first, { timeout: 70_000 });
@@ -87,7 +99,7 @@ await runScenario(
     await page.locator('[data-tab="contributions"]').click();
     report.steps.records.contributions = await page.locator("#contributions li").count();
     await page.locator('[data-tab="settlements"]').click();
-    await both("records");
+    await both("records", "[data-settlement]");
 
     // ---- an expired session mid-use: the stored access token replaced by an expired one
     await page.evaluate((token) => {
@@ -108,7 +120,7 @@ await runScenario(
 
     // ---- my family: the father's QR and records through the link
     await goto("#/family", "#links");
-    await both("family");
+    await both("family", "[data-link]");
     const elder = page.locator('[data-link][data-role="holder"][data-status="ACTIVE"]').first();
     await elder.waitFor();
     report.steps.familyLinks = await page.locator("[data-link]").count();
@@ -120,7 +132,7 @@ await runScenario(
     await page.locator('[data-link][data-role="holder"][data-status="ACTIVE"] [data-action="relative-records"]').first().click();
     await page.locator("#settlements").waitFor();
     report.steps.relativeRecords = { heading: await page.locator("#page-records h2").textContent(), settlements: await page.locator("[data-settlement]").count() };
-    await both("relative-records");
+    await both("relative-records", "[data-settlement]");
 
     // ---- link my husband; he confirms on his own login
     await goto("#/family", "#link-form");
@@ -157,7 +169,7 @@ await runScenario(
 
     // ---- my filings: a draft made offline, synced when the network returns
     await goto("#/filings", "#filing-form");
-    await both("filings");
+    await both("filings", "#filings .card, #filings p.muted");
     await context.setOffline(true);
     await page.locator("#net-banner:not(.hidden)").waitFor();
     await page.locator("#filing-reason").fill("随女儿在上海长期居住");
@@ -195,13 +207,13 @@ await runScenario(
     await context.setOffline(true);
     await page.locator('#qr-kind:not([data-form="online"])').waitFor();
     report.steps.offlineQr = { form: await qrForm(), code: await page.locator("#qr-box").getAttribute("data-code") };
-    await both("qr-offline");
+    await both("qr-offline", "#qr-image");
     await page.clock.setSystemTime(Date.now() + 31 * 86_400_000);
     await page.evaluate(() => (location.hash = "#/qr?again=1"));
     await page.locator("#qr-kind").waitFor();
     await page.waitForTimeout(300);
     report.steps.offlineExpired = { form: await qrForm(), text: await page.locator("#qr-dead").textContent().catch(() => null) };
-    await both("qr-offline-expired");
+    await both("qr-offline-expired", "#qr-dead");
     await context.setOffline(false);
   },
   { viewport: { width: 390, height: 844 } },

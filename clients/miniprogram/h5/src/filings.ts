@@ -1,53 +1,22 @@
-// 我的办事: a new filing (异地就医备案) kept as a draft on the phone first, so it can be made without
-// signal and is sent when the signal returns; then the material attached (the REST attachment endpoint),
-// the filing submitted, and its status followed live (the notification subscription over graphql-ws).
-import { createClient, type Client } from "graphql-ws";
-
+// 我的办事: a new filing (异地就医备案) is a draft in the local replica first, so it can be made without
+// signal; RxDB pushes it when the signal returns and the server's master (its id, its version) comes
+// back. Then the material is attached (the REST attachment endpoint of api/filings), the filing
+// submitted, and its status followed live: the replica's stream (streamFiling, streamNotification over
+// graphql-ws) brings every change the reviewers make.
 import type * as T from "../../src/types";
 
 import type { App } from "./app";
-import { type Draft, replicaFor } from "./replica";
+import { type Doc, replicaFor } from "./replica";
 import { errorText, h, localTime, mount } from "./ui";
 
-const TYPES: [string, string, string | null][] = [
-  ["long_term_residence", "异地长期居住", "residence_proof"],
-  ["temporary_trip", "临时外出就医", null],
-  ["referral", "转诊转院", "referral_letter"],
+const TYPES: [string, string][] = [
+  ["long_term_residence", "异地长期居住"],
+  ["temporary_trip", "临时外出就医"],
+  ["referral", "转诊转院"],
 ];
-const NOTIFICATION = `subscription { notificationAdded { id kind title body data createdAt } }`;
 
 function chinaDate(offsetDays: number): string {
   return new Date(Date.now() + 8 * 3600_000 + offsetDays * 86_400_000).toISOString().slice(0, 10);
-}
-
-let live: Client | null = null;
-const liveListeners = new Set<(notification: T.Notification) => void>();
-
-/** One subscription per page load, shared by every visit to this page. */
-function followLive(app: App): void {
-  if (live) return;
-  const base = app.sdk.baseUrl.replace(/^http/, "ws");
-  live = createClient({
-    url: `${base}/graphql`,
-    lazy: false,
-    retryAttempts: Infinity,
-    shouldRetry: () => true,
-    connectionParams: async () => ({ Authorization: `Bearer ${await app.sdk.accessToken()}` }),
-  });
-  const subscribe = (): void => {
-    live!.subscribe<{ notificationAdded: T.Notification }>(
-      { query: NOTIFICATION },
-      {
-        next: (result) => {
-          const notification = result.data?.notificationAdded;
-          if (notification) for (const listener of liveListeners) listener(notification);
-        },
-        error: () => setTimeout(subscribe, 2000), // an expired token ends it: subscribe again (fresh token)
-        complete: () => setTimeout(subscribe, 2000),
-      },
-    );
-  };
-  subscribe();
 }
 
 async function upload(app: App, filingId: string, material: string, file: File): Promise<void> {
@@ -58,7 +27,7 @@ async function upload(app: App, filingId: string, material: string, file: File):
     const token = await app.sdk.accessToken();
     const response = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: form });
     if (response.ok) return;
-    const body = (await response.json().catch(() => ({}))) as { error?: { message?: string; code?: string } };
+    const body = (await response.json().catch(() => ({}))) as { error?: { message?: string } };
     if (response.status === 401 && attempt === 0) {
       await app.sdk.client.refresh(token); // the token expired on the way: refresh once, send again
       continue;
@@ -67,80 +36,115 @@ async function upload(app: App, filingId: string, material: string, file: File):
   }
 }
 
-function draftItem(draft: Draft & { error?: string }): HTMLElement {
+type Materials = Pick<T.Filing, "requiredMaterials" | "attachments">;
+const materialsCache = new Map<string, Promise<Materials>>();
+
+/** What a draft must carry and what it has: asked of the server (attachments live there only). */
+function materials(app: App, doc: Doc): Promise<Materials> {
+  const key = `${doc.serverId}@${doc.version}`;
+  let pending = materialsCache.get(key);
+  if (!pending) {
+    pending = app.sdk.client.filing(String(doc.serverId));
+    pending.catch(() => materialsCache.delete(key));
+    materialsCache.set(key, pending);
+  }
+  return pending;
+}
+
+function localItem(doc: Doc): HTMLElement {
   return h(
     "div",
-    { class: "card", "data-client-id": draft.clientId, "data-status": "LOCAL" },
-    h("div", { class: "row" }, h("strong", {}, "异地就医备案"), h("span", { class: "badge pending" }, "待同步")),
-    h("p", { class: "muted" }, `${localTime(draft.createdAt)} 在本机保存，联网后自动提交到医保系统`),
-    draft.error ? h("p", { class: "error" }, draft.error) : null,
+    { class: "card", "data-client-id": doc.id, "data-status": "LOCAL" },
+    h("div", { class: "row" }, h("strong", {}, String(doc.kindLabel ?? "")), h("span", { class: "badge pending" }, "待同步")),
+    h("p", { class: "muted" }, `${localTime(String(doc.createdAt))} 在本机保存，联网后自动提交到医保系统`),
   );
 }
 
-function filingItem(app: App, filing: T.Filing, reload: () => void): HTMLElement {
-  const attached = new Set(filing.attachments.map((a) => a.material));
-  const missing = filing.requiredMaterials.filter((m) => !attached.has(m.code));
-  const actions: (HTMLElement | null)[] = [];
-  if (filing.status === "DRAFT") {
-    for (const material of missing) {
-      const input = h("input", { type: "file", accept: "image/*,application/pdf", "data-material": material.code });
-      const button = h("button", { class: "secondary", "data-action": "upload", disabled: !app.online }, `上传${material.label}`);
-      button.addEventListener("click", async () => {
-        const file = input.files?.[0];
-        if (!file) return app.toast("请先选择文件");
-        button.disabled = true;
+function filingItem(app: App, doc: Doc, redraw: () => void): HTMLElement {
+  const serverId = String(doc.serverId);
+  const status = String(doc.status).toUpperCase();
+  const actions = h("div", { class: "stack" });
+  if (status === "DRAFT") {
+    void (async () => {
+      if (!app.online) return mount(actions, h("p", { class: "muted" }, "联网后可上传材料并提交"));
+      let info: Materials;
+      try {
+        info = await materials(app, doc);
+      } catch (error) {
+        return mount(actions, h("p", { class: "error" }, errorText(error)));
+      }
+      const attached = new Set(info.attachments.map((a) => a.material));
+      const missing = info.requiredMaterials.filter((m) => !attached.has(m.code));
+      const parts: HTMLElement[] = [];
+      if (info.attachments.length) parts.push(h("p", { class: "muted" }, `已上传：${info.attachments.map((a) => a.materialLabel).join("、")}`));
+      for (const material of missing) {
+        const input = h("input", { type: "file", accept: "image/*,application/pdf", "data-material": material.code });
+        const button = h("button", { class: "secondary", "data-action": "upload" }, `上传${material.label}`);
+        button.addEventListener("click", async () => {
+          const file = input.files?.[0];
+          if (!file) return app.toast("请先选择文件");
+          button.disabled = true;
+          try {
+            await upload(app, serverId, material.code, file);
+            materialsCache.delete(`${doc.serverId}@${doc.version}`);
+            app.toast("材料已上传");
+            redraw();
+          } catch (error) {
+            app.toast(errorText(error));
+            button.disabled = false;
+          }
+        });
+        parts.push(h("div", { class: "stack" }, h("label", {}, material.label), input, button));
+      }
+      const submit = h("button", { "data-action": "submit", disabled: missing.length > 0 }, "提交申请");
+      submit.addEventListener("click", async () => {
+        submit.disabled = true;
         try {
-          await upload(app, filing.id, material.code, file);
-          app.toast("材料已上传");
-          reload();
+          await app.sdk.client.submitFiling(serverId);
+          app.toast("已提交，审核进度会在这里实时更新");
         } catch (error) {
           app.toast(errorText(error));
-          button.disabled = false;
+          submit.disabled = false;
         }
       });
-      actions.push(h("div", { class: "stack" }, h("label", {}, material.label), input, button));
-    }
-    const submit = h("button", { "data-action": "submit", disabled: !app.online || missing.length > 0 }, "提交申请");
-    submit.addEventListener("click", async () => {
-      submit.disabled = true;
-      try {
-        await app.sdk.client.submitFiling(filing.id);
-        app.toast("已提交，审核结果会在这里更新");
-        reload();
-      } catch (error) {
-        app.toast(errorText(error));
-        submit.disabled = false;
-      }
-    });
-    actions.push(submit);
+      parts.push(submit);
+      mount(actions, parts);
+    })();
   }
   return h(
     "div",
-    { class: "card", "data-filing": filing.id, "data-client-id": filing.clientId, "data-status": filing.status },
-    h("div", { class: "row" }, h("strong", {}, filing.kindLabel), h("span", { class: "badge", "data-role": "status" }, filing.statusLabel)),
-    h("p", { class: "muted" }, `${filing.personName} · ${localTime(filing.createdAt)}${filing.stageLabel ? ` · ${filing.stageLabel}` : ""}`),
-    filing.attachments.length ? h("p", { class: "muted" }, `已上传：${filing.attachments.map((a) => a.materialLabel).join("、")}`) : null,
-    filing.decisionReason ? h("p", {}, `审核意见：${filing.decisionReason}`) : null,
+    { class: "card", "data-filing": serverId, "data-client-id": doc.id, "data-status": status },
+    h("div", { class: "row" }, h("strong", {}, String(doc.kindLabel ?? "")), h("span", { class: "badge", "data-role": "status" }, String(doc.statusLabel ?? status))),
+    h("p", { class: "muted" }, `${localTime(String(doc.createdAt))}${doc.submittedAt ? ` 提交` : ""}${doc.dueOn ? ` · 办结期限 ${String(doc.dueOn)}` : ""}`),
+    doc.decisionReason ? h("p", {}, `审核意见：${String(doc.decisionReason)}`) : null,
     actions,
   );
 }
 
-function createForm(app: App, onCreated: () => void): HTMLElement {
+function createForm(app: App): HTMLElement {
   const type = h("select", { id: "filing-type" }, TYPES.map(([code, label]) => h("option", { value: code }, label)));
   const region = h("input", { id: "filing-region", value: "310115", maxlength: 6, inputmode: "numeric" });
   const start = h("input", { id: "filing-start", type: "date", value: chinaDate(0) });
   const end = h("input", { id: "filing-end", type: "date", value: chinaDate(364) });
   const reason = h("input", { id: "filing-reason", value: "随子女在外地长期居住", maxlength: 200 });
   const save = h("button", { id: "filing-save" }, "保存草稿");
-  save.addEventListener("click", () => {
-    const replica = replicaFor(app.sdk, app.me!.id);
-    replica.addDraft(
-      "CROSS_REGION",
-      { registrationType: type.value, destinationRegion: region.value.trim(), startOn: start.value, endOn: end.value, reason: reason.value.trim() },
-      null,
-    );
-    app.toast(app.online ? "草稿已保存" : "草稿已保存在本机，联网后自动同步");
-    onCreated();
+  save.addEventListener("click", async () => {
+    save.disabled = true;
+    try {
+      const replica = await replicaFor(app.sdk, app.me!.id);
+      await replica.addDraft(
+        "cross_region",
+        "异地就医备案",
+        { registrationType: type.value, destinationRegion: region.value.trim(), startOn: start.value, endOn: end.value, reason: reason.value.trim() },
+        app.me!.id,
+        null,
+      );
+      app.toast(app.online ? "草稿已保存" : "草稿已保存在本机，联网后自动同步");
+    } catch (error) {
+      app.toast(errorText(error));
+    } finally {
+      save.disabled = false;
+    }
   });
   return h(
     "div",
@@ -159,42 +163,31 @@ function createForm(app: App, onCreated: () => void): HTMLElement {
 }
 
 export async function filingsPage(app: App, page: HTMLElement): Promise<void> {
-  const replica = replicaFor(app.sdk, app.me!.id);
-  const list = h("div", { id: "filings" });
-  let rendering = false;
-  const renderList = async (): Promise<void> => {
-    if (rendering) return;
-    rendering = true;
-    try {
-      const filings = await replica.filings(app.online);
-      const drafts = replica.drafts() as (Draft & { error?: string })[];
-      const pending = drafts.filter((draft) => !filings.some((filing) => filing.clientId === draft.clientId));
-      mount(
-        list,
-        pending.map(draftItem),
-        filings.map((filing) => filingItem(app, filing, () => void renderList())),
-        pending.length || filings.length ? null : h("p", { class: "muted" }, "还没有办理记录"),
-      );
-    } catch (error) {
-      if (app.sdk.isReloginError(error)) throw error;
-      mount(list, h("p", { class: "error" }, errorText(error)));
-    } finally {
-      rendering = false;
+  const list = h("div", { id: "filings" }, h("p", { class: "loading" }, "正在读取…"));
+  mount(page, h("h2", {}, "我的办事"), createForm(app), h("h3", {}, "办理进度"), list);
+  const replica = await replicaFor(app.sdk, app.me!.id);
+  const openedAt = new Date().toISOString();
+  const seen = new Set<string>();
+  let gone = false;
+  const draw = async (): Promise<void> => {
+    const [filings, notifications] = await Promise.all([replica.filings(), replica.notifications()]);
+    if (gone) return;
+    // What the reviewers did, as it arrives (the notifications stream), in a toast.
+    for (const note of notifications) {
+      if (seen.has(note.id)) continue;
+      seen.add(note.id);
+      if (String(note.createdAt) > openedAt && String(note.kind).startsWith("filing")) app.toast(String(note.title));
     }
+    mount(
+      list,
+      filings.map((doc) => (doc.serverId ? filingItem(app, doc, () => void draw()) : localItem(doc))),
+      filings.length ? null : h("p", { class: "muted" }, "还没有办理记录"),
+    );
   };
-  mount(page, h("h2", {}, "我的办事"), createForm(app, () => void renderList()), h("h3", {}, "办理进度"), list);
-  const onNetwork = (): void => void renderList();
-  const onNotification = (notification: T.Notification): void => {
-    if (!notification.kind.startsWith("filing")) return;
-    app.toast(notification.title);
-    void renderList();
-  };
-  window.addEventListener("yibao:network", onNetwork);
-  liveListeners.add(onNotification);
+  const stop = replica.watch(["filings", "notifications"], () => void draw());
   app.onLeave(() => {
-    window.removeEventListener("yibao:network", onNetwork);
-    liveListeners.delete(onNotification);
+    gone = true;
+    stop();
   });
-  if (app.online) followLive(app);
-  await renderList();
+  await draw();
 }

@@ -67,9 +67,10 @@ function header(): HTMLElement {
   const logout = h(
     "button",
     {
-      class: "secondary hide-in-care",
+      class: "secondary",
       id: "logout",
       onclick: async () => {
+        await import("./replica").then(({ closeReplicas }) => closeReplicas()).catch(() => {});
         await sdk.logout();
         app.me = null;
         applyCare(false);
@@ -155,7 +156,7 @@ function setOnline(online: boolean): void {
   document.getElementById("net-banner")?.classList.toggle("hidden", online);
   sdk.setOnline(online);
   // Drafts made offline go out as soon as the signal returns, whichever page is open.
-  if (online && app.me) void import("./replica").then(({ replicaFor }) => replicaFor(sdk, app.me!.id).sync()).catch(() => {});
+  if (online && app.me) void import("./replica").then(async ({ replicaFor }) => (await replicaFor(sdk, app.me!.id)).reSync()).catch(() => {});
   window.dispatchEvent(new CustomEvent("yibao:network", { detail: online }));
 }
 
@@ -164,7 +165,9 @@ function setOnline(online: boolean): void {
 window.addEventListener(
   "yibao:qr-shown",
   () => {
-    void Promise.all([import("./records"), import("./family"), import("./filings"), import("./replica")]).catch(() => {});
+    void Promise.all([import("./records"), import("./family"), import("./filings")]).catch(() => {});
+    // The replica starts syncing now, so that records and filings are on the phone before the signal goes.
+    void import("./replica").then(({ replicaFor }) => (app.me ? replicaFor(sdk, app.me.id) : null)).catch(() => {});
   },
   { once: true },
 );

@@ -1,161 +1,156 @@
-// The page's local replica: what it last read of the resident's records, family and filings, kept in
-// the browser's storage per user so that the pages work without signal, and an outbox of filing drafts
-// made offline. A draft carries a client-made UUID (createFiling's clientId), so sending it again after
-// a timeout or a lost answer makes no second filing; it leaves the outbox once the server has it.
+// The page's local replica: the SDK's RxDB database (clients/miniprogram/src/replication.ts) of the six
+// collections, kept in sync with the server by RxDB's GraphQL replication (pull, push of filing drafts,
+// the live stream over graphql-ws). The pages read it, with or without signal, and re-render when it
+// changes. One database per person on this browser, in IndexedDB (so a later visit pulls only what is
+// new) or in memory where IndexedDB is missing. A filing draft made offline is a document with a
+// client-made UUID; RxDB pushes it when the signal returns, and the server's master (with its serverId)
+// comes back through the pull or the stream.
+import type { RxDatabase } from "rxdb";
+import { getRxStorageDexie } from "rxdb/plugins/storage-dexie";
+
 import { uuid4 } from "../../src/client";
-import type * as T from "../../src/types";
+import { type YibaoReplication, createYibaoDatabase, startReplication } from "../../src/replication";
 
 import type { Sdk } from "./sdk";
 
+export type Doc = Record<string, unknown> & { id: string; personId: string; updatedAt: string };
+
 export interface Records {
-  settlements: T.Settlement[];
-  contributions: T.Contribution[];
-  accountFlows: T.AccountFlow[];
-  balanceFen: number | null;
-  fetchedAt: string;
+  settlements: Doc[];
+  contributions: Doc[];
+  accountFlows: Doc[];
 }
 
-export interface Draft {
-  clientId: string;
-  kind: T.FilingKindCode;
-  fields: Record<string, unknown>;
-  linkId: string | null;
-  createdAt: string;
-}
-
-const PREFIX = "yibao.h5.replica.";
+const byDesc = (field: string) => (a: Doc, b: Doc) => String(b[field] ?? "").localeCompare(String(a[field] ?? ""));
 
 export class Replica {
-  private syncing: Promise<number> | null = null;
-
-  constructor(
-    private readonly sdk: Sdk,
-    private readonly personId: string,
+  private constructor(
+    readonly db: RxDatabase,
+    readonly replication: YibaoReplication,
+    readonly personId: string,
   ) {}
 
-  private key(name: string): string {
-    return `${PREFIX}${this.personId}.${name}`;
+  static async open(sdk: Sdk, personId: string): Promise<Replica> {
+    const name = `yibao-h5-${personId.replace(/[^0-9a-z]/gi, "")}`;
+    const storage = typeof indexedDB === "undefined" ? undefined : getRxStorageDexie();
+    const db = await createYibaoDatabase({ name, storage: storage as never });
+    const replication = startReplication(db, sdk.client, {
+      baseUrl: sdk.baseUrl,
+      replicationIdentifierPrefix: `h5-${personId}`,
+      retryTimeMs: 3_000,
+      wsOptions: { retryAttempts: Infinity, shouldRetry: () => true },
+    });
+    return new Replica(db, replication, personId);
   }
 
-  private read<V>(name: string): V | null {
-    try {
-      const raw = localStorage.getItem(this.key(name));
-      return raw ? (JSON.parse(raw) as V) : null;
-    } catch {
-      return null;
-    }
+  private async all(collection: string, selector: Record<string, unknown> = {}): Promise<Doc[]> {
+    const docs = await this.db.collections[collection]!.find({ selector }).exec();
+    return docs.map((doc) => doc.toJSON() as Doc);
   }
 
-  private write(name: string, value: unknown): void {
-    localStorage.setItem(this.key(name), JSON.stringify(value));
+  /** Waits (bounded) for the first pull when the replica is still empty and the phone is online. */
+  async ready(online: boolean, timeoutMs = 20_000): Promise<void> {
+    if (!online) return;
+    await Promise.race([
+      this.replication.awaitInitialReplication(),
+      new Promise((resolve) => setTimeout(resolve, timeoutMs)),
+    ]);
   }
 
-  /** Records of me (linkId null) or of a relative (settlements only, as `relative` shows them). */
-  async records(linkId: string | null, online: boolean): Promise<Records | null> {
-    const name = linkId ? `records.link.${linkId}` : "records.me";
-    if (online) {
-      try {
-        const fresh = linkId ? await this.fetchRelative(linkId) : await this.fetchMine();
-        this.write(name, fresh);
-        return fresh;
-      } catch (error) {
-        if (!this.sdk.isNetworkError(error)) throw error;
-      }
-    }
-    return this.read<Records>(name);
-  }
-
-  private async fetchMine(): Promise<Records> {
-    const client = this.sdk.client;
-    const [settlements, contributions, flows, me] = await Promise.all([
-      client.settlements({ first: 50 }),
-      client.contributions({ first: 50 }),
-      client.accountFlows({ first: 50 }),
-      client.me(),
+  async records(personId: string): Promise<Records> {
+    const [settlements, contributions, accountFlows] = await Promise.all([
+      this.all("settlements", { personId }),
+      this.all("contributions", { personId }),
+      this.all("accountflows", { personId }),
     ]);
     return {
-      settlements: settlements.edges.map((edge) => edge.node),
-      contributions: contributions.edges.map((edge) => edge.node),
-      accountFlows: flows.edges.map((edge) => edge.node),
-      balanceFen: me.personalAccount?.balanceFen ?? null,
-      fetchedAt: new Date().toISOString(),
+      settlements: settlements.sort(byDesc("settledAt")),
+      contributions: contributions.sort(byDesc("paidAt")),
+      accountFlows: accountFlows.sort(byDesc("occurredAt")),
     };
   }
 
-  private async fetchRelative(linkId: string): Promise<Records> {
-    const relative = await this.sdk.client.relative(linkId, 50);
-    return {
-      settlements: relative.settlements.edges.map((edge) => edge.node),
-      contributions: [],
-      accountFlows: [],
-      balanceFen: null,
-      fetchedAt: new Date().toISOString(),
+  async familyLinks(): Promise<Doc[]> {
+    return (await this.all("familylinks")).sort(byDesc("createdAt"));
+  }
+
+  async filings(): Promise<Doc[]> {
+    return (await this.all("filings")).sort(byDesc("createdAt"));
+  }
+
+  async notifications(): Promise<Doc[]> {
+    return (await this.all("notifications")).sort(byDesc("createdAt"));
+  }
+
+  /** A new draft, in the replica at once (offline too); RxDB pushes it to the server. */
+  async addDraft(kind: string, kindLabel: string, fields: Record<string, unknown>, personId: string, linkId: string | null): Promise<string> {
+    const now = new Date().toISOString();
+    const id = uuid4();
+    await this.db.collections.filings!.insert({
+      id,
+      serverId: null,
+      personId,
+      updatedAt: now,
+      kind,
+      kindLabel,
+      status: "draft",
+      statusLabel: "草稿",
+      stage: null,
+      fields,
+      amountFen: null,
+      linkId,
+      filedByPersonId: null,
+      dueOn: null,
+      decisionReason: null,
+      createdAt: now,
+      submittedAt: null,
+      decidedAt: null,
+      version: null,
+    });
+    return id;
+  }
+
+  /** Calls `listener` after these collections change (at most every 150 ms: a first pull writes
+   * hundreds of documents); returns the unsubscribe. */
+  watch(collections: string[], listener: () => void): () => void {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const changed = (): void => {
+      if (timer === undefined) timer = setTimeout(() => ((timer = undefined), listener()), 150);
+    };
+    const subscriptions = collections.map((name) => this.db.collections[name]!.$.subscribe(changed));
+    return () => {
+      clearTimeout(timer);
+      for (const subscription of subscriptions) subscription.unsubscribe();
     };
   }
 
-  /** My filings (and those filed for me), as last read from the server. */
-  async filings(online: boolean): Promise<T.Filing[]> {
-    if (online) {
-      try {
-        await this.sync();
-        const page = await this.sdk.client.myFilings({ first: 50 });
-        const filings = page.edges.map((edge) => edge.node);
-        this.write("filings", filings);
-        return filings;
-      } catch (error) {
-        if (!this.sdk.isNetworkError(error)) throw error;
-      }
-    }
-    return this.read<T.Filing[]>("filings") ?? [];
+  /** Back online: pull and push now rather than at the next retry. */
+  reSync(): void {
+    this.replication.reSync();
   }
 
-  drafts(): Draft[] {
-    return this.read<Draft[]>("outbox") ?? [];
-  }
-
-  /** Keeps a new draft here first (so no signal loses it), then sends it when online. */
-  addDraft(kind: T.FilingKindCode, fields: Record<string, unknown>, linkId: string | null): Draft {
-    const draft: Draft = { clientId: uuid4(), kind, fields, linkId, createdAt: new Date().toISOString() };
-    this.write("outbox", [...this.drafts(), draft]);
-    return draft;
-  }
-
-  /** Sends the outbox, one draft at a time, oldest first; returns how many the server now has. */
-  sync(): Promise<number> {
-    if (!this.syncing) {
-      this.syncing = this.flush().finally(() => {
-        this.syncing = null;
-      });
-    }
-    return this.syncing;
-  }
-
-  private async flush(): Promise<number> {
-    let sent = 0;
-    for (const draft of this.drafts()) {
-      try {
-        await this.sdk.client.createFiling({ clientId: draft.clientId, kind: draft.kind, fields: draft.fields, linkId: draft.linkId, submit: false });
-      } catch (error) {
-        if (this.sdk.isNetworkError(error)) break; // still offline: try again on the next 'online'
-        if (!this.sdk.isYibaoError(error)) throw error;
-        // The server refused the draft (its rules): keep it, marked, for the resident to see.
-        this.write("outbox", this.drafts().map((d) => (d.clientId === draft.clientId ? { ...d, error: error.message } : d)));
-        continue;
-      }
-      this.write("outbox", this.drafts().filter((d) => d.clientId !== draft.clientId));
-      sent += 1;
-    }
-    return sent;
+  async close(): Promise<void> {
+    await this.replication.cancel();
+    await this.db.close();
   }
 }
 
-const replicas = new Map<string, Replica>();
+const opening = new Map<string, Promise<Replica>>();
 
-export function replicaFor(sdk: Sdk, personId: string): Replica {
-  let replica = replicas.get(personId);
+/** The replica of the person logged in (opened once per page load). */
+export function replicaFor(sdk: Sdk, personId: string): Promise<Replica> {
+  let replica = opening.get(personId);
   if (!replica) {
-    replica = new Replica(sdk, personId);
-    replicas.set(personId, replica);
+    replica = Replica.open(sdk, personId);
+    replica.catch(() => opening.delete(personId));
+    opening.set(personId, replica);
   }
   return replica;
+}
+
+/** Stops every open replica (a logout: the next login opens its own). */
+export async function closeReplicas(): Promise<void> {
+  const all = [...opening.values()];
+  opening.clear();
+  await Promise.all(all.map(async (pending) => (await pending).close().catch(() => {})));
 }
