@@ -33,8 +33,8 @@ globalThis.WebSocket = class extends NativeWebSocket {
   }
 };
 
-const { NetworkError, YibaoClient, createFetchTransport, memoryStorage, uuid4 } = await import("../../clients/miniprogram/dist/yibao-sdk.js");
-const { createYibaoDatabase, startReplication, COLLECTIONS } = await import("../../clients/miniprogram/dist/yibao-replication.js");
+const { NetworkError, YibaoClient, createFetchTransport, createWxTransport, memoryStorage, wxStorageAdapter, uuid4 } = await import("../../clients/miniprogram/dist/yibao-sdk.js");
+const { createYibaoDatabase, startReplication, COLLECTIONS, wxWebSocket } = await import("../../clients/miniprogram/dist/yibao-replication.js");
 
 async function waitFor(what, check, timeoutMs = 30_000) {
   const deadline = Date.now() + timeoutMs;
@@ -54,7 +54,10 @@ try {
   // In the lossy run the first push reaches the server but its answer is lost (a timeout on a slow network).
   const lost = [];
   const fetchTransport = createFetchTransport(base);
-  const transport = mode !== "lossy" ? fetchTransport : {
+  // In the wx run everything goes through a `wx` object (wx.request, wx.connectSocket, wx storage).
+  const { fakeWx } = await import("../../clients/miniprogram/test/fake-backend.mjs");
+  const wx = mode === "wx" ? await fakeWx() : null;
+  const transport = wx ? createWxTransport(base, wx) : mode !== "lossy" ? fetchTransport : {
     async request(request) {
       const response = await fetchTransport.request(request);
       if (lost.length === 0 && JSON.parse(request.body).operationName === "PushFiling") {
@@ -64,7 +67,7 @@ try {
       return response;
     },
   };
-  const client = new YibaoClient({ transport, storage: memoryStorage(), now: clock, sleep: async () => {} });
+  const client = new YibaoClient({ transport, storage: wx ? wxStorageAdapter(wx) : memoryStorage(), now: clock, sleep: async () => {} });
   // What the client sent for pushes, and the conflicts the server answered with.
   const pushes = [];
   const execute = client.execute.bind(client);
@@ -75,11 +78,12 @@ try {
     if (answer.errors) step("graphql error", { operation: request.operationName, errors: answer.errors });
     return answer;
   };
-  if (mode === "revoke" || mode === "lossy") {
+  if (mode === "revoke" || mode === "lossy" || mode === "wx") {
     // A fresh person made by the test: its access token, handed over as a stored session.
     await client.storage.set("yibao.session", JSON.stringify({ accessToken: process.env.YIBAO_TEST_TOKEN, refreshToken: "unused", expiresAt: Date.now() + 600_000 }));
     if (mode === "revoke") await revoke(client, process.argv[4], process.argv[5]);
-    else await lossy(client, process.argv[4], lost, pushes);
+    else if (mode === "lossy") await lossy(client, process.argv[4], lost, pushes);
+    else await overWx(client, wx, process.argv[4]);
     throw "done";
   }
   await client.login("resident");
@@ -234,4 +238,24 @@ async function lossy(client, personId, lost, pushes) {
   await replication.awaitInSync();
   const onServer = (await client.myFilings({ first: 100 })).edges.map((e) => e.node);
   report.lossy = { id, lost, pushes: pushes.map((p) => ({ rows: p.rows.map((r) => r.newDocumentState.id), answer: p.answer })), local: { serverId: local.serverId, status: local.status, version: local.version }, onServer: onServer.map((f) => ({ id: f.id, clientId: f.clientId, status: f.status })) };
+}
+
+// The mini-program's path: HTTP over wx.request, the streams over wx.connectSocket (wxWebSocket), the
+// session in wx storage; first sync, then a filing made through the API arrives over the stream.
+async function overWx(client, wx, personId) {
+  db = await createYibaoDatabase({ name: `yibao-wx-${randomUUID().slice(0, 8)}` });
+  replication = startReplication(db, client, { baseUrl: base, retryTimeMs: 300, webSocketImpl: wxWebSocket(wx) });
+  await replication.awaitInitialReplication();
+  const settlements = (await db.collections.settlements.find().exec()).length;
+  const today = new Date().toISOString().slice(0, 10);
+  const filing = await client.createFiling({ kind: "CROSS_REGION", fields: { registrationType: "temporary_trip", destinationRegion: "310104", startOn: today, endOn: today, reason: "小程序" } });
+  const local = await waitFor("the filing over wx.connectSocket", async () => (await db.collections.filings.findOne(filing.clientId).exec())?.toJSON());
+  report.wx = {
+    settlements,
+    local: { id: local.id, serverId: local.serverId, personId: local.personId },
+    filing: { id: filing.id, clientId: filing.clientId },
+    wxRequests: wx.requests.length,
+    pulls: wx.requests.filter((r) => JSON.parse(r.data).operationName?.startsWith("Pull")).length,
+    sockets: wx.sockets,
+  };
 }

@@ -228,3 +228,28 @@ async def test_a_push_whose_answer_is_lost_is_sent_again_without_a_second_filing
         {"id": lossy["local"]["serverId"], "clientId": lossy["id"], "status": "DRAFT"}
     ]
     assert lossy["local"]["status"] == "draft" and lossy["local"]["version"] is not None
+
+
+async def test_the_mini_program_path_wx_request_and_wx_connect_socket(
+    live_server: str, state: AppState
+) -> None:
+    """The replica over a `wx` object as a mini-program has it: pulls over wx.request, the streams over
+    wx.connectSocket (the SDK's wxWebSocket), the session in wx storage."""
+    require_node()
+    me = await familyworld.person(state)
+    await seed_records(state, me.person_id, count=2)
+    assert me.token is not None
+    report = await asyncio.to_thread(
+        run_script, live_server, "wx", str(me.person_id), env={"YIBAO_TEST_TOKEN": me.token}
+    )
+    wx = report["wx"]
+    assert wx["settlements"] == 2
+    assert wx["pulls"] >= 6  # every collection pulled over wx.request
+    assert wx["local"] == {
+        "id": wx["filing"]["clientId"],
+        "serverId": wx["filing"]["id"],
+        "personId": str(me.person_id),
+    }
+    [socket] = wx["sockets"]  # one socket for the six streams
+    assert socket["url"] == live_server.replace("http", "ws", 1) + "/graphql"
+    assert socket["protocols"] == ["graphql-transport-ws"]

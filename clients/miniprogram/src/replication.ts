@@ -4,8 +4,8 @@
 // Notification, and the live stream `streamX` over graphql-ws (graphql-transport-ws), whose
 // `resync: true` is RxDB's 'RESYNC' (pull again from the checkpoint).
 //
-// - HTTP requests go through YibaoClient (its transport, its token, one silent refresh on expiry, retries
-//   with backoff): pulls are reads, and pushes are safe to repeat (a repeated push of a draft the
+// - HTTP requests go through YibaoClient (its transport, fetch or wx.request; its token, one silent
+//   refresh on expiry, retries with backoff): pulls are reads, and pushes are safe to repeat (a repeated push of a draft the
 //   server already has comes back as a conflict with the master, never as a second filing).
 // - The WebSocket sends the token in connection_init ({"Authorization": "Bearer ..."}); connectionParams
 //   is a function, so every reconnect carries a fresh token. A stream the server ends (an expired token)
@@ -19,6 +19,10 @@ import { replicateGraphQL, type RxGraphQLReplicationState } from "rxdb/plugins/r
 import { getRxStorageMemory } from "rxdb/plugins/storage-memory";
 
 import type { YibaoClient } from "./client.js";
+import { setWebSocketImpl, type WebSocketConstructor } from "./ws-shim.js";
+
+export { rewriteMessage, setWebSocketImpl, wxWebSocket } from "./ws-shim.js";
+export type { WebSocketConstructor, WxSocketLike } from "./ws-shim.js";
 
 export type CollectionName = "Settlement" | "Contribution" | "AccountFlow" | "Filing" | "FamilyLink" | "Notification";
 
@@ -238,6 +242,8 @@ export interface ReplicationOptions {
   wsOptions?: Record<string, unknown>;
   /** Called with every replication error (already retried by RxDB). */
   onError?: (collection: CollectionName, error: unknown) => void;
+  /** The WebSocket class for the streams (default: the platform's); in a mini-program `wxWebSocket(wx)`. */
+  webSocketImpl?: WebSocketConstructor;
   /** Distinguishes replicas of different logins kept in one database (default `yibao`). */
   replicationIdentifierPrefix?: string;
 }
@@ -263,17 +269,10 @@ function wsUrl(httpUrl: string): string {
 /** Starts RxDB's GraphQL replication of each collection against the server, through `client`. */
 export function startReplication(db: RxDatabase, client: YibaoClient, options: ReplicationOptions): YibaoReplication {
   const http = options.baseUrl.replace(/\/+$/, "") + "/graphql";
+  if (options.webSocketImpl) setWebSocketImpl(options.webSocketImpl);
   const names = options.collections ?? COLLECTION_NAMES;
   const states = new Map<CollectionName, RxGraphQLReplicationState<Record<string, unknown>, { token: string }>>();
   let cancelled = false;
-
-  // RxDB builds a Request and reads `await response.json()`; the SDK's client sends it (token, refresh,
-  // retries) over whatever transport the client has (fetch or wx.request).
-  const viaClient = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
-    const body = input instanceof Request ? await input.text() : String(init?.body ?? "");
-    const answer = await client.execute(body, { idempotent: true });
-    return { ok: true, status: 200, json: async () => answer } as unknown as Response;
-  };
 
   const connectionParams = async () => ({ Authorization: `Bearer ${await client.accessToken()}` });
 
@@ -284,7 +283,6 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
       collection,
       replicationIdentifier: `${options.replicationIdentifierPrefix ?? "yibao"}-${name}-${http}`,
       url: { http, ws: options.live === false ? undefined : wsUrl(http) },
-      fetch: viaClient as typeof fetch,
       live: options.live ?? true,
       retryTime: options.retryTimeMs ?? 5_000,
       waitForLeadership: db.multiInstance,
@@ -320,6 +318,10 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
           }
         : undefined,
     });
+    // RxDB's own request helper needs fetch, Request and Headers (a mini-program has none); the SDK's
+    // client sends it instead (its transport, its token, one silent refresh, retries). Set before the
+    // replication starts (RxDB starts it in a later microtask).
+    state.graphQLRequest = ((query: unknown) => client.execute(JSON.stringify(query), { idempotent: true })) as never;
     state.error$.subscribe((error: unknown) => {
       options.onError?.(name, error);
       // RxDB retries pulls and pushes itself (its errors are RxErrors, code RC_*); a stream the server

@@ -4,6 +4,8 @@
 // The real server is exercised by tests/miniprogram/test_rxdb_replication.py.
 import { createServer } from "node:http";
 
+import { WebSocket as NodeWebSocket } from "ws";
+
 export function fakeBackend({ delayMs = () => 0 } = {}) {
   const state = {
     seq: 0,
@@ -141,6 +143,21 @@ export async function fakeWx() {
       });
       if (options.data !== undefined) req.write(options.data);
       req.end();
+    },
+    sockets: [],
+    /** wx.connectSocket over the `ws` package: a SocketTask as WeChat documents it. */
+    connectSocket({ url, protocols }) {
+      const socket = new NodeWebSocket(url, protocols);
+      this.sockets.push({ url, protocols });
+      const on = (event, cb) => socket.on(event, cb);
+      return {
+        onOpen: (cb) => on("open", () => cb({})),
+        onMessage: (cb) => on("message", (data) => cb({ data: data.toString() })),
+        onClose: (cb) => on("close", (code, reason) => cb({ code, reason: reason.toString() })),
+        onError: (cb) => on("error", (error) => cb({ errMsg: String(error?.message ?? error) })),
+        send: ({ data }) => socket.send(data),
+        close: ({ code, reason }) => socket.close(code, reason),
+      };
     },
     getStorageSync: (key) => (storage.has(key) ? storage.get(key) : ""),
     setStorageSync: (key, value) => void storage.set(key, value),
