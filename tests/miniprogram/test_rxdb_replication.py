@@ -206,6 +206,10 @@ async def test_a_revoked_link_removes_the_relatives_documents_from_the_holders_r
     for name in ("Settlement", "AccountFlow", "Contribution"):
         assert after[name] == {"relative": 0, "links": 0, "all": 0}, (name, after)
     assert after["FamilyLink"]["links"] == 0
+    # They went through the stream's resync signal (RESYNC: pull again from the checkpoint, which
+    # brings the tombstones), not through a delta naming them.
+    messages = report["revoke"]["messages"]
+    assert any(m["field"] == "streamSettlement" and m["resync"] for m in messages), messages
 
 
 async def test_a_push_whose_answer_is_lost_is_sent_again_without_a_second_filing(
