@@ -78,11 +78,12 @@ try {
     if (answer.errors) step("graphql error", { operation: request.operationName, errors: answer.errors });
     return answer;
   };
-  if (mode === "revoke" || mode === "lossy" || mode === "wx") {
+  if (mode === "revoke" || mode === "lossy" || mode === "wx" || mode === "read") {
     // A fresh person made by the test: its access token, handed over as a stored session.
     await client.storage.set("yibao.session", JSON.stringify({ accessToken: process.env.YIBAO_TEST_TOKEN, refreshToken: "unused", expiresAt: Date.now() + 600_000 }));
     if (mode === "revoke") await revoke(client, process.argv[4], process.argv[5]);
     else if (mode === "lossy") await lossy(client, process.argv[4], lost, pushes);
+    else if (mode === "read") await markRead(client, process.argv[4]);
     else await overWx(client, wx, process.argv[4]);
     throw "done";
   }
@@ -258,4 +259,23 @@ async function overWx(client, wx, personId) {
     pulls: wx.requests.filter((r) => JSON.parse(r.data).operationName?.startsWith("Pull")).length,
     sockets: wx.sockets,
   };
+}
+
+// A notification read on the phone without signal: the read mark is pushed when back online.
+async function markRead(client, notificationId) {
+  db = await createYibaoDatabase({ name: `yibao-read-${randomUUID().slice(0, 8)}` });
+  replication = startReplication(db, client, { baseUrl: base, retryTimeMs: 300 });
+  await replication.awaitInitialReplication();
+  const before = (await db.collections.notifications.findOne(notificationId).exec())?.toJSON();
+  await replication.cancel(); // offline
+  const doc = await db.collections.notifications.findOne(notificationId).exec();
+  const readAt = new Date().toISOString();
+  await doc.incrementalPatch({ readAt });
+  replication = startReplication(db, client, { baseUrl: base, retryTimeMs: 300 });
+  await replication.awaitInSync();
+  const server = await waitFor("the read mark on the server", async () => {
+    const answer = await client.notifications({ first: 10 });
+    return answer.unreadNotificationCount === 0 ? answer : null;
+  });
+  report.read = { before: before && { id: before.id, readAt: before.readAt }, readAt, server: server.notifications.edges.map((e) => ({ id: e.node.id, readAt: e.node.readAt })), unread: server.unreadNotificationCount };
 }

@@ -20,6 +20,7 @@ from sqlmodel import col
 
 from api.app import create_app
 from api.family.models import FamilyLink, LinkStatus, Permission
+from api.notifications import service as notifications
 from api.people.models import AccountFlow, Contribution, Settlement
 from api.settings import Settings
 from api.state import AppState
@@ -257,3 +258,21 @@ async def test_the_mini_program_path_wx_request_and_wx_connect_socket(
     [socket] = wx["sockets"]  # one socket for the six streams
     assert socket["url"] == live_server.replace("http", "ws", 1) + "/graphql"
     assert socket["protocols"] == ["graphql-transport-ws"]
+
+
+async def test_a_notification_read_offline_is_marked_read_on_the_server(
+    live_server: str, state: AppState
+) -> None:
+    require_node()
+    me = await familyworld.person(state)
+    async with state.db.session() as session:
+        row = await notifications.notify(session, me.person_id, "filing.status", "测试", "您的申请已更新。")
+    assert me.token is not None and row.id is not None
+    report = await asyncio.to_thread(
+        run_script, live_server, "read", str(row.id), env={"YIBAO_TEST_TOKEN": me.token}
+    )
+    read = report["read"]
+    assert read["before"] == {"id": str(row.id), "readAt": None}
+    [on_server] = read["server"]
+    assert on_server["id"] == str(row.id) and on_server["readAt"] is not None
+    assert read["unread"] == 0
