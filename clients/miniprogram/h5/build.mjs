@@ -29,7 +29,7 @@ const result = await build({
   chunkNames: "chunk-[hash]",
   bundle: true,
   splitting: true,
-  minify: !process.env.H5_DEBUG,
+  minify: true,
   format: "esm",
   platform: "browser",
   target: ["es2020", "chrome90", "safari15"],
