@@ -7,7 +7,7 @@ would skip 10 for ever. Entries therefore get their pull order, `seq`, only once
 have no seq yet, after every seq it gave before. An entry that commits late is numbered late, so no
 reader that has moved past a seq can miss an entry numbered at or below it. `ReplicationState.last_seq`
 is that watermark: every seq up to it is committed and final. On SQLite one writer at a time gives the
-same guarantee without the lock, and the same code runs on both.
+same guarantee without the lock, once the sequencer holds the write lock before it reads the watermark.
 
 Capabilities call `record()` beside their writes (people, settlements, policy versions, revocations);
 pull calls `sequence()` and then reads seq ranges per scope.
@@ -92,6 +92,12 @@ async def sequence(session: AsyncSession, known: ReplicationState | None = None)
         return mark
     if _is_postgres(session):
         await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SEQUENCER_LOCK})
+    else:
+        # SQLite: a transaction's reads before its first write run outside it, so the state read below
+        # could predate another sequencer's commit, and this one would number new entries again from
+        # that stale watermark. A no-op write takes the database's single write lock first.
+        rs = ReplicationState.__table__  # type: ignore[attr-defined]
+        await session.execute(update(rs).where(rs.c.id == 1).values(last_seq=rs.c.last_seq))
     state = await session.get(ReplicationState, 1, populate_existing=True, with_for_update=True)
     if state is None:
         raise RuntimeError("replication_state is missing: run the migrations")

@@ -212,6 +212,41 @@ async def test_a_transaction_that_commits_late_is_not_skipped(state: AppState) -
     assert ids["A"][0] < ids["B"][0] and ids["A"][1] > ids["B"][1]  # inserted first, numbered last
 
 
+async def test_sequencers_running_beside_writers_number_every_entry_once(state: AppState) -> None:
+    """Several pulls number the change log while pushes keep committing entries (SQLite: a transaction
+    runs its statements before its first write outside it, so a sequencer that read the watermark and
+    then waited for the write lock saw entries another sequencer had numbered meanwhile, numbered new
+    ones from its stale watermark and broke the unique seq: HTTP 500 in the 800-terminal drain)."""
+    scope = f"test:{secrets.token_hex(4)}"
+    rng = random.Random(11)
+    stop = asyncio.Event()
+
+    async def writer(n: int) -> None:
+        for i in range(25):
+            async with state.db.sessionmaker() as session:
+                await changelog.record(session, [Change("probe", f"{n}-{i}", scope)])
+                await session.flush()
+                await asyncio.sleep(rng.random() * 0.005)
+                await session.commit()
+
+    async def sequencer() -> None:
+        while not stop.is_set():
+            async with state.db.sessionmaker() as session:
+                await changelog.sequence(session)
+            await asyncio.sleep(0)
+
+    sequencers = [asyncio.ensure_future(sequencer()) for _ in range(4)]
+    try:
+        await asyncio.gather(*(writer(n) for n in range(4)))
+    finally:
+        stop.set()
+        await asyncio.gather(*sequencers)
+    async with state.db.sessionmaker() as session:
+        await changelog.sequence(session)
+    seqs = [seq for _, _, seq in await _session_rows(state, scope)]
+    assert len(seqs) == 100 and 0 not in seqs and len(set(seqs)) == 100
+
+
 async def _session_rows(state: AppState, scope: str) -> list[tuple[str, int, int]]:
     async with state.db.sessionmaker() as session:
         rows = await session.execute(
