@@ -213,9 +213,9 @@ export class YibaoClient {
   call<D>(name: OperationName, variables: Record<string, unknown> = {}, options: CallOptions = {}): Promise<D> {
     const operation = OPERATIONS[name];
     return this.query<D>(operation.document, variables, {
+      ...options,
       operationName: name,
       idempotent: options.idempotent ?? operation.kind === "query",
-      ...options,
     });
   }
 
