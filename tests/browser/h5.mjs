@@ -159,6 +159,19 @@ await runScenario(
     await goto("#/family", "#links");
     report.steps.activeAfterConfirm = await page.locator('[data-link][data-role="holder"][data-status="ACTIVE"]').count();
 
+    // ---- his records reach her replica; he ends the link on his phone: they leave it, live
+    const husband = page.locator('[data-link][data-role="holder"][data-status="ACTIVE"]', { hasText: setup.spouseName });
+    const husbandLink = await husband.getAttribute("data-link");
+    await husband.locator('[data-action="relative-records"]').click();
+    await page.locator("#page-records [data-settlement]").first().waitFor({ timeout: 60_000 });
+    report.steps.husbandRecords = await page.locator("[data-settlement]").count();
+    const spouseToken = (await gql('mutation { login(provider: "demo", code: "spouse") { accessToken } }')).login.accessToken;
+    await gql("mutation($id: ID!) { unlinkFamily(linkId: $id) { status } }", { id: husbandLink }, spouseToken);
+    await page.locator("#settlements p.muted").waitFor({ timeout: 60_000 });
+    report.steps.husbandRecordsAfterUnlink = await page.locator("[data-settlement]").count();
+    report.steps.husbandRemovedText = await page.locator("#settlements p.muted").textContent();
+    await goto("#/family", "#links");
+
     // ---- care mode is remembered per user: on for resident, across a reload, off for her husband
     await page.locator("#care-toggle").click();
     report.steps.failuresBeforeReload = report.failedRequests.length;

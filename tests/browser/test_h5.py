@@ -163,6 +163,10 @@ async def test_h5_walks_every_page_online_offline_and_in_care_mode(
     assert steps["relativeRecords"]["settlements"] > 0
     assert steps["linkRequested"] and steps["linkConfirmed"]
     assert steps["activeAfterConfirm"] >= 2
+    # A link ended by the relative while his records sit in her replica: they leave it.
+    assert steps["husbandRecords"] > 0
+    assert steps["husbandRecordsAfterUnlink"] == 0
+    assert "关联已解除" in steps["husbandRemovedText"]
     assert steps["careRemembered"] is True
     assert steps["spouseCare"] is False
 
