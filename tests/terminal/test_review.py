@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -47,6 +48,28 @@ def test_what_a_chinese_input_method_types_is_read_as_the_operator_meant() -> No
         100,
         "阿莫西林",
     )
+
+
+def test_what_is_wrong_with_a_bill_is_said_in_chinese(tmp_path: Path) -> None:
+    # The engine's checks are English ("visit.items[0].self_pay_permille: must be an integer per
+    # mille ..."), which the operator got verbatim; now they keep it in `detail` only.
+    home = tmp_path / "clinic"
+    cases = {
+        ("--item", "甲:0"): "费用合计为零",
+        ("--item", "乙:5:5000"): "第 1 项费用的乙类先行自付比例",
+        ("--item", "甲:1", "--item", "丁:5"): "第 2 项费用的类别",
+        ("--item", "甲:5:10"): "不能有先行自付比例",
+        ("--item", "甲:20000000"): "不能超过",
+    }
+    for args, said in cases.items():
+        run = agent(home, "settle", "--person", "1", *args)
+        error = run.json["error"]
+        assert run.status == 1 and error["reason"] == "bad_bill" and said in error["message"], (args, error)
+        assert not re.search(r"[A-Za-z]{3,}", error["message"].replace("visit", "")), error["message"]
+        assert error["detail"]  # the engine's own words, for whoever maintains it
+    stdin = json.dumps({"items": [{"item_class": "class_a", "amount_fen": -5}]})
+    negative = agent(home, "settle", "--person", "1", "--bill", "-", stdin=stdin)
+    assert "第 1 项费用的金额：不能为负数" in negative.json["error"]["message"], negative.stdout
 
 
 def test_a_bill_file_nested_too_deep_is_a_clear_message(tmp_path: Path) -> None:

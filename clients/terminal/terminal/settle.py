@@ -12,6 +12,8 @@ transaction; the server recomputes it at push and its answer replaces these prov
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -493,6 +495,56 @@ def _replayed(result: VerificationResult) -> VerificationResult:
     return replace(result, reason=Reason.REPLAYED)
 
 
+_FIELD_NAMES = {
+    "amount_fen": "金额",
+    "item_class": "类别",
+    "self_pay_permille": "乙类先行自付比例",
+    "name": "名称",
+    "code": "编码",
+    "items": "费用明细",
+    "category": "就诊类别",
+    "locality": "就医地",
+    "use_personal_account": "是否使用个人账户",
+}
+_ITEM_FIELD = re.compile(r"^visit\.items\[(\d+)\](?:\.(\w+))?$")
+_MESSAGES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    (re.compile(r"^must not be negative$"), lambda m: "不能为负数"),
+    (re.compile(r"^must be <= (\d+) fen$"), lambda m: f"不能超过 {yuan(int(m[1]))}"),
+    (re.compile(r"^must be <= (\d+)$"), lambda m: f"不能超过 {m[1]}"),
+    (re.compile(r"^must be >= (-?\d+)$"), lambda m: f"不能小于 {m[1]}"),
+    (re.compile(r"^unknown code .*"), lambda m: "无法识别（类别用 甲、乙、丙）"),
+    (re.compile(r"^the bill is empty$"), lambda m: "没有任何费用项"),
+    (re.compile(r"^the bill total is zero$"), lambda m: "费用合计为零"),
+    (re.compile(r"^more than (\d+) items$"), lambda m: f"超过 {m[1]} 项"),
+    (re.compile(r"^must be 0 for a class_[ac] item$"), lambda m: "甲类、丙类项目不能有先行自付比例"),
+    (
+        re.compile(r"^must be an integer per mille .*"),
+        lambda m: "应为 0 到 1000 的整数千分比（100 表示 10%）",
+    ),
+    (re.compile(r"^must be a string of at most (\d+) characters$"), lambda m: f"应为不超过 {m[1]} 字的文字"),
+    (re.compile(r"^must be an integer.*"), lambda m: "应为整数"),
+    (re.compile(r"^must be a (?:list|string|boolean).*"), lambda m: "格式有误"),
+    (re.compile(r"^is not a field.*|^unknown (?:field|key).*"), lambda m: "不是账单的字段"),
+)
+
+
+def bill_error_text(field_path: str, message: str) -> str:
+    """The engine's check of a bill (English, for developers) as the operator reads it; the original
+    stays in the refusal's `detail`."""
+    item = _ITEM_FIELD.match(field_path)
+    if item is not None:
+        where = f"第 {int(item[1]) + 1} 项费用" + (
+            f"的{_FIELD_NAMES.get(item[2], item[2])}" if item[2] else ""
+        )
+    else:
+        where = _FIELD_NAMES.get(field_path.rsplit(".", 1)[-1], field_path)
+    for pattern, say in _MESSAGES:
+        found = pattern.match(message)
+        if found is not None:
+            return f"{where}：{say(found)}"
+    return f"{where}：{message}"
+
+
 def _bill_refusal(exc: SettlementInputError, day: date) -> Refused | NotReady:
     if exc.field in ("visit.visit_date", "visit.region") and "no policy version" in exc.message:
         return NotReady(
@@ -500,7 +552,12 @@ def _bill_refusal(exc: SettlementInputError, day: date) -> Refused | NotReady:
             reason="policy_not_synced",
             detail=exc.message,
         )
-    return Refused(f"结算信息有误：{exc.field}：{exc.message}", reason="bad_bill", field=exc.field)
+    return Refused(
+        f"结算信息有误：{bill_error_text(exc.field, exc.message)}",
+        reason="bad_bill",
+        field=exc.field,
+        detail=exc.message,
+    )
 
 
 def _visit(
@@ -597,7 +654,12 @@ def parse_bill_file(data: Any) -> BillInput:
     try:
         parsed = Bill.from_dict(visit)
     except SettlementInputError as exc:
-        raise Refused(f"账单有误：{exc.field}：{exc.message}", reason="bad_bill", field=exc.field) from None
+        raise Refused(
+            f"账单有误：{bill_error_text(exc.field, exc.message)}",
+            reason="bad_bill",
+            field=exc.field,
+            detail=exc.message,
+        ) from None
     return BillInput(parsed.category, parsed.items, parsed.locality, parsed.use_personal_account)
 
 
