@@ -285,3 +285,39 @@ async def test_a_filing_submitted_before_spring_festival_is_due_after_it(
         dt.date(2026, 2, 25),
         False,
     )
+
+
+async def test_a_resident_probing_other_filings_and_attachments_learns_nothing(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    victim = await fw.resident(state, gql)
+    prober = await fw.resident(state, gql)
+    theirs = await fw.submitted(state, victim, "REIMBURSEMENT")
+    [attachment] = [a for a in theirs["attachments"] if a["material"] == "invoice"]
+    own = data(await prober(CREATE, create_input("CROSS_REGION", fw.cross_region())))["createFiling"]
+    missing = str(int(theirs["id"]) + 10_000)
+
+    def answer(body: dict[str, Any]) -> tuple[str, str]:
+        return code(body), body["errors"][0]["message"]
+
+    for filing_id in (theirs["id"], missing):
+        seen = {
+            answer(await prober(fw.FILING, {"id": filing_id})),
+            answer(await prober(fw.SUBMIT, {"id": filing_id, "changes": {"visits": []}})),
+            answer(await prober(fw.WITHDRAW, {"id": filing_id})),
+        }
+        assert seen == {("NOT_FOUND", "未找到该申请")}, seen
+        upload = await fw.upload(gql, prober.token, filing_id, "invoice")
+        assert upload.status_code == 404
+    headers = {"authorization": f"Bearer {prober.token}"}
+    for path in (
+        attachment["downloadPath"],  # their filing, their attachment
+        f"/filings/{own['id']}/attachments/{attachment['id']}",  # my filing, their attachment
+    ):
+        response = await gql.http.get(path, headers=headers)
+        assert response.status_code == 404 and fw.PDF not in response.content
+    # Their filing is untouched and nothing of the probing is in their audit as an access.
+    after = data(await victim(fw.FILING, {"id": theirs["id"]}))["filing"]
+    assert after["status"] == "SUBMITTED" and len(after["attachments"]) == len(theirs["attachments"])
+    audit = [e["node"] for e in data(await victim(AUDIT))["accessAudit"]["edges"]]
+    assert audit == [], audit
