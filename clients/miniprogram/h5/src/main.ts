@@ -92,7 +92,7 @@ function netBanner(): HTMLElement {
   return h(
     "div",
     { class: app.online ? "net hidden" : "net", id: "net-banner", role: "status" },
-    "当前无网络：显示本机保存的数据，新的办事草稿会在联网后自动提交同步",
+    "当前无网络：显示本机保存的数据，新的办事草稿会在联网后自动同步",
   );
 }
 
@@ -131,10 +131,10 @@ async function render(): Promise<void> {
         await (await import("./records")).recordsPage(app, page, params);
         break;
       case "#/family":
-        await (await import("./family")).familyPage(app, page, params);
+        await (await import("./family")).familyPage(app, page);
         break;
       case "#/filings":
-        await (await import("./filings")).filingsPage(app, page, params);
+        await (await import("./filings")).filingsPage(app, page);
         break;
       default:
         await qrPage(app, page, params);
@@ -160,7 +160,7 @@ function setOnline(online: boolean): void {
   window.dispatchEvent(new CustomEvent("yibao:network", { detail: online }));
 }
 
-// Once the QR shows, fetch the other pages' chunks and the offline voucher in the background, so that
+// When the QR shows, fetch the other pages' chunks and the offline voucher in the background, so that
 // they work when the signal goes later (the first load carries only the login and the QR).
 window.addEventListener(
   "yibao:qr-shown",
@@ -169,7 +169,6 @@ window.addEventListener(
     // The replica starts syncing now, so that records and filings are on the phone before the signal goes.
     void import("./replica").then(({ replicaFor }) => (app.me ? replicaFor(sdk, app.me.id) : null)).catch(() => {});
   },
-  { once: true },
 );
 window.addEventListener("online", () => setOnline(true));
 window.addEventListener("offline", () => setOnline(false));
