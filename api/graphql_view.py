@@ -75,6 +75,14 @@ def _with_code(error: GraphQLError, code: ErrorCode, message: str | None = None)
     return _rebuilt(error, message or error.message, {"code": code.value})
 
 
+def _unexpected(original: Exception | None) -> bool:
+    """What a scalar raises when a variable does not coerce is a ValueError or TypeError (or a GraphQL
+    error); anything else without a path is a failure of ours: strawberry wraps what a subscription's
+    generator raises mid-stream (a database error, say) with no path, and its text (SQL) must not
+    reach the client as if it were the client's bad input."""
+    return original is not None and not isinstance(original, (ValueError, TypeError, GraphQLError))
+
+
 def classify(error: GraphQLError) -> GraphQLError:
     """Gives every error a stable ``extensions.code`` and a short message; masks anything unexpected.
     Idempotent: the schema extension and the HTTP view may both classify one error."""
@@ -87,7 +95,7 @@ def classify(error: GraphQLError) -> GraphQLError:
         return _with_code(error, ErrorCode.GRAPHQL_PARSE_FAILED)
     if isinstance(original, CannotGetOperationTypeError):  # no such operationName: as over HTTP
         return _with_code(error, ErrorCode.BAD_REQUEST)
-    if error.path is None:
+    if error.path is None and not _unexpected(original):
         # Before execution: variables that do not coerce (the scalar raised), or a document that the
         # validation rules (including depth, alias and token limits) refused.
         if original is not None or (
