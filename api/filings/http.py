@@ -3,6 +3,7 @@
     POST /filings/{id}/attachments?material=CODE   multipart/form-data, one part named `file`
          -> 201 {"attachment": {"id", "material", "contentType", "sizeBytes", "sha256", ...}}
     GET  /filings/{id}/attachments/{attachmentId}   -> the bytes, with the sniffed type
+    DELETE /filings/{id}/attachments/{attachmentId} -> {"removed": {"id"}}: only what is not yet submitted
 
 The upload route has its own body bound (UPLOAD_BODY_BYTES: the attachment limit plus multipart
 overhead) instead of the 1 MB of every other route (api.middleware.BodySizeLimitMiddleware): a body
@@ -174,7 +175,23 @@ def filing_routes(state: AppState, store: AttachmentStore | None = None) -> list
             attachments.read(row.storage_key), media_type=row.content_type, headers=headers
         )
 
+    async def remove(request: Request) -> Response:
+        try:
+            viewer = await _viewer(request, state)
+            async with state.db.sessionmaker() as session:
+                row = await service.remove_attachment(
+                    session, viewer, request.path_params["filing_id"], request.path_params["attachment_id"]
+                )
+        except AppError as exc:
+            return _error(exc)
+        try:
+            await attachments.delete(row.storage_key)
+        except OSError:  # the row is gone: an orphaned file is harmless, and logged
+            log.warning("attachment %s removed but its file %s was not deleted", row.id, row.storage_key)
+        return JSONResponse({"removed": {"id": str(row.id)}})
+
     return [
         Route("/filings/{filing_id}/attachments", upload, methods=["POST"]),
         Route("/filings/{filing_id}/attachments/{attachment_id}", download, methods=["GET"]),
+        Route("/filings/{filing_id}/attachments/{attachment_id}", remove, methods=["DELETE"]),
     ]

@@ -610,6 +610,18 @@ async def _submit(
     if missing:
         # 一次告知 in both directions: everything still missing, at once.
         raise BadUserInput("以下材料尚未提供：" + "、".join(missing), field="attachments", missing=missing)
+    if allowed is not None:
+        # A proof an asked field might need (kind.depends) may be uploaded with the correction; if the
+        # corrected fields do not need it, it was not asked for, and a resubmission adds only that.
+        wanted = {item["code"] for item in filing.requested} | set(kind.required_materials(values))
+        extra = sorted(uploaded - wanted)
+        if extra:
+            labels = [label_of(kind, code) for code in extra]
+            raise BadUserInput(
+                "补正时只能补充经办人员要求的材料，请删除：" + "、".join(labels),
+                field="attachments",
+                extra=labels,
+            )
     await _invoices_free(session, kind, values, path, filing.id)
     computed = await kind.compute(ctx, values)
     stage = kind.stages[0] if allowed is None else kind.stage(filing.stage or "") or kind.stages[0]
@@ -1261,6 +1273,42 @@ async def add_attachment(
     )
     session.add(row)
     await session.flush()
+    await changelog.record(session, _changes(filing))
+    await session.commit()
+    return row
+
+
+async def remove_attachment(
+    session: AsyncSession,
+    viewer: Viewer,
+    filing_id: int | str,
+    attachment_id: int | str,
+    now: dt.datetime | None = None,
+) -> FilingAttachment:
+    """The filer (or their family member with file-on-behalf, audited) takes back an attachment not yet
+    submitted: any of a draft's, or one of the current round while materials are asked for. What a
+    reviewer has seen stays. Returns the removed row; the caller deletes its bytes after the commit."""
+    now = now or utcnow()
+    filing = await _get(session, filing_id, "filingId")
+    await acting_for(
+        session,
+        viewer,
+        filing.person_id,
+        "filing:remove_attachment",
+        f"filing {filing.id} attachment {attachment_id}",
+    )
+    row = await session.get(FilingAttachment, parse_id(attachment_id, "attachmentId"))
+    if row is None or row.filing_id != filing.id:
+        await session.rollback()
+        raise NotFound("未找到该附件")
+    open_round = filing.status == FilingStatus.DRAFT.value or (
+        filing.status == FilingStatus.NEEDS_MATERIALS.value and row.materials_round == filing.materials_round
+    )
+    if not open_round:
+        await session.rollback()
+        raise Conflict("已提交的材料不能删除", reason="invalid_transition")
+    await _transition(session, filing, now)  # a concurrent submission makes this a CONFLICT
+    await session.delete(row)
     await changelog.record(session, _changes(filing))
     await session.commit()
     return row

@@ -321,3 +321,46 @@ async def test_a_resident_probing_other_filings_and_attachments_learns_nothing(
     assert after["status"] == "SUBMITTED" and len(after["attachments"]) == len(theirs["attachments"])
     audit = [e["node"] for e in data(await victim(AUDIT))["accessAudit"]["edges"]]
     assert audit == [], audit
+
+
+async def test_a_resubmission_carries_no_proof_that_was_not_asked_for(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    # Asked to correct the registration type, the filer may upload the proofs another type would need;
+    # if the corrected type needs none of them, the resubmission must not carry them.
+    who = await fw.resident(state, gql)
+    referral = fw.cross_region(registrationType="referral", hospital="复旦大学附属中山医院")
+    filing = await fw.submitted(state, who, "CROSS_REGION", referral)
+    reviewer = await fw.reviewer(state, gql)
+    data(await reviewer(CLAIM, {"id": filing["id"]}))
+    missing = [{"code": "registrationType"}]
+    data(
+        await reviewer(
+            fw.DECIDE,
+            {"id": filing["id"], "decision": "NEEDS_MATERIALS", "reason": "请核对", "missing": missing},
+        )
+    )
+    uploaded = await fw.upload(gql, who.token, filing["id"], "residence_proof")
+    assert uploaded.status_code == 201, uploaded.text
+    extra = uploaded.json()["attachment"]
+    same = {"registrationType": "referral"}
+    body = await who(fw.SUBMIT, {"id": filing["id"], "changes": same})
+    assert code(body) == "BAD_USER_INPUT" and field_of(body) == "attachments", body
+    assert "异地居住证明" in body["errors"][0]["message"]
+
+    headers = {"authorization": f"Bearer {who.token}"}
+    path = f"/filings/{filing['id']}/attachments/{extra['id']}"
+    stranger = await fw.resident(state, gql)
+    refused = await gql.http.delete(path, headers={"authorization": f"Bearer {stranger.token}"})
+    assert refused.status_code == 404
+    removed = await gql.http.delete(path, headers=headers)
+    assert removed.status_code == 200, removed.text
+    assert (await gql.http.get(path, headers=headers)).status_code == 404
+    resubmitted = data(await who(fw.SUBMIT, {"id": filing["id"], "changes": same}))["submitFiling"]
+    assert resubmitted["status"] == "RESUBMITTED"
+    assert extra["id"] not in {a["id"] for a in resubmitted["attachments"]}
+    # What was already submitted stays: it is evidence the reviewers saw.
+    [letter] = resubmitted["attachments"]
+    assert letter["material"] == "referral_letter"
+    kept = await gql.http.delete(f"/filings/{filing['id']}/attachments/{letter['id']}", headers=headers)
+    assert kept.status_code == 409
