@@ -12,11 +12,12 @@ try {
   report.me = (await client.me()).name;
 
   // An access token the server no longer takes (here: garbled) while the refresh token is good:
-  // the call is refused, refreshed once, retried.
+  // the call is refused, refreshed once, retried. (The new access token may equal the original: same
+  // claims within the same second; the refresh token is new each time.)
   const session = await client.session();
   await storage.set("yibao.session", JSON.stringify({ ...session, accessToken: session.accessToken.slice(0, -4) + "AAAA" }));
   const [a, b] = await Promise.all([client.me(), client.settlements({ first: 3 })]);
-  report.afterRefresh = { me: a.name, settlements: b.edges.length, refreshes: client.refreshCount, tokenChanged: (await client.session()).accessToken !== session.accessToken };
+  report.afterRefresh = { me: a.name, settlements: b.edges.length, refreshes: client.refreshCount, refreshTokenChanged: (await client.session()).refreshToken !== session.refreshToken };
 
   // The offline voucher: key made and kept here, certified by the server, a code composed offline and
   // verified by a pharmacy.

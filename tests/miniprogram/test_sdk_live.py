@@ -43,7 +43,7 @@ async def test_the_sdk_against_a_live_server(live_server: str) -> None:
         "me": report["me"],
         "settlements": 3,
         "refreshes": 1,
-        "tokenChanged": True,
+        "refreshTokenChanged": True,
     }
     voucher = report["voucher"]
     assert voucher["state"] == "valid" and voucher["code"] == "YBD:"
