@@ -7,6 +7,7 @@ import { createServer } from "node:http";
 import { WebSocket as NodeWebSocket } from "ws";
 
 export function fakeBackend({ delayMs = () => 0 } = {}) {
+  const timers = new Set(); // held answers, dropped on close so that the test process can end
   const state = {
     seq: 0,
     tokens: new Map(), // access token -> { valid }
@@ -70,7 +71,7 @@ export function fakeBackend({ delayMs = () => 0 } = {}) {
       default:
         result = { data: null, errors: [{ message: `unknown operation ${operationName}`, extensions: { code: "BAD_REQUEST" } }] };
     }
-    if (wait) await new Promise((r) => setTimeout(r, wait));
+    if (wait) await new Promise((r) => timers.add(setTimeout(r, wait)));
     return result;
   }
 
@@ -105,6 +106,7 @@ export function fakeBackend({ delayMs = () => 0 } = {}) {
       return `http://127.0.0.1:${server.address().port}`;
     },
     close() {
+      for (const timer of timers) clearTimeout(timer);
       this.server?.closeAllConnections();
       return new Promise((resolve) => (this.server ? this.server.close(resolve) : resolve()));
     },
