@@ -723,3 +723,20 @@ async def test_an_expired_access_token_is_unauthenticated(state: AppState, gql: 
     for name in ("Filing", "Notification"):
         body = await pull(gql, name, None, 10, bearer=expired)
         assert error_codes(body) == ["UNAUTHENTICATED"], body
+
+
+# --- review (V1) --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("odd", ["²", "١", "1\u0663"])
+async def test_ids_in_unicode_digits_are_bad_input_not_a_crash(
+    state: AppState, gql: GraphQLClient, odd: str
+) -> None:
+    me = await world.person(state)
+    rows = [{"newDocumentState": filing_doc(str(uuid.uuid4()), me.person_id, personId=odd)}]
+    body = await gql(push_query("Filing"), {"rows": rows}, token=me.token)
+    assert bad_field(body) == "rows[0].newDocumentState.personId"
+    note = {"id": odd, "personId": str(me.person_id), "kind": "x", "title": "t", "body": "b", "data": {}}
+    note["createdAt"] = "2026-12-01T00:00:00Z"
+    body = await gql(push_query("Notification"), {"rows": [{"newDocumentState": note}]}, token=me.token)
+    assert bad_field(body) == "rows[0].newDocumentState.id"

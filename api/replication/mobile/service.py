@@ -376,6 +376,11 @@ async def stream(
 # -------------------------------------------------------------------------------------------- push
 
 
+def _decimal_id(value: str) -> bool:
+    """A stored id in ASCII digits: `str.isdigit` also takes "²" (which int() refuses) and "١"."""
+    return value.isascii() and value.isdigit() and len(value) <= 18
+
+
 def check_rows(rows: Sequence[Any]) -> None:
     if len(rows) > MAX_PUSH_ROWS:
         raise BadUserInput(f"每次最多推送 {MAX_PUSH_ROWS} 条", field="rows")
@@ -490,7 +495,7 @@ async def _create_draft(
     if new.get("status") != FilingStatus.DRAFT.value:
         raise BadUserInput("离线只能保存草稿，提交请联网后在申请页办理", field=f"{at}.status")
     person = str(new.get("person_id") or "")
-    if not person.isdigit() or len(person) > 18:
+    if not _decimal_id(person):
         raise BadUserInput("参保人编号无效", field=f"{at}.personId")
     link_id: str | None = None
     if int(person) != me:
@@ -575,7 +580,7 @@ async def push_notifications(
     marks: list[int] = []
     for index, (_, new) in enumerate(rows):
         raw = str(new.get("id") or "")
-        if not raw.isdigit() or len(raw) > 18:
+        if not _decimal_id(raw):
             raise BadUserInput("通知编号无效", field=f"rows[{index}].newDocumentState.id")
         master = await notifications.get_own(session, me, int(raw))
         if master is None:
