@@ -21,12 +21,14 @@ from websockets.exceptions import ConnectionClosed
 
 from api.auth.models import AuthSession, Role
 from api.family.models import Permission
+from api.filings import service as filings
 from api.filings.models import Filing
 from api.notifications import service as notifications
 from api.notifications.models import Notification
 from api.people.models import AccountFlow, Contribution, Facility, Settlement
 from api.replication import changelog
 from api.replication.mobile import service as mobile
+from api.replication.mobile.documents import iso
 from api.replication.models import ChangeLogEntry, ReplicationState
 from api.settlement.models import PolicyVersionRow
 from api.state import AppState
@@ -726,6 +728,53 @@ async def test_an_expired_access_token_is_unauthenticated(state: AppState, gql: 
 
 
 # --- review (V1) --------------------------------------------------------------------------------------
+
+
+TOMBSTONE_KEEPS = {"id", "personId", "updatedAt", "_deleted"}
+
+
+async def test_a_tombstone_of_a_relative_no_longer_shared_carries_none_of_their_data(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    """After the link ends, what the ex-holder's phone is sent about the relative says only "gone": not
+    the rows' contents, and not a visit the relative made after the link ended (its amounts, facility,
+    time), nor a filing's later decision reached through the filer's change-log scope."""
+    holder, relative = await world.person(state), await world.person(state, age=70)
+    link_id = await world.link(state, holder, relative, set(Permission))
+    await seed_records(state, relative.person_id, count=1)
+    draft = str(uuid.uuid4())
+    rows = [{"newDocumentState": filing_doc(draft, relative.person_id)}]
+    assert (await gql(push_query("Filing"), {"rows": rows}, token=holder.token))["data"]["pushFiling"] == []
+    tokens = {}
+    for name in ("Settlement", "AccountFlow", "Contribution", "Filing"):
+        _, tokens[name], _ = await pull_all(gql, name, None, 50, bearer=holder.token)
+    ended = mobile_iso(dt.datetime.now(dt.UTC))
+    assert data_ok(await gql(UNLINK, {"linkId": str(link_id)}, token=holder.token))
+    await seed_records(state, relative.person_id, count=1)  # a visit after the link ended
+    async with state.db.session() as session:  # the relative's draft changes after it (seen in the
+        # holder's scope, the filer's): a stand-in for a reviewer's later decision
+        filing = (await session.execute(select(Filing).where(col(Filing.client_id) == draft))).scalar_one()
+        filing.decision_reason = "不予受理：材料不全"
+        await changelog.record(session, filings._changes(filing))
+        await session.commit()
+    for name in ("Settlement", "AccountFlow", "Contribution", "Filing"):
+        documents, _, _ = await pull_all(gql, name, tokens[name], 50, bearer=holder.token)
+        theirs = [d for d in documents if d["personId"] == str(relative.person_id)]
+        assert theirs and all(d["_deleted"] for d in theirs), name
+        for document in theirs:
+            carried = {
+                k: v
+                for k, v in document.items()
+                if k not in TOMBSTONE_KEEPS and v not in ("", 0, None, [], {})
+            }
+            assert carried == {}, (name, carried)
+            assert document["updatedAt"] >= ended  # when it left the replica, not when the row changed
+
+
+def mobile_iso(moment: dt.datetime) -> str:
+    text = iso(moment)
+    assert text is not None
+    return text
 
 
 @pytest.mark.parametrize("odd", ["²", "١", "1\u0663"])

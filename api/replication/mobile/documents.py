@@ -59,6 +59,30 @@ def _iso(moment: dt.datetime) -> str:
     return text
 
 
+TOMBSTONE_KEEPS = frozenset({"id", "person_id", "updated_at", "deleted"})
+
+
+def tombstone(document: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """A document of someone the viewer no longer sees, emptied to "gone since `now`". The row as it is
+    now is none of the viewer's business: a visit made, or a filing decided, after the link ended
+    would otherwise reach the ex-holder's phone inside its tombstone (jobs and deltas read rows as
+    they are now). Every other field keeps its type (the GraphQL types are non-null)."""
+    blank: dict[str, Any] = {}
+    for name, value in document.items():
+        if name in TOMBSTONE_KEEPS:
+            blank[name] = value
+        elif value is None or isinstance(value, bool):
+            blank[name] = None if value is None else False
+        elif isinstance(value, int):
+            blank[name] = 0
+        elif isinstance(value, str):
+            blank[name] = ""
+        else:
+            blank[name] = type(value)()  # JSON objects and lists
+    blank["updated_at"] = _iso(now)
+    return blank
+
+
 @dataclass(frozen=True)
 class Links:
     """The viewer's active links as holder, with what each grants now."""
@@ -470,4 +494,4 @@ COLLECTIONS: dict[str, Collection] = {
     )
 }
 
-__all__ = ["COLLECTIONS", "Collection", "Ctx", "Links", "Permission", "links_of"]
+__all__ = ["COLLECTIONS", "Collection", "Ctx", "Links", "Permission", "links_of", "tombstone"]

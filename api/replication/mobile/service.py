@@ -62,6 +62,7 @@ from api.replication.mobile.documents import (
     Links,
     NotificationCollection,
     links_of,
+    tombstone,
 )
 from api.replication.models import ChangeLogEntry, ReplicationState
 from api.state import AppState
@@ -162,8 +163,12 @@ def _reconcile(checkpoint: Checkpoint, visible: frozenset[int]) -> None:
 
 
 class _Page:
-    def __init__(self, limit: int) -> None:
+    """One answer's documents; those of people not visible to the viewer go out as bare tombstones."""
+
+    def __init__(self, limit: int, ctx: Ctx) -> None:
         self.limit = limit
+        self.ctx = ctx
+        self.now = utcnow()
         self.documents: list[Document] = []
         self._index: dict[str, int] = {}
 
@@ -172,6 +177,8 @@ class _Page:
         return self.limit - len(self.documents)
 
     def add(self, document: Document) -> None:
+        if document["deleted"] and int(document["person_id"]) not in self.ctx.persons:
+            document = tombstone(document, self.now)
         key = document["id"]
         if key in self._index:
             self.documents[self._index[key]] = document
@@ -202,7 +209,7 @@ async def pull(
         current = Checkpoint(log.epoch, mark, set(), [["d", p, 0] for p in sorted(held - visible)])
     _reconcile(current, visible)
     ctx = Ctx(state, me, visible)
-    page = _Page(limit)
+    page = _Page(limit, ctx)
     await _jobs(session, coll, ctx, current, page)
     if not current.jobs:
         await _deltas(session, coll, ctx, current, mark, page)
@@ -352,8 +359,9 @@ async def stream(
                     if len(entries) > STREAM_MAX_CHANGES:
                         documents = None
                     else:
-                        page = _Page(STREAM_MAX_CHANGES)
-                        for document in await _documents(session, coll, Ctx(state, me, visible), entries):
+                        ctx = Ctx(state, me, visible)
+                        page = _Page(STREAM_MAX_CHANGES, ctx)
+                        for document in await _documents(session, coll, ctx, entries):
                             page.add(document)
                         documents = page.documents
                     await session.commit()
