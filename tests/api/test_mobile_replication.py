@@ -789,3 +789,18 @@ async def test_ids_in_unicode_digits_are_bad_input_not_a_crash(
     note["createdAt"] = "2026-12-01T00:00:00Z"
     body = await gql(push_query("Notification"), {"rows": [{"newDocumentState": note}]}, token=me.token)
     assert bad_field(body) == "rows[0].newDocumentState.id"
+
+
+async def test_a_new_drafts_bad_fields_are_named_in_the_push_row(state: AppState, gql: GraphQLClient) -> None:
+    """The filings service names its input `input.*`; a push names the row it came in."""
+    me = await world.person(state)
+    good = filing_doc(str(uuid.uuid4()), me.person_id)
+    cases = {
+        "rows[1].newDocumentState.fields.evil": {"fields": {**cross_region(), "evil": 1}},
+        "rows[1].newDocumentState.fields.endOn": {"fields": cross_region(endOn="2020-01-01")},
+        "rows[1].newDocumentState.kind": {"kind": "nonsense"},
+    }
+    for expected, change in cases.items():
+        bad = filing_doc(str(uuid.uuid4()), me.person_id, **change)
+        rows = [{"newDocumentState": good}, {"newDocumentState": bad}]
+        assert bad_field(await gql(push_query("Filing"), {"rows": rows}, token=me.token)) == expected

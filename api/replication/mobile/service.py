@@ -511,16 +511,38 @@ async def _create_draft(
         if found is None:
             raise NotFound("未找到该亲属关联")
         link_id = str(found)
-    await filings.create(
-        session,
-        state.bank_accounts,
-        viewer,
-        client_id=client_id,
-        kind_code=str(new.get("kind") or ""),
-        fields=new.get("fields"),
-        link_id=link_id,
-        now=now,
-    )
+    try:
+        await filings.create(
+            session,
+            state.bank_accounts,
+            viewer,
+            client_id=client_id,
+            kind_code=str(new.get("kind") or ""),
+            fields=new.get("fields"),
+            link_id=link_id,
+            now=now,
+        )
+    except (BadUserInput, Conflict) as exc:
+        exc.field = _in_row(exc.field, at)
+        raise
+
+
+_CREATE_INPUT = {
+    "input.fields": "fields",
+    "input.kind": "kind",
+    "input.clientId": "id",
+    "input.linkId": "personId",
+}
+
+
+def _in_row(name: str | None, at: str) -> str | None:
+    """The filings service names its own input (`input.fields.endOn`); a push names its row's."""
+    for prefix, renamed in _CREATE_INPUT.items():
+        if name is not None and (
+            name == prefix or name.startswith(prefix + ".") or name.startswith(prefix + "[")
+        ):
+            return f"{at}.{renamed}{name[len(prefix) :]}"
+    return name
 
 
 async def edit_draft(
