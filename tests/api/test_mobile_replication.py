@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from api.auth.models import AuthSession, Role
 from api.family.models import Permission
 from api.filings import service as filings
-from api.filings.models import Filing
+from api.filings.models import Filing, FilingInvoice
 from api.notifications import service as notifications
 from api.notifications.models import Notification
 from api.people.models import AccountFlow, Contribution, Facility, Settlement
@@ -33,7 +33,7 @@ from api.replication.models import ChangeLogEntry, ReplicationState
 from api.settlement.models import PolicyVersionRow
 from api.state import AppState
 from tests.api import familyworld as world
-from tests.api.filingworld import cross_region
+from tests.api.filingworld import cross_region, invoice_number, reimbursement, visit
 from tests.conftest import GraphQLClient, error_codes
 
 FIELDS = {
@@ -804,3 +804,40 @@ async def test_a_new_drafts_bad_fields_are_named_in_the_push_row(state: AppState
         bad = filing_doc(str(uuid.uuid4()), me.person_id, **change)
         rows = [{"newDocumentState": good}, {"newDocumentState": bad}]
         assert bad_field(await gql(push_query("Filing"), {"rows": rows}, token=me.token)) == expected
+
+
+async def test_a_draft_edited_to_a_submitted_invoice_is_refused_as_its_create_would_be(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    """An edit is validated as a create: naming an invoice another filing has already submitted is the
+    same CONFLICT (invoice_used) at the same field, and the draft stays as it was."""
+    me = await world.person(state)
+    other = await world.person(state)
+    taken = invoice_number()
+    async with state.db.session() as session:  # another resident's submitted filing holds the invoice
+        holder = Filing(
+            client_id=str(uuid.uuid4()), request_digest="x", kind="reimbursement", person_id=other.person_id,
+            region_code="340421", filed_by_account_id=other.account_id, status="submitted", fields={},
+        )  # fmt: skip
+        session.add(holder)
+        await session.flush()
+        assert holder.id is not None
+        session.add(FilingInvoice(invoice_number=taken, filing_id=holder.id))
+        await session.commit()
+    refused = filing_doc(str(uuid.uuid4()), me.person_id, kind="reimbursement")
+    refused["fields"] = reimbursement(visits=[visit(invoiceNumber=taken)])
+    body = await gql(push_query("Filing"), {"rows": [{"newDocumentState": refused}]}, token=me.token)
+    assert error_codes(body) == ["CONFLICT"], body
+    expected = body["errors"][0]["extensions"]
+    assert expected["field"] == "rows[0].newDocumentState.fields.visits[0].invoiceNumber"
+    draft = filing_doc(str(uuid.uuid4()), me.person_id, kind="reimbursement", fields=reimbursement())
+    body = await gql(push_query("Filing"), {"rows": [{"newDocumentState": draft}]}, token=me.token)
+    assert body["data"]["pushFiling"] == [], body
+    [master], _, _ = await pull_all(gql, "Filing", None, 10, bearer=me.token)
+    fields = {**master["fields"], "visits": [visit(invoiceNumber=taken)]}
+    rows = [{"assumedMasterState": master, "newDocumentState": as_input(master, fields=fields)}]
+    body = await gql(push_query("Filing"), {"rows": rows}, token=me.token)
+    assert error_codes(body) == ["CONFLICT"], body
+    assert body["errors"][0]["extensions"] == expected
+    [after], _, _ = await pull_all(gql, "Filing", None, 10, bearer=me.token)
+    assert after == master

@@ -574,6 +574,7 @@ async def edit_draft(
     else:
         values = await filings._validate(ctx, kind, merged)
         cipher = filings._seal_bank_account(values, state.bank_accounts)
+    await filings._invoices_free(session, kind, values, path, filing.id)  # as create answers early
     computed = await kind.compute(ctx, values)
     await filings._transition(
         session,
