@@ -841,3 +841,54 @@ async def test_a_draft_edited_to_a_submitted_invoice_is_refused_as_its_create_wo
     assert body["errors"][0]["extensions"] == expected
     [after], _, _ = await pull_all(gql, "Filing", None, 10, bearer=me.token)
     assert after == master
+
+
+async def test_another_residents_draft_or_notification_cannot_be_touched_through_its_id(
+    state: AppState, gql: GraphQLClient
+) -> None:
+    """Their draft's client id, pushed as mine (edited, discarded, or as a new draft): NOT_FOUND, the
+    draft unchanged. Their unread notification pushed as read: passed over, still unread. My own
+    unread one with readAt and another title: a conflict, and not marked read either."""
+    me, other = await world.person(state), await world.person(state)
+    theirs = filing_doc(str(uuid.uuid4()), other.person_id)
+    assert (await gql(push_query("Filing"), {"rows": [{"newDocumentState": theirs}]}, token=other.token))[
+        "data"
+    ]["pushFiling"] == []
+    [master], _, _ = await pull_all(gql, "Filing", None, 10, bearer=other.token)
+    attempts = [
+        {
+            "assumedMasterState": master,
+            "newDocumentState": as_input(master, fields=cross_region(reason="改")),
+        },
+        {"assumedMasterState": master, "newDocumentState": as_input(master, _deleted=True)},
+        {"newDocumentState": {**theirs, "personId": str(me.person_id)}},
+    ]
+    for row in attempts:
+        body = await gql(push_query("Filing"), {"rows": [row]}, token=me.token)
+        assert error_codes(body) == ["NOT_FOUND"], (row, body)
+    [after], _, _ = await pull_all(gql, "Filing", None, 10, bearer=other.token)
+    assert after == master
+    async with state.db.session() as session:
+        their_note = await notifications.notify(
+            session, other.person_id, "filing.status", "他人", "他人的通知。"
+        )
+        my_note = await notifications.notify(session, me.person_id, "filing.status", "我的", "我的通知。")
+        ids = (their_note.id, my_note.id)
+    [their_doc], _, _ = await pull_all(gql, "Notification", None, 10, bearer=other.token)
+    [my_doc], _, _ = await pull_all(gql, "Notification", None, 10, bearer=me.token)
+    rows = [
+        {
+            "assumedMasterState": their_doc,
+            "newDocumentState": as_input(their_doc, readAt="2026-12-01T00:00:00Z"),
+        },
+        {
+            "assumedMasterState": my_doc,
+            "newDocumentState": as_input(my_doc, readAt="2026-12-01T00:00:00Z", title="改"),
+        },
+    ]
+    answer = await gql(push_query("Notification"), {"rows": rows}, token=me.token)
+    assert [d["id"] for d in answer["data"]["pushNotification"]] == [str(my_note.id)]
+    async with state.db.session() as session:
+        for notification_id in ids:
+            stored = await session.get(Notification, notification_id)
+            assert stored is not None and stored.read_at is None
