@@ -214,6 +214,25 @@ await runScenario(
     report.steps.liveStatusLabel = await page.locator(`[data-filing="${filingId}"] [data-role="status"]`).textContent();
     await shot("filings-live-normal");
 
+    // ---- a very slow network (DevTools' Slow 3G): a second draft still syncs, once
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 2000, downloadThroughput: 50_000, uploadThroughput: 50_000 });
+    await page.locator("#filing-reason").fill("慢网络下保存的草稿");
+    await page.locator("#filing-save").click();
+    const slowLocal = page.locator('[data-status="LOCAL"]').first();
+    await slowLocal.waitFor();
+    const slowId = await slowLocal.getAttribute("data-client-id");
+    await page.locator(`[data-filing][data-client-id="${slowId}"]`).waitFor({ timeout: 90_000 });
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    const residentToken = (await gql('mutation { login(provider: "demo", code: "resident") { accessToken } }')).login.accessToken;
+    const mine = await gql("{ myFilings(first: 50) { edges { node { id clientId } } } }", {}, residentToken);
+    report.steps.slowDraft = {
+      clientId: slowId,
+      onServer: mine.myFilings.edges.filter((edge) => edge.node.clientId === slowId).length,
+      offlineOnServer: mine.myFilings.edges.filter((edge) => edge.node.clientId === clientId).length,
+    };
+
     // ---- offline: the QR's offline form; then past the certificate's validity
     await goto("#/qr", '#qr-kind[data-form="online"]');
     await page.waitForTimeout(1500); // the device certificate is fetched after the online code shows

@@ -187,6 +187,9 @@ async def test_h5_offline_draft_syncs_then_is_attached_submitted_and_followed_li
     assert synced["status"] == "DRAFT" and synced["localLeft"] == 0
     assert steps["submitted"] is True
     assert steps["liveStatus"] not in ("DRAFT", "SUBMITTED")
+    # Each draft reached the server exactly once, the one saved on Slow 3G too.
+    assert steps["slowDraft"]["onServer"] == 1
+    assert steps["slowDraft"]["offlineOnServer"] == 1
 
 
 async def test_h5_offline_qr_and_past_the_certificate(h5_report: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ const TYPES: [string, string][] = [
   ["referral", "转诊转院"],
 ];
 
+const UPLOAD_TIMEOUT_MS = 120_000;
+
 function chinaDate(offsetDays: number): string {
   return new Date(Date.now() + 8 * 3600_000 + offsetDays * 86_400_000).toISOString().slice(0, 10);
 }
@@ -25,7 +27,18 @@ async function upload(app: App, filingId: string, material: string, file: File):
   const url = `${app.sdk.baseUrl}/filings/${encodeURIComponent(filingId)}/attachments?material=${encodeURIComponent(material)}`;
   for (let attempt = 0; ; attempt++) {
     const token = await app.sdk.accessToken();
-    const response = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: form });
+    // Bounded, and never sent again by itself: a timed-out upload may have landed, and the resident
+    // sees what the draft holds (已上传) before choosing to send the file again.
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), UPLOAD_TIMEOUT_MS);
+    let response: Response;
+    try {
+      response = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: form, signal: controller.signal });
+    } catch (error) {
+      throw new Error(controller.signal.aborted ? "上传超时，请检查网络后重试" : "网络不可用，请稍后再试", { cause: error });
+    } finally {
+      clearTimeout(timer);
+    }
     if (response.ok) return;
     const body = (await response.json().catch(() => ({}))) as { error?: { message?: string } };
     if (response.status === 401 && attempt === 0) {
@@ -91,7 +104,8 @@ function filingItem(app: App, doc: Doc, redraw: () => void): HTMLElement {
             redraw();
           } catch (error) {
             app.toast(errorText(error));
-            button.disabled = false;
+            materialsCache.delete(`${doc.serverId}@${doc.version}`); // it may have landed: ask again
+            redraw();
           }
         });
         parts.push(h("div", { class: "stack" }, h("label", {}, material.label), input, button));
