@@ -31,6 +31,7 @@ from sync.settlement.codes import INSURANCE_TYPES, LOCALITIES, VISIT_CATEGORIES
 from sync.vouchers import public_key_to_b64
 from terminal.errors import NotReady, StorageError, TerminalError, Unreachable
 from terminal.keys import load_key, load_or_create_key
+from terminal.serverurl import INSECURE_HTTP_MESSAGE, insecure_http, insecure_http_warning
 from terminal.settle import (
     BillInput,
     Patient,
@@ -78,6 +79,12 @@ async def _enrol(args: argparse.Namespace) -> dict[str, Any]:
     server = str(args.server).rstrip("/")
     if not server.startswith(("http://", "https://")):
         raise NotReady("服务器地址应以 http:// 或 https:// 开头", reason="bad_server_url")
+    if insecure_http(server) and not args.insecure_http:
+        raise NotReady(
+            INSECURE_HTTP_MESSAGE.format(server=server)
+            + "请改用 https:// 地址；如确知网络可信（如机构内网），可加 --insecure-http 承担此风险。",
+            reason="insecure_http",
+        )
     store = Store.open(args.home, create=True)
     try:
         existing = store.identity()
@@ -277,12 +284,17 @@ async def _sync(args: argparse.Namespace, store: Store) -> SyncReport:
 def cmd_sync(args: argparse.Namespace) -> int:
     store = Store.open(args.home)
     try:
-        require_enrolled(store)
+        warning = insecure_http_warning(str(require_enrolled(store)["server"]))
+        if warning and not getattr(args, "json", False):
+            print(f"警告：{warning}", file=sys.stderr, flush=True)
         with sync_lock(args.home):
             report = asyncio.run(_sync(args, store))
     finally:
         store.close()
-    _emit(args, {"ok": True, **report.to_dict()}, _report_text(report))
+    payload: dict[str, Any] = {"ok": True, **report.to_dict()}
+    if warning:
+        payload["warnings"] = [{"reason": "insecure_http", "message": warning}]
+    _emit(args, payload, _report_text(report))
     return 0
 
 
@@ -439,6 +451,11 @@ def parser() -> argparse.ArgumentParser:
         "--level", default="village", help="机构等级（服务器未提供时使用，默认 village 村卫生室）"
     )
     enrol.add_argument("--no-sync", action="store_true", help="登记后不立即同步")
+    enrol.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="允许明文 http 连接非本机服务器（途中可被篡改签发密钥与停用答复，仅限可信内网）",
+    )
     network(enrol)
     enrol.set_defaults(func=cmd_enrol)
 

@@ -9,6 +9,7 @@ from typing import Any
 from sync.protocol import ADJUST_LABELS, REASON_LABELS, SPLIT_FIELDS
 from sync.settlement.engine import yuan
 from terminal.clock import iso
+from terminal.serverurl import insecure_http_warning
 from terminal.settle import SHANGHAI, mask_name
 from terminal.store import Store
 
@@ -86,6 +87,7 @@ def status(store: Store) -> dict[str, Any]:
         "clinicId": identity.get("clinicId") if identity else None,
         "clinicName": identity.get("clinicName") if identity else None,
         "server": identity.get("server") if identity else None,
+        "insecureServer": insecure_http_warning(str(identity.get("server"))) if identity else None,
         "revoked": meta["revoked"],
         "readOnly": store.read_only,
         "unwritable": store.unwritable,
@@ -146,6 +148,8 @@ def status_text(data: dict[str, Any]) -> str:
     lines = [
         f"终端 {data['terminalId']}（{data['clinicName']}，机构号 {data['clinicId']}）服务器 {data['server']}"
     ]
+    if data.get("insecureServer"):
+        lines.append(f"！{data['insecureServer']}")
     if data["revoked"]:
         lines.append(
             f"！终端已被停用：{data['revoked'].get('message', '')}（不再上传，未上传的结算仍保存在本机）"
