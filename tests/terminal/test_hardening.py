@@ -8,9 +8,21 @@ import subprocess
 from pathlib import Path
 
 from terminal.keys import load_or_create_key
+from terminal.settle import DEFAULT_SCAN_WINDOW
 from terminal.store import Store
 
-from tests.terminal.world import ROOT, TERMINAL, agent, agent_env, free_port
+from api.state import AppState
+from tests.terminal.test_agent import enrolled, local
+from tests.terminal.world import (
+    ROOT,
+    TERMINAL,
+    Server,
+    agent,
+    agent_env,
+    free_port,
+    make_village,
+    online_code,
+)
 
 # TEST-NET-1 (RFC 5737): never routed, so nothing there answers and nothing leaves this machine.
 REMOTE = "http://192.0.2.1:9"
@@ -80,3 +92,29 @@ def test_a_stored_plain_http_server_of_another_host_is_warned_about(tmp_path: Pa
     )
     store.close()
     assert agent(home, "status").json["insecureServer"] is None
+
+
+async def test_settle_without_a_patient_does_not_take_an_old_unsettled_scan(
+    state: AppState, sync_server: Server, home: Path
+) -> None:
+    # Before: the latest unsettled scan was used however old, so a patient scanned in the morning who
+    # left unsettled was billed for whoever came to the counter in the afternoon.
+    village = await make_village(state, 2)
+    alice, bob = village.people
+    await enrolled(state, sync_server, home, village.clinics[0])
+    scanned = agent(home, "scan", online_code(state, alice))
+    assert scanned.status == 0, scanned.stdout
+    later = DEFAULT_SCAN_WINDOW.total_seconds() + 60  # the settle runs on a clock this much later
+    stale = agent(home, "settle", "--item", "甲:10", skew_s=later)
+    assert stale.status == 1 and stale.json["error"]["reason"] == "scan_stale", stale.stdout
+    assert stale.json["error"]["scan"] == scanned.json["scan"]
+    assert "重新扫码" in stale.json["error"]["message"] and "--person" in stale.json["error"]["message"]
+    assert local(home, "SELECT count(*) FROM mutations") == [(0,)]
+    # Naming the scan still settles it; a fresh scan is taken by default as before.
+    named = agent(home, "settle", "--scan", str(scanned.json["scan"]), "--item", "甲:10", skew_s=later)
+    assert named.status == 0 and named.json["seq"] == 1, named.stdout
+    fresh = agent(home, "scan", online_code(state, bob))
+    assert fresh.status == 0, fresh.stdout
+    default = agent(home, "settle", "--item", "甲:12")
+    assert default.status == 0 and default.json["seq"] == 2, default.stdout
+    assert local(home, "SELECT count(*) FROM scans WHERE mutation_id IS NULL") == [(0,)]

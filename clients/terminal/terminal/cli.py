@@ -464,7 +464,7 @@ def parser() -> argparse.ArgumentParser:
     scan_p.set_defaults(func=cmd_scan)
 
     settle_p = sub.add_parser("settle", help="离线结算一次就诊（预结算）", parents=[common])
-    who = settle_p.add_argument_group("就诊人（三选一；默认使用最近一次未结算的扫码）")
+    who = settle_p.add_argument_group("就诊人（三选一；默认使用 10 分钟内最近一次未结算的扫码）")
     who.add_argument("--voucher", help="医保码：核验并结算")
     who.add_argument("--scan", type=_scan_number, help="scan 给出的扫码记录号")
     who.add_argument("--person", help="签约名单中的参保人编号（持社保卡就诊）")

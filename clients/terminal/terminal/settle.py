@@ -45,6 +45,10 @@ from terminal.store import RosterEntry, Store, dumps, utc_iso, ytd_plus
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MAX_PAYLOAD_BYTES = 512 * 1024
+DEFAULT_SCAN_WINDOW = timedelta(minutes=10)
+"""How recent the latest unsettled scan must be for `settle` to take it without `--scan`/`--person`:
+a scan left unsettled (the patient walked off, the operator settled by card instead) must not be
+taken hours later for whoever is at the counter; ten minutes covers a consultation's scan-then-bill."""
 """The largest settlement this terminal records: half the server's default push body limit (1 MiB)."""
 
 VOUCHER_REASONS = {
@@ -348,6 +352,18 @@ def settle(store: Store, patient: Patient, bill: BillInput) -> Receipt:
                 raise Refused(
                     "没有可用的扫码记录：请先扫码（scan），或用 --person 指定持卡患者。", reason="no_scan"
                 )
+            if patient.scan_number is None:
+                age = now - datetime.fromisoformat(scan_row["scanned_at"])
+                if age > DEFAULT_SCAN_WINDOW:
+                    minutes = int(DEFAULT_SCAN_WINDOW.total_seconds() // 60)
+                    raise Refused(
+                        f"最近一次未结算的扫码（扫码记录 {scan_row['number']}）是 {int(age.total_seconds() // 60)} "
+                        f"分钟前扫的，超过 {minutes} 分钟，可能不是眼前这位患者：请重新扫码（scan），"
+                        "或用 --scan 扫码记录号、--person 参保人编号指明就诊人。",
+                        reason="scan_stale",
+                        scan=scan_row["number"],
+                        scannedAt=scan_row["scanned_at"],
+                    )
             if scan_row["mutation_id"] is not None:
                 raise Refused(
                     f"该扫码记录已用于结算（单号 {scan_row['mutation_id']}），同一医保码只能结算一次。",
