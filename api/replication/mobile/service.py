@@ -47,12 +47,9 @@ from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict, NotFound
 from api.family.models import FamilyLink, LinkStatus
 from api.filings import service as filings
-from api.filings.kinds import KINDS
-from api.filings.kinds.base import Context
 from api.filings.models import Filing, FilingStatus
 from api.notifications import service as notifications
 from api.notifications.broker import Lagged
-from api.people.models import InsuredPerson
 from api.replication import changelog
 from api.replication.mobile.documents import (
     COLLECTIONS,
@@ -473,7 +470,15 @@ async def push_filings(
             if new.get("deleted"):
                 await filings.withdraw(session, viewer, master.id or 0, None, now=now)
             elif _same(new, document, ("person_id", "kind", "status")):
-                await edit_draft(session, state, viewer, master, new.get("fields"), index, now)
+                await filings.edit_draft(
+                    session,
+                    state.bank_accounts,
+                    viewer,
+                    master,
+                    new.get("fields"),
+                    path=f"rows[{index}].newDocumentState.fields",
+                    now=now,
+                )
             else:
                 conflicts.append(document)
         except Conflict as exc:
@@ -543,52 +548,6 @@ def _in_row(name: str | None, at: str) -> str | None:
         ):
             return f"{at}.{renamed}{name[len(prefix) :]}"
     return name
-
-
-async def edit_draft(
-    session: AsyncSession,
-    state: AppState,
-    viewer: Viewer,
-    filing: Filing,
-    fields: Any,
-    index: int,
-    now: dt.datetime | None = None,
-) -> None:
-    """A draft's fields replaced, validated and computed as a create would; a bank account left as
-    the draft shows it (masked) stays the stored one. The filings service's rules and helpers decide."""
-    now = now or utcnow()
-    path = f"rows[{index}].newDocumentState.fields"
-    if not isinstance(fields, Mapping):
-        raise BadUserInput("申请内容须为对象", field=path)
-    actor = await filings.acting_for(session, viewer, filing.person_id, "filing:edit", f"filing {filing.id}")
-    kind = KINDS[filing.kind]
-    person = await session.get(InsuredPerson, filing.person_id)
-    assert person is not None
-    ctx = Context(session, person, filings.local_today(now), path=path)
-    merged = dict(fields)
-    cipher = filing.bank_account_cipher
-    if "bankAccount" in merged and merged["bankAccount"] == filing.fields.get("bankAccount"):
-        merged.pop("bankAccount")
-        stored = filings._stored_values(kind, filing)
-        values = await filings._validate_partial(ctx, kind, merged, keep=stored.get("bankAccount"))
-    else:
-        values = await filings._validate(ctx, kind, merged)
-        cipher = filings._seal_bank_account(values, state.bank_accounts)
-    await filings._invoices_free(session, kind, values, path, filing.id)  # as create answers early
-    computed = await kind.compute(ctx, values)
-    await filings._transition(
-        session,
-        filing,
-        now,
-        fields=kind.spec.dump(values),
-        bank_account_cipher=cipher,
-        amount_fen=computed.amount_fen if computed else None,
-        computation=computed.details if computed else None,
-    )
-    await filings._claim_birth(session, kind, filing, values, path, now)
-    filings._event(session, filing, actor, "edit", filing.status, now)
-    await changelog.record(session, filings._changes(filing))
-    await session.commit()
 
 
 _NOTIFICATION_FIXED = ("person_id", "kind", "title", "body", "data", "created_at", "link_id", "deleted")
