@@ -4,6 +4,7 @@ pull (and so the revocations)."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from terminal.settle import DEFAULT_SCAN_WINDOW
 from terminal.store import Store
 
 from api.state import AppState
-from tests.terminal.test_agent import enrolled, local
+from api.vouchers import revocations
+from sync.vouchers import new_ref
+from tests.terminal.test_agent import _text, enrolled, local
 from tests.terminal.world import (
     ROOT,
     TERMINAL,
@@ -118,3 +121,50 @@ async def test_settle_without_a_patient_does_not_take_an_old_unsettled_scan(
     default = agent(home, "settle", "--item", "甲:12")
     assert default.status == 0 and default.json["seq"] == 2, default.stdout
     assert local(home, "SELECT count(*) FROM scans WHERE mutation_id IS NULL") == [(0,)]
+
+
+def _copy_db(source: Path, target: Path) -> None:
+    """SQLite's online backup: what an operator's backup tool would save (WAL included)."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+async def test_a_push_the_server_always_refuses_does_not_stop_the_pull_and_status_says_what_to_do(
+    state: AppState, sync_server: Server, home: Path, tmp_path: Path
+) -> None:
+    # Before: a 409 seq conflict (a local backup restored after its seqs were pushed) stopped every
+    # sync before the pull, so a revoked family link kept verifying at this clinic for good.
+    village = await make_village(state, 2)
+    alice, bob = village.people
+    await enrolled(state, sync_server, home, village.clinics[0])
+    backup = tmp_path / "backup.db"
+    _copy_db(home / "terminal.db", backup)
+    assert agent(home, "settle", "--person", str(alice.id), "--item", "甲:10").status == 0
+    assert agent(home, "sync").json["applied"] == 1
+    for leftover in ("terminal.db-wal", "terminal.db-shm"):
+        (home / leftover).unlink(missing_ok=True)
+    _copy_db(backup, home / "terminal.db")  # the restore: seq 1 is free again here, not on the server
+    assert agent(home, "settle", "--person", str(bob.id), "--item", "甲:20").json["seq"] == 1
+
+    link = new_ref()
+    async with state.db.session() as session:
+        await revocations.append(session, [("link", link.hex(), "unlinked")])
+        await session.commit()
+    stuck = agent(home, "sync", "--attempts", "1")
+    assert stuck.status == 5 and stuck.json["ok"] is False, stuck.stdout
+    report = stuck.json
+    assert report["pullComplete"] is True and report["queueLeft"] == 1, report
+    assert report["pushStuck"]["seq"] == 1 and report["pushStuck"]["error"]["reason"] == "seq_conflict"
+    # The revocation arrived in spite of the stuck push.
+    refused = agent(home, "scan", online_code(state, alice, link=link))
+    assert refused.status == 1 and refused.json["reason"] == "revoked", refused.stdout
+
+    shown = agent(home, "status").json
+    assert shown["pushStuck"]["error"]["reason"] == "seq_conflict" and shown["queue"]["length"] == 1
+    assert "运维人员" in shown["pushStuck"]["advice"] and shown["lastError"]["reason"] == "seq_conflict"
+    text = _text(home, "status")
+    assert "上传受阻：第 1 笔结算被服务器拒收" in text and "请不要删除或还原" in text, text
+    # Nothing was dropped: the refused settlement is still queued, to be sorted out by a person.
+    assert local(home, "SELECT count(*) FROM mutations WHERE answer IS NULL") == [(1,)]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from sync.settlement.codes import INSURANCE_TYPES, LOCALITIES, VISIT_CATEGORIES
 from sync.vouchers import public_key_to_b64
-from terminal.errors import NotReady, StorageError, TerminalError, Unreachable
+from terminal.errors import NotReady, ServerRefused, StorageError, TerminalError, Unreachable
 from terminal.keys import load_key, load_or_create_key
 from terminal.serverurl import INSECURE_HTTP_MESSAGE, insecure_http, insecure_http_warning
 from terminal.settle import (
@@ -43,7 +43,7 @@ from terminal.settle import (
     settle,
     voucher_refusal,
 )
-from terminal.status import status, status_text
+from terminal.status import status, status_text, stuck_text
 from terminal.store import Store, utc_iso
 
 if TYPE_CHECKING:  # the network side is imported only by the commands that talk to the server
@@ -266,6 +266,8 @@ def _report_text(report: SyncReport) -> str:
         parts.append(f"还有 {report.queue_left} 笔待上传，暂未下载更新")
     if report.resynced:
         parts.append("已按服务器要求重新完整同步")
+    if report.push_stuck is not None:
+        return f"{stuck_text(report.push_stuck)}\n" + "，".join(parts)
     return "同步完成：" + "，".join(parts)
 
 
@@ -291,11 +293,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
             report = asyncio.run(_sync(args, store))
     finally:
         store.close()
-    payload: dict[str, Any] = {"ok": True, **report.to_dict()}
+    # A stuck push is a failure the operator must see (exit status 5), though the pull was done.
+    payload: dict[str, Any] = {"ok": report.push_stuck is None, **report.to_dict()}
     if warning:
         payload["warnings"] = [{"reason": "insecure_http", "message": warning}]
     _emit(args, payload, _report_text(report))
-    return 0
+    return 0 if report.push_stuck is None else ServerRefused.exit_status
 
 
 # ------------------------------------------------------------------------------------------ watch
@@ -329,7 +332,9 @@ async def _watch(args: argparse.Namespace, store: Store) -> int:
             if exc is None:
                 failures = 0
                 report = task.result()
-                if report.pushed or report.pulled:
+                if report.push_stuck is not None:
+                    say({"event": "push_stuck", **report.to_dict()}, _report_text(report))
+                elif report.pushed or report.pulled:
                     say({"event": "synced", **report.to_dict()}, _report_text(report))
                 wait = args.interval
             elif isinstance(exc, Unreachable):

@@ -45,7 +45,7 @@ def status(store: Store) -> dict[str, Any]:
         revocation_version = store.revocation_list().version
         meta = {
             key: store.get(key, None, db)
-            for key in ("last_sync_at", "last_push_at", "last_pull_at", "last_error", "revoked")
+            for key in ("last_sync_at", "last_push_at", "last_pull_at", "last_error", "revoked", "push_stuck")
         }
     adjustments, rejections = [], []
     for mid, seq, person_id, visit_date, state, reason, terminal_split, server in rows:
@@ -89,6 +89,7 @@ def status(store: Store) -> dict[str, Any]:
         "server": identity.get("server") if identity else None,
         "insecureServer": insecure_http_warning(str(identity.get("server"))) if identity else None,
         "revoked": meta["revoked"],
+        "pushStuck": meta["push_stuck"],
         "readOnly": store.read_only,
         "unwritable": store.unwritable,
         "queue": {"length": length, "oldestClientTime": oldest},
@@ -142,6 +143,14 @@ def _who(item: dict[str, Any]) -> str:
     return str(item["patient"] or "非本村签约居民")
 
 
+def stuck_text(stuck: dict[str, Any]) -> str:
+    error = stuck.get("error") or {}
+    return (
+        f"！上传受阻：第 {stuck.get('seq')} 笔结算被服务器拒收（{error.get('message', '')}，"
+        f"{local_time(stuck.get('at'))}），本机还有 {stuck.get('queued')} 笔待上传。{stuck.get('advice', '')}"
+    )
+
+
 def status_text(data: dict[str, Any]) -> str:
     if not data["enrolled"]:
         return "本终端尚未登记：请运行 enrol --server URL --code 注册码。"
@@ -154,6 +163,8 @@ def status_text(data: dict[str, Any]) -> str:
         lines.append(
             f"！终端已被停用：{data['revoked'].get('message', '')}（不再上传，未上传的结算仍保存在本机）"
         )
+    if data.get("pushStuck"):
+        lines.append(stuck_text(data["pushStuck"]))
     if data.get("unwritable") == "disk_full":
         lines.append("！磁盘空间已满：现在不能结算或同步，请清理磁盘。")
     elif data.get("readOnly"):

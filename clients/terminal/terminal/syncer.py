@@ -7,15 +7,19 @@ only means the same mutations are sent again, and the server, exactly-once, answ
 stored. `expectedSeq` before our first queued seq means the server lost what it had answered (a
 restored backup): those mutations are queued again and sent from there.
 
-Pull runs once the outbox is drained, so every settlement the server has answered is in the roster
+Pull runs once the outbox is drained (or the push is stuck: see below), so every settlement the server has answered is in the roster
 totals the pull brings (the store relies on it to count each settlement once in a person's
 year-to-date totals). Each page is stored with its checkpoint in one transaction; `{"resync": true}`
 starts a new snapshot generation.
 
 Failures: `Unreachable` is retried `attempts` times per request, waiting `Backoff.delay(n)` (full
 jitter: uniformly random up to base * 2^n, capped, so 800 clinics coming back at once spread out);
-`TerminalRevoked` is remembered and stops everything; `ServerRefused` stops the run. The error is kept
-in the store for `status`.
+`TerminalRevoked` is remembered and stops everything. Any other `ServerRefused` of the push (a 4xx that
+retrying will not change) leaves the outbox stuck: it is kept (`push_stuck`, shown by `status`) and the
+pull still runs, so revocations, keys and the roster keep arriving. The refused batch was not applied,
+so the roster totals do not count it; only a mutation of it that the server had applied before (its
+reply lost) may count twice in the provisional totals until the push is fixed, and the server's answer
+then corrects it. The error is kept in the store for `status`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ T = TypeVar("T")
 PROGRESS_ABOVE = 100
 """A progress bar (on a terminal screen) when at least this many mutations are queued."""
 MAX_RESYNCS = 3
+PUSH_STUCK_ADVICE = (
+    "之后的结算都无法上传，但下载更新（注销清单、签发密钥、签约名单）照常进行。"
+    "请不要删除或还原本机数据目录，也不要重复结算；请把终端号、序号和上面的原因告知医保经办机构或运维人员处理。"
+)
 
 
 @dataclass
@@ -65,6 +73,7 @@ class SyncReport:
     pull_complete: bool = False
     queue_left: int = 0
     retries: int = 0
+    push_stuck: dict[str, Any] | None = None  # the push was refused for good: see Syncer._stuck
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +87,7 @@ class SyncReport:
             "pullComplete": self.pull_complete,
             "queueLeft": self.queue_left,
             "retries": self.retries,
+            "pushStuck": self.push_stuck,
         }
 
 
@@ -108,9 +118,20 @@ class Syncer:
 
     async def run(self) -> SyncReport:
         try:
-            await self.push_all()
+            try:
+                await self.push_all()
+            except TerminalRevoked:
+                raise
+            except ServerRefused as exc:
+                # A refusal retrying will not change (a 409 seq conflict after a local backup was
+                # restored, a mutation the server cannot take): the outbox is stuck until someone acts,
+                # but the pull must go on, or revocations, keys and the roster stop arriving too.
+                self._stuck(exc)
+            else:
+                if self.store.get("push_stuck", None) is not None:
+                    self.store.set(push_stuck=None)
             self.report.queue_left = self.store.queue_stats()[0]
-            if self.report.queue_left == 0:
+            if self.report.queue_left == 0 or self.report.push_stuck is not None:
                 await self.pull_all()
         except TerminalRevoked as exc:
             self.store.set(revoked={"at": utc_iso(datetime.now(UTC)), "message": exc.message})
@@ -122,9 +143,23 @@ class Syncer:
         finally:
             self._save_clock()
         now = utc_iso(datetime.now(UTC))
-        if self.report.pull_complete:
+        if self.report.pull_complete and self.report.push_stuck is None:
             self.store.set(last_sync_at=now, last_error=None)
         return self.report
+
+    def _stuck(self, exc: ServerRefused) -> None:
+        first = self.store.queued(1)
+        stuck = {
+            "at": utc_iso(datetime.now(UTC)),
+            "seq": first[0].seq if first else None,
+            "queued": self.store.queue_stats()[0],
+            "error": exc.to_dict(),
+            "advice": PUSH_STUCK_ADVICE,
+        }
+        self.report.push_stuck = stuck
+        self._remember(exc)
+        with contextlib.suppress(TerminalError):
+            self.store.set(push_stuck=stuck)
 
     def _remember(self, exc: TerminalError) -> None:
         # If the store cannot be written either, the caller reports the first error.
