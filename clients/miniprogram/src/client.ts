@@ -40,6 +40,11 @@ export interface YibaoClientOptions {
   sleep?: (ms: number) => Promise<void>;
   randomBytes?: (length: number) => Uint8Array;
   storageKey?: string;
+  /** Runs a refresh holding a lock that every client on the same storage shares (the page's other
+   * tabs): default `navigator.locks` where there is one (browsers), else none (a mini-program has one
+   * page process). Without it two tabs refresh with the same refresh token, and the server, seeing it
+   * reused, ends the login on every device. */
+  lock?: <R>(name: string, run: () => Promise<R>) => Promise<R>;
 }
 
 export interface CallOptions {
@@ -74,6 +79,16 @@ export function uuid4(randomBytes: (length: number) => Uint8Array = defaultRando
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+interface LockManagerLike {
+  request<R>(name: string, callback: () => Promise<R>): Promise<R>;
+}
+
+function defaultLock(): <R>(name: string, run: () => Promise<R>) => Promise<R> {
+  const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
+  if (locks && typeof locks.request === "function") return (name, run) => locks.request(name, run);
+  return (_name, run) => run();
+}
+
 function isRetryableStatus(status: number): boolean {
   return status === 429 || status === 502 || status === 503 || status === 504;
 }
@@ -91,6 +106,7 @@ export class YibaoClient {
   private readonly sleep: (ms: number) => Promise<void>;
   readonly randomBytes: (length: number) => Uint8Array;
   private readonly storageKey: string;
+  private readonly lock: <R>(name: string, run: () => Promise<R>) => Promise<R>;
   private refreshing: Promise<Session> | null = null;
   private listeners = new Set<(session: Session | null) => void>();
   /** How many refreshes were sent (for tests and diagnostics). */
@@ -109,6 +125,7 @@ export class YibaoClient {
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     this.randomBytes = options.randomBytes ?? defaultRandomBytes;
     this.storageKey = options.storageKey ?? SESSION_KEY;
+    this.lock = options.lock ?? defaultLock();
   }
 
   // ---- session -------------------------------------------------------------------------------
@@ -176,11 +193,13 @@ export class YibaoClient {
     return (await this.refresh(session.accessToken)).accessToken;
   }
 
-  /** Refreshes the session, once for all concurrent callers. `staleToken` is the access token the caller
+  /** Refreshes the session, once for all concurrent callers (of this client, and under `lock` of
+   * every client on this storage). `staleToken` is the access token the caller
    * found wanting: when the stored one differs, another caller refreshed already and it is returned. */
   refresh(staleToken?: string): Promise<Session> {
     if (this.refreshing) return this.refreshing;
-    const run = (async (): Promise<Session> => {
+    // The session is read again under the lock: another tab may have refreshed meanwhile.
+    const run = this.lock(`${this.storageKey}.refresh`, async (): Promise<Session> => {
       const session = await this.session();
       if (!session) throw new ReloginRequired();
       if (staleToken !== undefined && session.accessToken !== staleToken && this.now() < session.expiresAt - this.refreshMarginMs) {
@@ -198,7 +217,7 @@ export class YibaoClient {
         throw error;
       }
       return this.saveSession(data.refreshToken);
-    })();
+    });
     this.refreshing = run;
     const clear = () => {
       if (this.refreshing === run) this.refreshing = null;

@@ -261,11 +261,19 @@ export class OfflineVoucher {
 
   /** The device's secret key (a 32-byte Ed25519 seed), made once and kept in storage. */
   async deviceSecretKey(): Promise<Uint8Array> {
-    const stored = await this.storage.get(`${this.prefix}.device-key`);
+    const key = `${this.prefix}.device-key`;
+    const stored = await this.storage.get(key);
     if (stored) return base64Decode(stored);
     const seed = this.randomBytes ? this.randomBytes(32) : ed25519.utils.randomSecretKey();
     if (seed.length !== 32) throw new Error("randomBytes gave the wrong length");
-    await this.storage.set(`${this.prefix}.device-key`, base64Encode(seed, { url: true }));
+    // Asked again right before writing: two first uses at once (two certifications, another instance
+    // on the same storage) must not each keep a key of their own, or the certificate stored names a key
+    // the phone no longer has and no offline code can be composed. With synchronous storage
+    // (localStorage, wx) nothing runs between this read and the write (no await between them).
+    const pending = this.storage.get(key);
+    const again = pending instanceof Promise ? await pending : pending;
+    if (again) return base64Decode(again);
+    await this.storage.set(key, base64Encode(seed, { url: true }));
     return seed;
   }
 

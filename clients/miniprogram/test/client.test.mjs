@@ -229,3 +229,34 @@ test("storage adapters: wx's empty string is no value; localStorage is used as g
   ls.remove("y");
   assert.equal(ls.get("y"), null);
 });
+
+test("two tabs on one storage refresh once under the shared lock (navigator.locks), not twice with one token", async () => {
+  // A refresh token works once; the second tab sending it again would end the login everywhere.
+  const backend = fakeBackend();
+  const held = new Map();
+  const locks = {
+    request(name, run) {
+      const result = (held.get(name) ?? Promise.resolve()).then(run);
+      held.set(name, result.catch(() => {}));
+      return result;
+    },
+  };
+  const previous = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+  Object.defineProperty(globalThis, "navigator", { value: { locks }, configurable: true, writable: true });
+  try {
+    let now = 1_000_000;
+    const storage = memoryStorage();
+    const tab = () => new YibaoClient({ transport: backend.transport, storage, sleep: async () => {}, now: () => now });
+    const [a, b] = [tab(), tab()];
+    await a.login("resident");
+    now += 890_000; // within the refresh margin of the 900 s token
+    const [meA, meB] = await Promise.all([a.me(), b.me()]);
+    assert.equal(meA.name, "张三");
+    assert.equal(meB.name, "张三");
+    assert.equal(backend.state.refreshCalls, 1);
+    assert.equal((await b.session()).accessToken, "access-2");
+  } finally {
+    if (previous) Object.defineProperty(globalThis, "navigator", previous);
+    else delete globalThis.navigator;
+  }
+});

@@ -165,3 +165,13 @@ test("a new phone makes its key once and keeps it", async () => {
   assert.equal(a, b);
   assert.match(a, /^[A-Za-z0-9_-]{43}$/);
 });
+
+test("two first uses at once keep one device key (the certificate must name the key the phone keeps)", async () => {
+  const storage = memoryStorage();
+  const offlineClient = { certifyDevice: async () => assert.fail("offline") };
+  const one = new OfflineVoucher({ client: offlineClient, storage });
+  const other = new OfflineVoucher({ client: offlineClient, storage });
+  const keys = await Promise.all([one.publicKey(), one.publicKey(), other.publicKey()]);
+  assert.equal(new Set(keys).size, 1, keys.join(" "));
+  assert.equal(await one.publicKey(), keys[0]);
+});
