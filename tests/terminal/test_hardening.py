@@ -4,8 +4,12 @@ pull (and so the revocations)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 from terminal.keys import load_or_create_key
@@ -20,11 +24,13 @@ from tests.terminal.world import (
     ROOT,
     TERMINAL,
     Server,
+    Villager,
     agent,
     agent_env,
     free_port,
     make_village,
     online_code,
+    spawn,
 )
 
 # TEST-NET-1 (RFC 5737): never routed, so nothing there answers and nothing leaves this machine.
@@ -131,11 +137,9 @@ def _copy_db(source: Path, target: Path) -> None:
     dst.close()
 
 
-async def test_a_push_the_server_always_refuses_does_not_stop_the_pull_and_status_says_what_to_do(
-    state: AppState, sync_server: Server, home: Path, tmp_path: Path
-) -> None:
-    # Before: a 409 seq conflict (a local backup restored after its seqs were pushed) stopped every
-    # sync before the pull, so a revoked family link kept verifying at this clinic for good.
+async def _restored_backup(state: AppState, sync_server: Server, home: Path, tmp_path: Path) -> Villager:
+    """A home restored from a backup taken before its seq 1 was pushed, with another settlement queued
+    as seq 1: the server refuses it (409 seq_conflict) at every push. Returns a villager."""
     village = await make_village(state, 2)
     alice, bob = village.people
     await enrolled(state, sync_server, home, village.clinics[0])
@@ -147,6 +151,16 @@ async def test_a_push_the_server_always_refuses_does_not_stop_the_pull_and_statu
         (home / leftover).unlink(missing_ok=True)
     _copy_db(backup, home / "terminal.db")  # the restore: seq 1 is free again here, not on the server
     assert agent(home, "settle", "--person", str(bob.id), "--item", "甲:20").json["seq"] == 1
+
+    return alice
+
+
+async def test_a_push_the_server_always_refuses_does_not_stop_the_pull_and_status_says_what_to_do(
+    state: AppState, sync_server: Server, home: Path, tmp_path: Path
+) -> None:
+    # Before: a 409 seq conflict (a local backup restored after its seqs were pushed) stopped every
+    # sync before the pull, so a revoked family link kept verifying at this clinic for good.
+    alice = await _restored_backup(state, sync_server, home, tmp_path)
 
     link = new_ref()
     async with state.db.session() as session:
@@ -168,3 +182,27 @@ async def test_a_push_the_server_always_refuses_does_not_stop_the_pull_and_statu
     assert "上传受阻：第 1 笔结算被服务器拒收" in text and "请不要删除或还原" in text, text
     # Nothing was dropped: the refused settlement is still queued, to be sorted out by a person.
     assert local(home, "SELECT count(*) FROM mutations WHERE answer IS NULL") == [(1,)]
+
+
+async def test_watch_keeps_pulling_while_the_push_is_stuck(
+    state: AppState, sync_server: Server, home: Path, tmp_path: Path
+) -> None:
+    # Before: watch stopped at the first refused push (exit 5), and with it every pull.
+    await _restored_backup(state, sync_server, home, tmp_path)
+    watcher = spawn(home, "watch", "--interval", "1", "--timeout", "5")
+    try:
+        deadline = time.monotonic() + 60
+        pulls: set[str] = set()
+        while len(pulls) < 2:  # it pulled on two rounds, and goes on
+            assert watcher.poll() is None, "watch stopped"
+            assert time.monotonic() < deadline, "watch did not pull while the push was stuck"
+            shown = agent(home, "status").json
+            if shown["pushStuck"] is not None:
+                pulls.add(shown["lastPullAt"])
+            await asyncio.sleep(0.5)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    events = [json.loads(line)["event"] for line in out.splitlines() if line.strip()]
+    assert "push_stuck" in events and events[-1] == "stopped", events
