@@ -418,7 +418,8 @@ async def test_forged_and_wrong_assertions_are_refused_with_a_reason(client: Any
         ),
         "numeric issuer": (_eddsa(enrolled, _claims(enrolled, iss=int(enrolled.terminal_id))), "malformed"),
         "lifetime longer than allowed": (
-            _eddsa(enrolled, _claims(enrolled, exp=now + ASSERTION_TTL_S + 1)),
+            # iat pinned to the same `now`: _claims would take a later second on a slow machine
+            _eddsa(enrolled, _claims(enrolled, iat=now, exp=now + ASSERTION_TTL_S + 1)),
             "lifetime_too_long",
         ),
         "an hour-long assertion issued long ago": (
@@ -426,7 +427,7 @@ async def test_forged_and_wrong_assertions_are_refused_with_a_reason(client: Any
             "lifetime_too_long",
         ),
         "expired": (_eddsa(enrolled, _claims(enrolled, iat=now - 250, exp=now - 200)), "expired"),
-        "exp before iat": (_eddsa(enrolled, _claims(enrolled, exp=now - 10)), "malformed"),
+        "exp before iat": (_eddsa(enrolled, _claims(enrolled, iat=now, exp=now - 10)), "malformed"),
         "no jti": (_eddsa(enrolled, _claims(enrolled, jti=None)), "malformed"),
         "short jti": (_eddsa(enrolled, _claims(enrolled, jti="abc")), "malformed"),
         "no exp": (_eddsa(enrolled, _claims(enrolled, exp=None)), "malformed"),
