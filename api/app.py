@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -55,6 +56,17 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         schema=build_schema(settings),
         graphql_ide="graphiql" if settings.graphiql else None,
         allow_queries_via_get=True,
+    )
+
+    # Answers gzip-compressed when the client accepts it: a phone's first replication is ~126 KB of
+    # JSON, ~10 KB compressed. Not multipart (incremental delivery, subscriptions over HTTP), whose parts
+    # must reach the client as they come. No BREACH exposure: credentials travel in a header, never a
+    # cookie, so another site cannot make an authenticated request whose answer size it could observe.
+    graphql_http = GZipMiddleware(
+        graphql,
+        minimum_size=500,
+        compresslevel=6,
+        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "multipart/mixed"),
     )
 
     async def healthz(request: Request) -> JSONResponse:
@@ -104,7 +116,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             Route("/healthz", healthz, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", graphql_http, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *sync_routes(state),  # /sync/enrol, /sync/pull, /sync/push: clinic terminals
             *filing_routes(state),  # /filings/{id}/attachments: upload and download

@@ -20,3 +20,14 @@ async def test_an_unknown_path_is_a_json_404(client: httpx.AsyncClient) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == {"error": {"message": "未找到", "code": "NOT_FOUND"}}
+
+
+async def test_graphql_answers_are_gzipped_when_the_client_accepts_it(client: httpx.AsyncClient) -> None:
+    # Big enough to be worth compressing (the schema's type names), small enough to stay a unit test.
+    query = {"query": "{ __schema { types { name description } } }"}
+    plain = await client.post("/graphql", json=query, headers={"accept-encoding": "identity"})
+    packed = await client.post("/graphql", json=query, headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert int(packed.headers["content-length"]) < len(plain.content) / 2
+    assert packed.json() == plain.json()  # httpx inflates it
