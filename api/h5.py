@@ -11,30 +11,20 @@ not. Everything comes from this origin: the CSP allows no inline script or style
 from __future__ import annotations
 
 import functools
-import gzip
-import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from api.graphiql import IMMUTABLE, Asset, _accepts_gzip
+from api.static_bundle import Asset, BundleMissing, asset_response, read_asset
 
 STATIC_DIR = Path(__file__).parent / "static" / "h5"
 ASSET_ROUTE = "h5-asset"
-
-_MEDIA_TYPES = {
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".txt": "text/plain; charset=utf-8",
-}
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -78,10 +68,6 @@ class Bundle:
     assets: Mapping[str, Asset]
 
 
-class BundleMissing(RuntimeError):
-    pass
-
-
 @functools.cache
 def load_bundle(directory: Path = STATIC_DIR) -> Bundle:
     """Reads (and gzips) the built assets once per process."""
@@ -94,46 +80,17 @@ def load_bundle(directory: Path = STATIC_DIR) -> Bundle:
         raise BundleMissing(
             f"the H5 bundle is missing or broken in {directory} ({exc}): run scripts/build-h5"
         ) from exc
-    assets: dict[str, Asset] = {}
     if not set(preload) <= set(files):
         raise BundleMissing(f"the H5 manifest preloads files it does not list: {preload}")
-    for name in {*names.values(), *files}:
-        if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
-            raise BundleMissing(f"the H5 manifest names an unexpected file: {name!r}")
-        suffix = Path(name).suffix
-        if suffix not in _MEDIA_TYPES:
-            raise BundleMissing(f"the H5 manifest names an unexpected file: {name!r}")
-        try:
-            body = (directory / name).read_bytes()
-        except OSError as exc:
-            raise BundleMissing(f"the H5 bundle is incomplete ({exc}): run scripts/build-h5") from exc
-        digest = hashlib.sha256(body).hexdigest()[:16]
-        assets[name] = Asset(
-            body=body,
-            gzipped=gzip.compress(body, compresslevel=9, mtime=0),
-            media_type=_MEDIA_TYPES[suffix],
-            etag=f'"{digest}"',
-        )
+    assets = {
+        name: read_asset(directory, name, owner="the H5", rebuild="scripts/build-h5")
+        for name in {*names.values(), *files}
+    }
     return Bundle(assets=assets, preload=preload, **names)
 
 
 async def serve_asset(request: Request) -> Response:
-    asset = load_bundle().assets.get(request.path_params["name"])
-    if asset is None:
-        return PlainTextResponse("Not Found", status_code=404)
-    gzipped = _accepts_gzip(request.headers.get("accept-encoding", ""))
-    etag = asset.etag[:-1] + '-gzip"' if gzipped else asset.etag
-    headers = {
-        "cache-control": IMMUTABLE,
-        "etag": etag,
-        "vary": "accept-encoding",
-        "x-content-type-options": "nosniff",
-    }
-    if etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
-    if gzipped:
-        headers["content-encoding"] = "gzip"
-    return Response(asset.gzipped if gzipped else asset.body, media_type=asset.media_type, headers=headers)
+    return asset_response(request, load_bundle().assets)
 
 
 async def h5_page(request: Request) -> HTMLResponse:
