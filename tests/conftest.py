@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -165,34 +166,37 @@ def error_codes(body: dict[str, Any]) -> list[str]:
     return [error.get("extensions", {}).get("code") for error in body.get("errors", [])]
 
 
-@pytest.fixture(scope="session")
-def live_server(settings: Settings, state: AppState) -> Iterator[str]:
-    """The app on a real uvicorn on loopback, in a thread with its own event loop and engine."""
-    import socket
+@contextmanager
+def serving(settings: Settings, what: str = "the live server") -> Iterator[str]:
+    """The app on a real uvicorn on loopback, in a thread with its own event loop and engine; its URL."""
     import threading
-    import time
 
     import uvicorn
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on"
+        )
     )
+    port = server.config.port
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the live server did not start")
+            raise RuntimeError(f"{what} did not start")
         time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, state: AppState) -> Iterator[str]:
+    with serving(settings) as url:
+        yield url
 
 
 def free_port() -> int:

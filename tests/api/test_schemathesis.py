@@ -28,8 +28,6 @@ import datetime as dt
 import json
 import logging
 import os
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +37,6 @@ import httpx
 import pytest
 import requests
 import schemathesis
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,7 +48,6 @@ from sqlalchemy import select
 from sqlmodel import col
 
 import graphql
-from api.app import create_app
 from api.demo import COUNTY, load_demo_county
 from api.family.models import FamilyLink
 from api.migrate import upgrade
@@ -62,6 +58,7 @@ from api.settlement import service as settlement_service
 from api.state import AppState
 from sync.settlement.policy import load_default_policies
 from sync.vouchers import compose_offline_code, public_key_to_b64
+from tests.conftest import serving
 
 ROLES = ["resident", "elder", "spouse", "stranger", "pharmacy", "reviewer", "admin"]
 CALLERS = ["anonymous", *ROLES]
@@ -251,13 +248,6 @@ async def fuzz_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
     yield FuzzDatabase(fuzz, people, link_ids, facility_ids)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _call(http: httpx.Client, url: str, query: str, token: str | None = None, **variables: Any) -> Any:
     headers = {"authorization": f"Bearer {token}"} if token else {}
     body = http.post(url, json={"query": query, "variables": variables}, headers=headers).json()
@@ -380,32 +370,19 @@ def _dictionaries(db: FuzzDatabase, http: httpx.Client, fuzz: FuzzServer) -> dic
 @pytest.fixture(scope="module")
 def fuzz_server(fuzz_database: FuzzDatabase) -> Iterator[FuzzServer]:
     """The app on its own uvicorn on loopback, on the fuzz database, with every demo role logged in."""
-    port = _free_port()
-    app = create_app(fuzz_database.settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the fuzz server did not start")
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/graphql"
     errors = _ServerErrors()
     logging.getLogger().addHandler(errors)
     try:
-        # Dictionaries need the server (vouchers, a certified device); the schema needs them.
-        fuzz = FuzzServer(url, schemathesis.graphql.from_url(url, timeout=30), errors)
-        with httpx.Client(timeout=30) as http:
-            config = SchemathesisConfig.from_dict(_dictionaries(fuzz_database, http, fuzz))
-        fuzz.schema = schemathesis.graphql.from_url(url, config=config, timeout=30)
-        yield fuzz
+        with serving(fuzz_database.settings, "the fuzz server") as base_url:
+            url = f"{base_url}/graphql"
+            # Dictionaries need the server (vouchers, a certified device); the schema needs them.
+            fuzz = FuzzServer(url, schemathesis.graphql.from_url(url, timeout=30), errors)
+            with httpx.Client(timeout=30) as http:
+                config = SchemathesisConfig.from_dict(_dictionaries(fuzz_database, http, fuzz))
+            fuzz.schema = schemathesis.graphql.from_url(url, config=config, timeout=30)
+            yield fuzz
     finally:
         logging.getLogger().removeHandler(errors)
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 # ---------------------------------------------------------------------------- the checks

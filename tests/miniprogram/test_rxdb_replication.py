@@ -9,8 +9,6 @@ import asyncio
 import json
 import os
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +16,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from api.app import create_app
 from api.family.models import FamilyLink, LinkStatus, Permission
 from api.notifications import service as notifications
 from api.people.models import AccountFlow, Contribution, Settlement
@@ -26,7 +23,7 @@ from api.settings import Settings
 from api.state import AppState
 from tests.api import familyworld
 from tests.api.test_mobile_replication import seed_records
-from tests.conftest import free_port
+from tests.conftest import serving
 from tests.miniprogram.node import NODE_TIMEOUT_S, SDK_DIR, require_node
 
 SCRIPT = SDK_DIR.parents[1] / "tests" / "miniprogram" / "rxdb_replication.mjs"
@@ -141,25 +138,9 @@ SHORT_TTL_S = 30  # the shortest access-token lifetime the settings allow
 @pytest.fixture
 def short_token_server(settings: Settings, state: AppState) -> Iterator[str]:
     """The app on its own uvicorn (same database and keys) whose access tokens last 30 s."""
-    import uvicorn
-
     short = settings.model_copy(update={"access_token_ttl_s": SHORT_TTL_S})
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(short), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the short-token server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(short, "the short-token server") as url:
+        yield url
 
 
 async def test_a_token_that_expires_while_streaming_is_refreshed_and_the_streams_resume(
