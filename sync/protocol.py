@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -429,6 +430,21 @@ def check_bill(items: tuple[BillItem, ...]) -> int:
     its field paths; returns the total. Raises SettlementInputError."""
     total, _, _ = _split_bill(items)
     return total
+
+
+def bill_key(items: Iterable[Any]) -> list[tuple[int, str, int, str]]:
+    """A bill as the duplicate-visit check compares it (wire-shape item dicts), whatever their order.
+    Here, not on either end: the terminal refuses at the counter exactly what the server would refuse
+    as `duplicate_visit`."""
+    return sorted(
+        (
+            int(i["amount_fen"]),
+            str(i["item_class"]),
+            int(i.get("self_pay_permille", 0)),
+            str(i.get("code", "")),
+        )
+        for i in items
+    )
 
 
 @dataclass(frozen=True, slots=True)

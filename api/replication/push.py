@@ -103,6 +103,7 @@ from sync.protocol import (
     SettlementVoid,
     Split,
     WireError,
+    bill_key,
     read_settlement_create,
     read_settlement_void,
 )
@@ -218,7 +219,7 @@ class _Seen:
     def bill(self) -> list[tuple[int, str, int, str]]:
         """Built only for a candidate of the same category and total: most never get here."""
         if self._bill is None:
-            self._bill = _bill_key(self.items)
+            self._bill = bill_key(self.items)
         return self._bill
 
 
@@ -388,7 +389,7 @@ class _Batch:
         ]
         if not candidates:
             return False
-        wanted = _bill_key(bill.to_dict()["items"])
+        wanted = bill_key(bill.to_dict()["items"])
         return any(s.bill == wanted for s in candidates)
 
     async def materialize(self) -> None:
@@ -1015,19 +1016,6 @@ async def _locality(
     where an approved 异地就医备案 covers the clinic's region on the visit day, else unregistered. Only
     a cross-region visit (rare at a village clinic) costs a query."""
     return await registrations.locality(session, person_id, enrolment.region_code, clinic.region_code, day)
-
-
-def _bill_key(items: Sequence[Any]) -> list[tuple[int, str, int, str]]:
-    """A bill as the duplicate check compares it: its items, whatever their order."""
-    return sorted(
-        (
-            int(i["amount_fen"]),
-            str(i["item_class"]),
-            int(i.get("self_pay_permille", 0)),
-            str(i.get("code", "")),
-        )
-        for i in items
-    )
 
 
 def _person_changes(person: _Person, settlement_id: int) -> list[Change]:

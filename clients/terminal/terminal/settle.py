@@ -27,6 +27,7 @@ from sync.protocol import (
     RejectReason,
     SettlementCreate,
     Split,
+    bill_key,
     uuid7,
 )
 from sync.settlement import (
@@ -478,23 +479,10 @@ def settle(store: Store, patient: Patient, bill: BillInput) -> Receipt:
     )
 
 
-def _bill_key(items: Any) -> list[tuple[int, str, int, str]]:
-    """A bill's items as the server's duplicate-visit check compares them (api/replication/push.py)."""
-    return sorted(
-        (
-            int(i["amount_fen"]),
-            str(i["item_class"]),
-            int(i.get("self_pay_permille", 0)),
-            str(i.get("code", "")),
-        )
-        for i in items
-    )
-
-
 def _same_visit(db: Any, person_ref: str, day: date, create: SettlementCreate) -> int | None:
     """The seq of this terminal's settlement (not rejected) of the same person, day and bill, if any."""
     visit = create.bill.to_dict()
-    wanted = _bill_key(visit["items"])
+    wanted = bill_key(visit["items"])
     rows = db.execute(
         "SELECT s.seq, m.payload FROM settlements s JOIN mutations m ON m.id = s.mutation_id "
         "WHERE s.person_ref = ? AND s.visit_date = ? AND s.category = ? AND s.total_fen = ? "
@@ -502,7 +490,7 @@ def _same_visit(db: Any, person_ref: str, day: date, create: SettlementCreate) -
         (person_ref, day.isoformat(), visit["category"], create.bill.total_fen),
     )
     for seq, payload in rows:
-        if _bill_key(json.loads(payload)["visit"]["items"]) == wanted:
+        if bill_key(json.loads(payload)["visit"]["items"]) == wanted:
             return int(seq)
     return None
 
