@@ -271,12 +271,17 @@ def _report_text(report: SyncReport) -> str:
     return "同步完成：" + "，".join(parts)
 
 
-async def _sync(args: argparse.Namespace, store: Store) -> SyncReport:
+async def _sync(args: argparse.Namespace, store: Store, warnings: list[dict[str, Any]]) -> SyncReport:
     from terminal.syncer import Syncer
 
     def tell(exc: TerminalError, delay: float) -> None:
+        # What the operator reads on stderr, and under --json in the answer's `warnings`.
+        text = f"{exc.message}；{delay:.1f} 秒后重试"
+        warnings.append(
+            {"reason": "retry", "message": text, "error": exc.to_dict(), "retryInS": round(delay, 1)}
+        )
         if not getattr(args, "json", False):
-            print(f"{exc.message}；{delay:.1f} 秒后重试……", file=sys.stderr, flush=True)
+            print(f"{text}……", file=sys.stderr, flush=True)
 
     async with _client(store, args.home, args.timeout) as client:
         syncer = Syncer(store, client, attempts=args.attempts, progress=args.progress, on_retry=tell)
@@ -285,18 +290,28 @@ async def _sync(args: argparse.Namespace, store: Store) -> SyncReport:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     store = Store.open(args.home)
+    # Everything the human output says on stderr besides the result (plain http, each retry and its
+    # cause), in order; under --json it is the answer's `warnings`, whether the sync worked or not.
+    warnings: list[dict[str, Any]] = []
     try:
         warning = insecure_http_warning(str(require_enrolled(store)["server"]))
-        if warning and not getattr(args, "json", False):
-            print(f"警告：{warning}", file=sys.stderr, flush=True)
+        if warning:
+            warnings.append({"reason": "insecure_http", "message": warning})
+            if not getattr(args, "json", False):
+                print(f"警告：{warning}", file=sys.stderr, flush=True)
         with sync_lock(args.home):
-            report = asyncio.run(_sync(args, store))
+            report = asyncio.run(_sync(args, store, warnings))
+    except TerminalError as exc:
+        if not getattr(args, "json", False) or not warnings:
+            raise  # main() says it, as for every other command
+        _emit(args, {"ok": False, "error": exc.to_dict(), "warnings": warnings}, "")
+        return exc.exit_status
     finally:
         store.close()
     # A stuck push is a failure the operator must see (exit status 5), though the pull was done.
     payload: dict[str, Any] = {"ok": report.push_stuck is None, **report.to_dict()}
-    if warning:
-        payload["warnings"] = [{"reason": "insecure_http", "message": warning}]
+    if warnings:
+        payload["warnings"] = warnings
     _emit(args, payload, _report_text(report))
     return 0 if report.push_stuck is None else ServerRefused.exit_status
 
