@@ -37,6 +37,10 @@ class Settings(BaseSettings):
 
     access_token_ttl_s: int = Field(default=900, ge=30, le=900)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=300, le=90 * 24 * 3600)
+    refresh_reuse_grace_seconds: int = Field(default=30, ge=0, le=120)
+    """For this long after a rotation, the refresh token just rotated may be presented again and gets a
+    new pair instead of ending the login: a phone whose refresh answer was lost retries with it. Only
+    that one token, only until the pair it got is rotated in turn; 0 turns the grace off."""
     issuer: str = "yibao"
 
     wechat_code2session_url: str = "https://api.weixin.qq.com/sns/jscode2session"

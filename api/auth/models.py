@@ -57,6 +57,9 @@ class RefreshToken(SQLModel, table=True):
     issued_at: datetime = utc_field()
     expires_at: datetime = utc_field()
     used_at: datetime | None = utc_field(default=None)
+    replaced_by: str | None = Field(default=None, max_length=36)
+    """The jti of the token this one was traded for (the newest, after grace retries). Empty for a token
+    never presented itself: unspent, or spent because a grace retry of its predecessor replaced it."""
 
 
 class RateLimitWindow(SQLModel, table=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import strawberry
 
 from api import ratelimit
@@ -34,10 +36,17 @@ class AuthMutation:
             pair = await service.login(session, ctx.state.tokens, ctx.state.providers, provider, code)
         return AuthPayload.from_pair(pair)
 
-    @strawberry.mutation(description="Trade a refresh token for a new pair; a reused token ends the login.")
+    @strawberry.mutation(
+        description=(
+            "Trade a refresh token for a new pair; a reused token ends the login, except the one just"
+            " traded, presented again within a few seconds (a retry after a lost answer)."
+        )
+    )
     async def refresh_token(self, info: Info, refresh_token: str) -> AuthPayload:
         async with info.context.db() as session:
-            pair = await service.refresh(session, info.context.state.tokens, refresh_token)
+            state = info.context.state
+            grace = timedelta(seconds=state.settings.refresh_reuse_grace_seconds)
+            pair = await service.refresh(session, state.tokens, refresh_token, reuse_grace=grace)
         return AuthPayload.from_pair(pair)
 
     @strawberry.mutation(description="End the login that this refresh token belongs to, on every device.")

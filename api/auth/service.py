@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,9 +13,15 @@ from sqlmodel import col
 
 from api.auth.models import Account, AuthSession, RefreshToken, Role
 from api.auth.providers import IdentityProvider, check_code
-from api.auth.tokens import TokenCodec
+from api.auth.tokens import RefreshClaims, TokenCodec
 from api.db import dialect_insert
 from api.errors import BadUserInput, Unauthenticated
+
+log = logging.getLogger("api.auth")
+
+# A grace retry that finds its successor replaced by a concurrent grace retry of the same token reads
+# again; each such loss is another request's win, so a handful of rounds settles any honest race.
+_GRACE_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -35,10 +42,15 @@ class Viewer:
 
 
 async def _issue_pair(
-    session: AsyncSession, codec: TokenCodec, account: Account, session_id: str, now: datetime
+    session: AsyncSession,
+    codec: TokenCodec,
+    account: Account,
+    session_id: str,
+    now: datetime,
+    jti: str | None = None,
 ) -> TokenPair:
     assert account.id is not None
-    jti = str(uuid.uuid4())
+    jti = jti or str(uuid.uuid4())
     session.add(
         RefreshToken(jti=jti, session_id=session_id, issued_at=now, expires_at=now + codec.refresh_ttl)
     )
@@ -103,12 +115,75 @@ async def _revoke_session(session: AsyncSession, session_id: str, reason: str, n
     )
 
 
+async def _reuse(session: AsyncSession, session_id: str, now: datetime) -> Unauthenticated:
+    # A spent token came back: someone holds a copy. End the whole login for everyone.
+    await _revoke_session(session, session_id, "refresh_token_reuse", now)
+    await session.commit()
+    return Unauthenticated("登录凭证已失效，请重新登录", reason="refresh_token_reused")
+
+
+async def _spend_within_grace(
+    session: AsyncSession, claims: RefreshClaims, new_jti: str, now: datetime, grace: timedelta
+) -> None:
+    """A spent refresh token presented again: the phone whose answer was lost, or a thief. Within
+    `grace` of its own rotation, and only while the token it was traded for is still the session's
+    current one (never presented), that successor is spent in its place and the caller gets a new
+    pair: whoever held the successor is then the one whose next refresh ends the login. Anything else
+    (an older token, a token replaced by a grace retry rather than presented, too late) is reuse."""
+    for _ in range(_GRACE_ROUNDS):
+        row = (
+            await session.execute(
+                select(
+                    col(RefreshToken.session_id), col(RefreshToken.used_at), col(RefreshToken.replaced_by)
+                ).where(col(RefreshToken.jti) == claims.jti)
+            )
+        ).first()
+        if row is None:
+            raise Unauthenticated("登录凭证无效，请重新登录", reason="unknown_refresh_token")
+        session_id, used_at, successor = row
+        if successor is None or used_at is None or now - used_at > grace:
+            raise await _reuse(session, session_id, now)
+        superseded = await session.execute(
+            update(RefreshToken)
+            .where(col(RefreshToken.jti) == successor, col(RefreshToken.used_at).is_(None))
+            .values(used_at=now)
+        )
+        if superseded.rowcount == 1:  # type: ignore[attr-defined]
+            await session.execute(
+                update(RefreshToken)
+                .where(col(RefreshToken.jti) == claims.jti, col(RefreshToken.replaced_by) == successor)
+                .values(replaced_by=new_jti)
+            )
+            log.warning(
+                "refresh token presented again within the grace window: its successor is replaced",
+                extra={"session_id": session_id, "jti": claims.jti, "replaced": successor},
+            )
+            return
+        # The successor is spent: presented itself (it has a successor of its own), this token is
+        # older than the previous one; replaced by a concurrent grace retry, read again.
+        onward = (
+            await session.execute(
+                select(col(RefreshToken.replaced_by)).where(col(RefreshToken.jti) == successor)
+            )
+        ).scalar_one_or_none()
+        if onward is not None:
+            raise await _reuse(session, session_id, now)
+    raise await _reuse(session, claims.session_id, now)
+
+
 async def refresh(
-    session: AsyncSession, codec: TokenCodec, token: str, now: datetime | None = None
+    session: AsyncSession,
+    codec: TokenCodec,
+    token: str,
+    now: datetime | None = None,
+    *,
+    reuse_grace: timedelta = timedelta(0),
 ) -> TokenPair:
     now = now or datetime.now(UTC)
     claims = codec.verify_refresh(token)
-    # Spend the token atomically: of two concurrent refreshes with one token, exactly one wins.
+    new_jti = str(uuid.uuid4())
+    # Spend the token atomically: of two concurrent refreshes with one token, exactly one wins (the
+    # others may then only take over from it within the grace window, _spend_within_grace).
     spent = await session.execute(
         update(RefreshToken)
         .where(
@@ -116,16 +191,10 @@ async def refresh(
             col(RefreshToken.session_id) == claims.session_id,
             col(RefreshToken.used_at).is_(None),
         )
-        .values(used_at=now)
+        .values(used_at=now, replaced_by=new_jti)
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
-        known = await session.get(RefreshToken, claims.jti)
-        if known is not None:
-            # A spent token came back: someone holds a copy. End the whole login for everyone.
-            await _revoke_session(session, known.session_id, "refresh_token_reuse", now)
-            await session.commit()
-            raise Unauthenticated("登录凭证已失效，请重新登录", reason="refresh_token_reused")
-        raise Unauthenticated("登录凭证无效，请重新登录", reason="unknown_refresh_token")
+        await _spend_within_grace(session, claims, new_jti, now, reuse_grace)
     auth_session = await session.get(AuthSession, claims.session_id)
     account = await session.get(Account, claims.account_id)
     if auth_session is None or auth_session.revoked_at is not None:
@@ -134,7 +203,7 @@ async def refresh(
     if account is None or account.disabled:
         await session.rollback()
         raise Unauthenticated("账号已停用", reason="account_disabled")
-    pair = await _issue_pair(session, codec, account, auth_session.id, now)
+    pair = await _issue_pair(session, codec, account, auth_session.id, now, new_jti)
     await session.commit()
     return pair
 

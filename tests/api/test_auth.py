@@ -235,16 +235,115 @@ async def test_login_is_rate_limited_per_client(app: object, settings: Settings)
     assert codes[3:] == ["RATE_LIMITED"] * 2
 
 
-async def test_concurrent_refreshes_with_one_token_yield_one_pair(gql: GraphQLClient) -> None:
+async def test_concurrent_refreshes_with_one_token_leave_one_live_pair(
+    gql: GraphQLClient, state: AppState
+) -> None:
     # Real concurrent transactions (separate connections; on PostgreSQL in CI's second leg): the
-    # conditional UPDATE lets exactly one spend the token; the others see it spent.
+    # conditional UPDATE lets exactly one spend the token; the others, within the grace window, take
+    # over from it in turn (each replacing the pair before), so in the end one refresh token is live.
     import asyncio
 
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from api.auth.models import AuthSession, RefreshToken
+
     tokens = await gql.login("spouse")
+    sid = str(_claims_of(tokens["refreshToken"])["sid"])
     bodies = await asyncio.gather(*(gql(REFRESH, {"t": tokens["refreshToken"]}) for _ in range(6)))
-    winners = [b for b in bodies if "errors" not in b]
-    assert len(winners) == 1
-    assert all(error_codes(b) == ["UNAUTHENTICATED"] for b in bodies if "errors" in b)
+    winners = [b["data"]["refreshToken"] for b in bodies if "errors" not in b]
+    assert winners and all(error_codes(b) == ["UNAUTHENTICATED"] for b in bodies if "errors" in b)
+    unspent = select(col(RefreshToken.jti)).where(
+        col(RefreshToken.session_id) == sid, col(RefreshToken.used_at).is_(None)
+    )
+    async with state.db.session() as session:
+        live = (await session.execute(unspent)).scalars().all()
+        login = await session.get(AuthSession, sid)
+        assert login is not None and login.revoked_at is None
+    assert len(live) == 1
+    (survivor,) = [w for w in winners if _claims_of(w["refreshToken"])["jti"] == live[0]]
+    assert "errors" not in await gql(REFRESH, {"t": survivor["refreshToken"]})
+
+
+async def _age_rotation(state: AppState, refresh_token: str, seconds: float) -> None:
+    """Moves the rotation of `refresh_token` `seconds` into the past (instead of waiting for it)."""
+    from sqlalchemy import select, update
+    from sqlmodel import col
+
+    from api.auth.models import RefreshToken
+
+    jti = str(_claims_of(refresh_token)["jti"])
+    async with state.db.session() as session:
+        query = select(col(RefreshToken.used_at)).where(col(RefreshToken.jti) == jti)
+        used_at = (await session.execute(query)).scalar_one()
+        assert used_at is not None
+        await session.execute(
+            update(RefreshToken)
+            .where(col(RefreshToken.jti) == jti)
+            .values(used_at=used_at - timedelta(seconds=seconds))
+        )
+        await session.commit()
+
+
+async def test_refresh_retried_after_lost_answers_keeps_the_login(gql: GraphQLClient) -> None:
+    # The phone sends its refresh token, the server rotates, the answer is lost (twice): the phone
+    # retries with the token it still has and gets a pair; the login goes on.
+    first = await gql.login("spouse")
+    lost = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    lost_again = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    retried = await gql(REFRESH, {"t": first["refreshToken"]})
+    assert "errors" not in retried, retried
+    pair = retried["data"]["refreshToken"]
+    assert len({lost["refreshToken"], lost_again["refreshToken"], pair["refreshToken"]}) == 3
+    assert "name" in (await gql(ME, token=pair["accessToken"]))["data"]["me"]
+    onward = await gql(REFRESH, {"t": pair["refreshToken"]})
+    assert "errors" not in onward, onward
+    assert "name" in (await gql(ME, token=onward["data"]["refreshToken"]["accessToken"]))["data"]["me"]
+
+
+async def test_a_pair_replaced_by_a_grace_retry_is_dead(gql: GraphQLClient) -> None:
+    # Whoever holds the pair the retry replaced (the thief who replayed the old token, or the phone
+    # whose answer was not lost after all) ends the login with it: that is still reuse.
+    first = await gql.login("spouse")
+    replaced = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    current = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    reused = await gql(REFRESH, {"t": replaced["refreshToken"]})
+    assert reused["errors"][0]["extensions"]["reason"] == "refresh_token_reused"
+    assert error_codes(await gql(REFRESH, {"t": current["refreshToken"]})) == ["UNAUTHENTICATED"]
+    assert await _reason(gql, current["accessToken"]) == "session_revoked"
+
+
+async def test_refresh_retried_after_the_grace_window_ends_the_login(
+    gql: GraphQLClient, state: AppState, settings: Settings
+) -> None:
+    first = await gql.login("spouse")
+    second = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    await _age_rotation(state, first["refreshToken"], settings.refresh_reuse_grace_seconds + 1)
+    reused = await gql(REFRESH, {"t": first["refreshToken"]})
+    assert reused["errors"][0]["extensions"]["reason"] == "refresh_token_reused"
+    assert error_codes(await gql(REFRESH, {"t": second["refreshToken"]})) == ["UNAUTHENTICATED"]
+    assert await _reason(gql, second["accessToken"]) == "session_revoked"
+
+
+async def test_only_the_token_just_rotated_gets_the_grace(gql: GraphQLClient) -> None:
+    # Within seconds, but two rotations back: the token before the previous one is a copy.
+    first = await gql.login("spouse")
+    second = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    third = (await gql(REFRESH, {"t": second["refreshToken"]}))["data"]["refreshToken"]
+    reused = await gql(REFRESH, {"t": first["refreshToken"]})
+    assert reused["errors"][0]["extensions"]["reason"] == "refresh_token_reused"
+    assert await _reason(gql, third["accessToken"]) == "session_revoked"
+    # Nor does the previous one revive the revoked login.
+    assert error_codes(await gql(REFRESH, {"t": second["refreshToken"]})) == ["UNAUTHENTICATED"]
+
+
+async def test_grace_retry_after_logout_gets_nothing(gql: GraphQLClient) -> None:
+    first = await gql.login("stranger")
+    second = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    assert (await gql(LOGOUT, {"t": second["refreshToken"]}))["data"]["logout"] is True
+    retried = await gql(REFRESH, {"t": first["refreshToken"]})
+    assert error_codes(retried) == ["UNAUTHENTICATED"] and not retried.get("data"), retried
+    assert retried["errors"][0]["extensions"]["reason"] == "session_revoked"
 
 
 async def test_rate_limit_windows_are_counted_per_key_and_stale_ones_purged(state: AppState) -> None:
