@@ -13,6 +13,12 @@ Announcing is transactional, so a notification is never announced for a transact
 The payload is ids only (`{"n": notification id, "p": person id}`): a subscriber reads the row itself,
 with its own person's id in the query, so what it sends is what the database holds, and a row that does
 not exist (a savepoint rolled back on SQLite) is never sent.
+
+Change-log announcements ride the same machinery on a second channel: `api.replication.changelog.record`
+stages the people whose scopes a transaction's entries touch (`stage_changes`), and the transaction
+announces them once, as it commits (`{"c": [person ids]}`, or `{"c": "*"}` when too many to list), never
+per entry. A `ChangeWatch` (a mobile replication stream) is woken when one of its people is named; it
+then reads the change log itself, so a wake-up for a change it cannot see sends nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +48,8 @@ from api.notifications.models import Notification
 log = logging.getLogger(__name__)
 
 CHANNEL = "yibao_notifications"
+CHANGES_CHANNEL = "yibao_changes"
+"""Change-log announcements: a channel of their own, so notification subscribers never parse them."""
 QUEUE_SIZE = 256
 """Announcements one subscriber may have waiting; past this it has fallen behind and is ended (Lagged)."""
 _SEEN = 1024
@@ -63,6 +71,49 @@ class Announcement:
         try:
             value = json.loads(payload)
             return cls(int(value["n"]), int(value["p"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+_EVERYONE = '{"c":"*"}'
+_IDS_BYTES = 7900
+"""Person ids one NOTIFY carries (PostgreSQL refuses payloads of 8000 bytes or more)."""
+CHANGE_PAYLOADS_MAX = 8
+"""NOTIFYs one transaction sends at most; past that (a bulk import) it wakes everyone once instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeAnnouncement:
+    """Committed change-log entries touched these people's scopes (None: anyone's). Never content."""
+
+    person_ids: frozenset[int] | None
+
+    def payloads(self) -> list[str]:
+        """As few NOTIFY payloads as hold the ids, each under PostgreSQL's limit; or one "everyone"."""
+        if self.person_ids is None:
+            return [_EVERYONE]
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for person_id in sorted(self.person_ids):
+            digits = str(person_id)
+            if size + len(digits) + 1 > _IDS_BYTES:
+                if len(chunks) == CHANGE_PAYLOADS_MAX:
+                    return [_EVERYONE]
+                chunks.append([])
+                size = 0
+            chunks[-1].append(digits)
+            size += len(digits) + 1
+        return ['{"c":[' + ",".join(chunk) + "]}" for chunk in chunks if chunk]
+
+    @classmethod
+    def parse(cls, payload: str) -> ChangeAnnouncement | None:
+        try:
+            value = json.loads(payload)["c"]
+            if value == "*":
+                return cls(None)
+            if not isinstance(value, list):
+                return None
+            return cls(frozenset(int(v) for v in value))
         except (ValueError, TypeError, KeyError):
             return None
 
@@ -116,12 +167,63 @@ class Subscription:
         return item
 
 
+class ChangeWatch:
+    """A stream's wake-up: set when a committed change names one of its people, and until it is taken.
+
+    Wake-ups coalesce (a flag, not a queue): however many commits land meanwhile, the stream reads the
+    change log once. Made with `Broker.watch_changes`; `watch()` changes the people it follows."""
+
+    def __init__(self, broker: Broker, persons: Collection[int]) -> None:
+        self._broker = broker
+        self._loop = asyncio.get_running_loop()
+        self._woken = asyncio.Event()
+        self._closed = False
+        self.persons: frozenset[int] = frozenset(persons)
+
+    def watch(self, persons: Collection[int]) -> None:
+        """Follows these people from now on (a stream's visible set changed)."""
+        self._broker._rewatch(self, frozenset(persons))
+
+    def wake(self) -> None:
+        """From any thread."""
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is self._loop:
+            self._woken.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the watcher's loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._woken.set)
+
+    def close(self) -> None:
+        """From any thread: the worker is shutting down."""
+        self._closed = True
+        self.wake()
+
+    async def wait(self, seconds: float) -> bool:
+        """True when woken (and takes the wake-up), False after `seconds` without one.
+        Raises BrokerClosed when the worker shuts down."""
+        if not self._woken.is_set():
+            try:
+                async with asyncio.timeout(max(seconds, 0.0)):
+                    await self._woken.wait()
+            except TimeoutError:
+                return False
+        self._woken.clear()
+        if self._closed:
+            raise BrokerClosed()
+        return True
+
+
 class Broker(ABC):
     """Delivers announcements to this process's subscribers, by person. Subclasses receive them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # subscribers come and go on the server's loop, deliveries may not
         self._subscribers: dict[int, set[Subscription]] = {}
+        self._watches: dict[int, set[ChangeWatch]] = {}
+        self._all_watches: set[ChangeWatch] = set()
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -152,6 +254,56 @@ class Broker(ABC):
             if created_before is None or subscription.started_at <= created_before:
                 subscription.offer(announcement)
 
+    @contextlib.contextmanager
+    def watch_changes(self, persons: Iterable[int]) -> Iterator[ChangeWatch]:
+        """A wake-up for committed changes in these people's scopes, for as long as the block runs."""
+        watch = ChangeWatch(self, frozenset(persons))
+        with self._lock:
+            self._all_watches.add(watch)
+            for person_id in watch.persons:
+                self._watches.setdefault(person_id, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._all_watches.discard(watch)
+                self._unindex(watch)
+
+    def _unindex(self, watch: ChangeWatch) -> None:
+        for person_id in watch.persons:
+            mine = self._watches.get(person_id)
+            if mine is not None:
+                mine.discard(watch)
+                if not mine:
+                    del self._watches[person_id]
+
+    def _rewatch(self, watch: ChangeWatch, persons: frozenset[int]) -> None:
+        with self._lock:
+            if watch not in self._all_watches:
+                watch.persons = persons
+                return
+            self._unindex(watch)
+            watch.persons = persons
+            for person_id in persons:
+                self._watches.setdefault(person_id, set()).add(watch)
+
+    def deliver_changes(self, announcement: ChangeAnnouncement) -> None:
+        """Wakes the watches that follow one of the people named (all of them for "everyone")."""
+        with self._lock:
+            if announcement.person_ids is None:
+                targets = set(self._all_watches)
+            else:
+                targets = set()
+                for person_id in announcement.person_ids:
+                    targets.update(self._watches.get(person_id, ()))
+        for watch in targets:
+            watch.wake()
+
+    @property
+    def watch_count(self) -> int:
+        with self._lock:
+            return len(self._all_watches)
+
     @property
     def subscriber_count(self) -> int:
         with self._lock:
@@ -164,8 +316,11 @@ class Broker(ABC):
     def _close_all(self) -> None:
         with self._lock:
             everyone = [sub for subs in self._subscribers.values() for sub in subs]
+            watches = list(self._all_watches)
         for subscription in everyone:
             subscription.offer(BrokerClosed())
+        for watch in watches:
+            watch.close()
 
 
 # --- SQLite: one process ---------------------------------------------------------------------------
@@ -235,6 +390,71 @@ def _stage_local(session: AsyncSession, announcement: Announcement) -> None:
     sync.info.setdefault(_PENDING, []).append((key, announcement))
 
 
+_CHANGED = "yibao.changes.pending"
+
+
+@dataclass(slots=True)
+class _StagedChanges:
+    key: str
+    postgres: bool
+    person_ids: set[int]
+
+
+def stage_changes(session: AsyncSession, person_ids: Iterable[int]) -> None:
+    """Adds people whose scopes the session's transaction changed; the transaction announces them all
+    once, as it commits: one NOTIFY (a few for thousands of people) on PostgreSQL, sent in the
+    transaction by its `before_commit` and delivered only if it commits; the local brokers after the
+    commit on SQLite. A rollback drops them. Costs a set update per call: `changelog.record` calls it."""
+    sync = session.sync_session
+    staged: _StagedChanges | None = sync.info.get(_CHANGED)
+    if staged is None:
+        if not event.contains(sync, "before_commit", _changes_before_commit):
+            event.listen(sync, "before_commit", _changes_before_commit)
+            event.listen(sync, "after_commit", _changes_after_commit)
+            event.listen(sync, "after_rollback", _changes_after_rollback)
+        engine = session.get_bind().engine
+        staged = _StagedChanges(_database_key(engine.url), engine.dialect.name == "postgresql", set())
+        sync.info[_CHANGED] = staged
+    staged.person_ids.update(person_ids)
+
+
+# The session events also fire for savepoints (begin_nested): those are left alone, so the ids are
+# announced by the outer transaction's commit, and a savepoint rolled back keeps the others' (a spare
+# wake-up reads the log and finds nothing, a lost one would wait for the safety-net poll).
+
+
+def _changes_before_commit(session: Session) -> None:
+    staged: _StagedChanges | None = session.info.get(_CHANGED)
+    if staged is None or not staged.postgres or session.in_nested_transaction():
+        return
+    del session.info[_CHANGED]
+    if not staged.person_ids:
+        return
+    for payload in ChangeAnnouncement(frozenset(staged.person_ids)).payloads():
+        # In the committing transaction: PostgreSQL delivers it with the commit, or never.
+        session.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANGES_CHANNEL, "payload": payload}
+        )
+
+
+def _changes_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
+    staged: _StagedChanges | None = session.info.pop(_CHANGED, None)
+    if staged is None or not staged.person_ids:
+        return
+    with _local_lock:
+        brokers = list(_local_brokers.get(staged.key, ()))
+    announcement = ChangeAnnouncement(frozenset(staged.person_ids))
+    for broker in brokers:
+        broker.deliver_changes(announcement)
+
+
+def _changes_after_rollback(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_CHANGED, None)
+
+
 async def announce(session: AsyncSession, announcement: Announcement) -> None:
     """Announces a notification written in `session`'s transaction, to be heard once it commits."""
     if session.get_bind().dialect.name == "postgresql":
@@ -256,7 +476,8 @@ class PostgresBroker(Broker):
     `health_interval_s` for a connection that died silently) and made again with backoff when it drops.
     NOTIFYs sent while it was down are not queued for it: after reconnecting it reads the notifications
     of its subscribers created since shortly before the drop (`catch_up_slack`) and delivers those,
-    each subscriber skipping ids it already has. The list stays the record; live delivery is a hint.
+    each subscriber skipping ids it already has, and wakes every change watch once (change
+    announcements are not listed anywhere). The list stays the record; live delivery is a hint.
     """
 
     def __init__(
@@ -334,6 +555,13 @@ class PostgresBroker(Broker):
             return
         self.deliver(announcement)
 
+    def _on_changes(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        announcement = ChangeAnnouncement.parse(payload)
+        if announcement is None:
+            log.warning("ignoring a malformed change announcement on %s", channel)
+            return
+        self.deliver_changes(announcement)
+
     async def _run(self) -> None:
         delay = self._retry_initial_s
         lost_at: datetime | None = None
@@ -349,6 +577,7 @@ class PostgresBroker(Broker):
             connection.add_termination_listener(lambda _connection, closed=closed: closed.set())
             try:
                 await connection.add_listener(CHANNEL, self._on_notify)
+                await connection.add_listener(CHANGES_CHANNEL, self._on_changes)
             except Exception as exc:
                 log.warning("notification listener could not LISTEN (%s); retrying", exc)
                 connection.terminate()
@@ -361,6 +590,8 @@ class PostgresBroker(Broker):
             delay = self._retry_initial_s
             if lost_at is not None:
                 log.info("notification listener reconnected")
+                # Change announcements missed meanwhile are not listed anywhere: every stream looks.
+                self.deliver_changes(ChangeAnnouncement(None))
                 await self._catch_up(lost_at - self._catch_up_slack)
             await self._watch(connection, closed)
             lost_at = utcnow()

@@ -11,6 +11,12 @@ same guarantee without the lock, once the sequencer holds the write lock before 
 
 Capabilities call `record()` beside their writes (people, settlements, policy versions, revocations);
 pull calls `sequence()` and then reads seq ranges per scope.
+
+Wake-up. `record()` also stages the people whose scopes its entries touch on the session; the
+transaction announces them once, as it commits (api.notifications.broker.stage_changes: NOTIFY on
+PostgreSQL, the in-process brokers on SQLite), and the mobile streams that follow one of them read the
+log at once instead of polling it. Other scopes (villages, clinics, policy) are not announced: no live
+stream reads them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api.dbtypes import utcnow
+from api.notifications.broker import stage_changes
 from api.replication.models import ChangeLogEntry, ChangeOp, ReplicationState
 
 _SEQUENCER_LOCK = 0x5942534C  # "YBSL": one sequencer at a time on PostgreSQL
@@ -38,8 +45,11 @@ def village_scope(village_code: str) -> str:
     return f"village:{village_code}"
 
 
+_PERSON = "person:"
+
+
 def person_scope(person_id: int) -> str:
-    return f"person:{person_id}"
+    return f"{_PERSON}{person_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +71,16 @@ def person_changed(person_id: int, village_code: str | None) -> list[Change]:
 async def record(session: AsyncSession, changes: Iterable[Change]) -> None:
     """Appends the entries in the caller's transaction: they commit (and become pullable) with it."""
     now = utcnow()
+    changes = list(changes)
     rows = [
         {"entity": c.entity, "entity_id": c.entity_id, "scope": c.scope, "op": c.op.value, "created_at": now}
         for c in changes
     ]
+    people = {int(c.scope[len(_PERSON) :]) for c in changes if c.scope.startswith(_PERSON)}
     if rows:  # the table, not the ORM entity: a plain executemany (a push writes hundreds of entries)
         await session.execute(insert(ChangeLogEntry.__table__), rows)  # type: ignore[attr-defined]
+    if people:  # announced once, by the transaction's commit (never per entry or per call)
+        stage_changes(session, people)
 
 
 def _is_postgres(session: AsyncSession) -> bool:

@@ -17,8 +17,10 @@ after it has a higher seq and follows as a delta (a row changed meanwhile is sen
 A page holds exactly `limit` documents while more remain (RxDB stops at the first short page), one per
 document id (the latest state wins).
 
-Stream. A subscription polls the log (and wakes at once on the viewer's notifications) and emits the
-changes in the viewer's scopes as documents with a checkpoint; it emits `resync` first (the phone pulls
+Stream. A subscription reads the log when a committed change names one of its visible people (the
+change log's wake-up, api.notifications.broker.ChangeWatch, from any worker), and every STREAM_POLL_S
+as a safety net for a lost wake-up, and emits the changes in the viewer's scopes as documents with a
+checkpoint; it emits `resync` first (the phone pulls
 from its own checkpoint, which covers what happened before the stream began), whenever the visible set
 changes, when more changed at once than one event carries, and when the log was compacted past it.
 
@@ -29,8 +31,6 @@ conflict and writes nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import time
 import uuid
@@ -49,7 +49,7 @@ from api.family.models import FamilyLink, LinkStatus
 from api.filings import service as filings
 from api.filings.models import Filing, FilingStatus
 from api.notifications import service as notifications
-from api.notifications.broker import Lagged
+from api.notifications.broker import BrokerClosed, ChangeWatch
 from api.replication import changelog
 from api.replication.mobile.documents import (
     COLLECTIONS,
@@ -66,8 +66,10 @@ from api.state import AppState
 
 MAX_LIMIT = 500
 MAX_PUSH_ROWS = 100
-STREAM_POLL_S = 1.0
-"""How often a stream looks at the change log when nothing woke it (a notification wakes it at once)."""
+STREAM_POLL_S = 20.0
+"""How often a stream looks at the change log when nothing woke it: only a safety net, since a commit
+that touches the stream's people wakes it at once (a wake-up lost with a dropped LISTEN connection is
+made up by a wake of everyone on reconnect; this covers whatever else may go missing)."""
 STREAM_LOGIN_CHECK_S = 30.0
 """How often an idle stream checks that its login still holds (before any event it always does)."""
 STREAM_MAX_CHANGES = 200
@@ -306,13 +308,14 @@ async def stream(
     coll: Collection,
     still_valid: Callable[[], Awaitable[Any]],
     *,
-    poll_s: float = STREAM_POLL_S,
+    poll_s: float | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Events `{documents, checkpoint, resync}` for the viewer's replica of `coll`, until cancelled.
     `still_valid` is awaited before each event, and every STREAM_LOGIN_CHECK_S while idle (it
-    raises when the login has ended)."""
+    raises when the login has ended). `poll_s` (default STREAM_POLL_S) is the safety-net poll."""
     me = person_of(viewer)
     sessions = state.db.sessionmaker
+    poll = STREAM_POLL_S if poll_s is None else poll_s
 
     async def look() -> tuple[str, int, int, frozenset[int]]:
         async with sessions() as session:
@@ -321,61 +324,67 @@ async def stream(
             await session.commit()
             return log.epoch, mark, log.compacted_below, visible
 
-    epoch, position, _, visible = await look()
-    checked = time.monotonic()
-    yield RESYNC
-    async with state.broker.subscribe(me) as subscription:
-        waiter: asyncio.Future[Any] | None = None
-        try:
-            while True:
-                if waiter is None:
-                    waiter = asyncio.ensure_future(subscription.__anext__())
-                done, _ = await asyncio.wait({waiter}, timeout=poll_s)
-                if waiter in done:
-                    finished, waiter = waiter, None
-                    try:
-                        finished.result()
-                    except StopAsyncIteration:
-                        return  # the worker is shutting down
-                    except Lagged:
-                        pass  # only a wake-up: the log is the record
-                if time.monotonic() - checked > STREAM_LOGIN_CHECK_S:
-                    await still_valid()  # an idle stream of a login that ended ends too
-                    checked = time.monotonic()
-                now_epoch, mark, compacted, now_visible = await look()
-                if now_visible != visible or now_epoch != epoch or position < compacted:
-                    epoch, position, visible = now_epoch, mark, now_visible
-                    await still_valid()
-                    yield RESYNC
-                    continue
-                if mark == position:
-                    continue
-                async with sessions() as session:
-                    scopes = [changelog.person_scope(p) for p in sorted(visible)]
-                    entries = await changelog.read(session, scopes, position, mark, STREAM_MAX_CHANGES + 1)
-                    if len(entries) > STREAM_MAX_CHANGES:
-                        documents = None
-                    else:
-                        ctx = Ctx(state, me, visible)
-                        page = _Page(STREAM_MAX_CHANGES, ctx)
-                        for document in await _documents(session, coll, ctx, entries):
-                            page.add(document)
-                        documents = page.documents
-                    await session.commit()
-                position = mark
-                if documents is None or documents:
-                    await still_valid()  # checked before anything is sent
-                    checked = time.monotonic()
-                if documents is None:
-                    yield RESYNC
-                elif documents:
-                    checkpoint = encode(state, viewer, coll, Checkpoint(epoch, mark, set(visible)))
-                    yield {"documents": documents, "checkpoint": checkpoint, "resync": False}
-        finally:
-            if waiter is not None:
-                waiter.cancel()
-                with contextlib.suppress(BaseException):
-                    await waiter
+    # Watching before the first look: a commit after it is either seen by that look or wakes the stream.
+    with state.broker.watch_changes({me}) as watch:
+        epoch, position, _, visible = await look()
+        woken = _follow(watch, me, visible)
+        checked = time.monotonic()
+        next_poll = checked + poll
+        yield RESYNC
+        while True:
+            if not woken:
+                now = time.monotonic()
+                try:
+                    woken = await watch.wait(min(next_poll, checked + STREAM_LOGIN_CHECK_S) - now)
+                except BrokerClosed:
+                    return  # the worker is shutting down
+            if time.monotonic() - checked >= STREAM_LOGIN_CHECK_S:
+                await still_valid()  # an idle stream of a login that ended ends too
+                checked = time.monotonic()
+            if not woken and time.monotonic() < next_poll:
+                continue  # only the login check was due
+            woken = False
+            next_poll = time.monotonic() + poll
+            now_epoch, mark, compacted, now_visible = await look()
+            if now_visible != visible or now_epoch != epoch or position < compacted:
+                woken = _follow(watch, me, now_visible)
+                epoch, position, visible = now_epoch, mark, now_visible
+                await still_valid()
+                yield RESYNC
+                continue
+            if mark == position:
+                continue  # woken for a change of someone else's it follows, or one not numbered yet
+            async with sessions() as session:
+                scopes = [changelog.person_scope(p) for p in sorted(visible)]
+                entries = await changelog.read(session, scopes, position, mark, STREAM_MAX_CHANGES + 1)
+                if len(entries) > STREAM_MAX_CHANGES:
+                    documents = None
+                else:
+                    ctx = Ctx(state, me, visible)
+                    page = _Page(STREAM_MAX_CHANGES, ctx)
+                    for document in await _documents(session, coll, ctx, entries):
+                        page.add(document)
+                    documents = page.documents
+                await session.commit()
+            position = mark
+            if documents is None or documents:
+                await still_valid()  # checked before anything is sent
+                checked = time.monotonic()
+            if documents is None:
+                yield RESYNC
+            elif documents:
+                checkpoint = encode(state, viewer, coll, Checkpoint(epoch, mark, set(visible)))
+                yield {"documents": documents, "checkpoint": checkpoint, "resync": False}
+
+
+def _follow(watch: ChangeWatch, me: int, visible: frozenset[int]) -> bool:
+    """Makes the wake-up follow the viewer and the visible people; True if it follows someone new,
+    whose commits between the look that found them and now woke nobody: the stream looks once more."""
+    wanted = visible | {me}
+    added = bool(wanted - watch.persons)
+    if wanted != watch.persons:
+        watch.watch(wanted)
+    return added
 
 
 # -------------------------------------------------------------------------------------------- push
