@@ -87,6 +87,19 @@ class Settings(BaseSettings):
     terminal the value (``audience``), so both ends always agree."""
     sync_max_inflated_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """A gzip request body to /sync may inflate to at most this; more is a 413 (a gzip bomb)."""
+    sync_max_concurrent: int = Field(default=4, ge=1, le=20)
+    """/sync/pull and /sync/push served at once per worker process (api.replication.admission). Each
+    holds a database connection (the pool: 10 + 10 overflow per worker) and shares the worker's one
+    core: beyond a few, more at once only makes each slower, until they outlast the terminal's 30 s
+    request timeout."""
+    sync_max_waiting: int = Field(default=8, ge=0, le=1000)
+    """Sync requests per worker that may wait for a slot; beyond that they are answered 503 at once."""
+    sync_max_wait_s: float = Field(default=5.0, gt=0, le=20)
+    """The longest a sync request waits for a slot (and a request is queued only if the recent service
+    time says it would be served sooner); then 503, so that the wait plus the work stays well within
+    the terminal's 30 s timeout."""
+    sync_retry_after_max_s: int = Field(default=60, ge=1, le=600)
+    """The longest `Retry-After` a refused sync request is given (the schedule spreads returns up to it)."""
 
     demo_people: int = Field(default=3000, ge=50)
     demo_seed: int = 20260101

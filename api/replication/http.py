@@ -14,7 +14,10 @@ gzip-compressed when the client accepts it.
 
 Every error is JSON, ``{"error": {"message", "code", ...}}``: a wire error 400 with its `field`, a
 domain error the status of its code (a bad assertion 401 with its `reason`), anything unexpected is
-logged and answered 500 without a traceback.
+logged and answered 500 without a traceback. Overload is a 503 `UPSTREAM_UNAVAILABLE` (reason
+`overloaded`) with `Retry-After`: pull and push pass admission control first (api.replication.admission:
+at most `sync_max_concurrent` at once per worker, a short queue, the rest refused at once and told
+when to come back), and an exhausted database pool is answered the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from api import jsonlimits, ratelimit
 from api.errors import HTTP_STATUS, AppError, BadUserInput, ErrorCode, Unauthenticated, UpstreamUnavailable
+from api.replication.admission import Admission, Refused, Slot, claimed_terminal
 from api.state import AppState
 from api.terminals import service
 from api.terminals.models import Terminal
@@ -55,7 +59,7 @@ class PayloadTooLarge(AppError):
 
 
 OVERLOAD_RETRY_AFTER_S = 5
-"""What an overloaded server asks a terminal to wait before its next request (with jitter of its own)."""
+"""What a server whose database pool ran dry asks a terminal to wait (with jitter of its own)."""
 
 
 class BadRequest(AppError):
@@ -124,9 +128,24 @@ def _error(exc: AppError) -> JSONResponse:
     return JSONResponse(exc.as_json(), status_code=HTTP_STATUS[exc.code], headers=headers)
 
 
+def _overloaded(retry_after_s: int) -> JSONResponse:
+    response = _error(
+        UpstreamUnavailable("服务繁忙，请稍后再同步", reason="overloaded", retryAfterS=retry_after_s)
+    )
+    response.headers["retry-after"] = str(retry_after_s)
+    return response
+
+
 def sync_routes(state: AppState) -> list[BaseRoute]:
     metrics = state.metrics
     settings = state.settings
+    # One per worker process (each builds its own app): the limit is per worker, as its pool is.
+    admission = Admission(
+        settings.sync_max_concurrent,
+        max_waiting=settings.sync_max_waiting,
+        max_wait_s=settings.sync_max_wait_s,
+        retry_after_max_s=settings.sync_retry_after_max_s,
+    )
 
     async def authenticated(request: Request, session: AsyncSession) -> Terminal:
         try:
@@ -181,9 +200,12 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
         await service.record_sync(session, terminal, pulled=False)
         return answer
 
-    def endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
+    def endpoint(
+        route: str, handler: Handler, *, admitted: bool = False
+    ) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def run(request: Request) -> JSONResponse:
             outcome = "ok"
+            slot: Slot | None = None
             try:
                 if request.method != "POST":
                     outcome = "method_not_allowed"
@@ -198,6 +220,13 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
                     # itself (or the client went away): not this handler's to answer.
                     outcome = "body_not_received"
                     raise
+                if admitted:
+                    # Before the assertion is checked: a refusal must cost no connection and no write.
+                    decision = await admission.admit(claimed_terminal(request.headers.get("authorization")))
+                    if isinstance(decision, Refused):
+                        outcome = "shed_" + decision.why
+                        return _overloaded(decision.retry_after_s)
+                    slot = decision
                 try:
                     async with state.db.session() as session:
                         answer = await handler(request, session, raw)
@@ -211,15 +240,15 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
                     # Overload (every database connection busy, e.g. 800 clinics reconnecting at once),
                     # not a bug: say so, and when to come back, so terminals wait as told.
                     outcome = "overloaded"
-                    response = _error(UpstreamUnavailable("服务繁忙，请稍后再同步", reason="overloaded"))
-                    response.headers["retry-after"] = str(OVERLOAD_RETRY_AFTER_S)
-                    return response
+                    return _overloaded(OVERLOAD_RETRY_AFTER_S)
                 except Exception:
                     outcome = "internal_error"
                     log.exception("sync request failed", extra={"route": route})
                     return _error(InternalError())
                 return JSONResponse(answer)
             finally:
+                if slot is not None:
+                    slot.release()
                 metrics.sync_requests.labels(route, outcome).inc()
 
         return run
@@ -231,8 +260,8 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
 
     routes: list[BaseRoute] = [
         Route("/enrol", endpoint("enrol", enrol), methods=_ANY_METHOD),
-        Route("/pull", endpoint("pull", pull), methods=_ANY_METHOD),
-        Route("/push", endpoint("push", push), methods=_ANY_METHOD),
+        Route("/pull", endpoint("pull", pull, admitted=True), methods=_ANY_METHOD),
+        Route("/push", endpoint("push", push, admitted=True), methods=_ANY_METHOD),
         Route("/{rest:path}", not_found, methods=_ANY_METHOD),
     ]
     return [

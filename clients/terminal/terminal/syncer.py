@@ -13,7 +13,10 @@ year-to-date totals). Each page is stored with its checkpoint in one transaction
 starts a new snapshot generation.
 
 Failures: `Unreachable` is retried `attempts` times per request, waiting `Backoff.delay(n)` (full
-jitter: uniformly random up to base * 2^n, capped, so 800 clinics coming back at once spread out);
+jitter: uniformly random up to base * 2^n, capped, so 800 clinics coming back at once spread out), or,
+when the server said when to come back (`Retry-After` of a 503 or 429), that long plus up to a second
+of jitter (`Backoff.after`): the server spreads the terminals it turns away over its return schedule,
+and a doubling guess on top would only leave its slots empty;
 `TerminalRevoked` is remembered and stops everything. Any other `ServerRefused` of the push (a 4xx that
 retrying will not change) leaves the outbox stuck: it is kept (`push_stuck`, shown by `status`) and the
 pull still runs, so revocations, keys and the roster keep arriving. The refused batch was not applied,
@@ -59,6 +62,11 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
         return self.rng.uniform(0.0, min(self.cap_s, self.base_s * (2 ** min(attempt, 30))))
+
+    def after(self, asked_s: float) -> float:
+        """The server's `Retry-After`, never less, plus up to a second so that those told the same
+        whole second do not come back at the same instant."""
+        return asked_s + self.rng.uniform(0.0, 1.0)
 
 
 @dataclass
@@ -183,10 +191,11 @@ class Syncer:
                 attempt += 1
                 if attempt >= self.attempts:
                     raise
-                delay = self.backoff.delay(attempt)
                 asked = exc.details.get("retryAfterS")
-                if isinstance(asked, int | float):
-                    delay = max(delay, float(asked))  # the server said when: not before
+                if isinstance(asked, int | float) and asked > 0:
+                    delay = self.backoff.after(float(asked))  # the server said when: then, not before
+                else:
+                    delay = self.backoff.delay(attempt)
                 self.report.retries += 1
                 if self.on_retry is not None:
                     self.on_retry(exc, delay)
