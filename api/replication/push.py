@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import PydanticUndefined
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col
@@ -135,6 +135,44 @@ _VOUCHER_REASONS = {
     Reason.REVOKED: RejectReason.VOUCHER_REVOKED,
     Reason.REPLAYED: RejectReason.VOUCHER_REPLAYED,
 }
+
+
+# The batch's reads, built once: a statement built per batch costs its construction and cache key each
+# time (hundreds of IN values coerced one by one); an expanding parameter takes the list at execution.
+_PEOPLE = InsuredPerson.__table__  # type: ignore[attr-defined]
+_SUBJECTS = VoucherSubject.__table__  # type: ignore[attr-defined]
+_P = _PEOPLE.c
+_S = Settlement.__table__.c  # type: ignore[attr-defined]
+_E = Enrolment.__table__.c  # type: ignore[attr-defined]
+_V = _SUBJECTS.c
+_A = PersonalAccount.__table__.c  # type: ignore[attr-defined]
+_M = PushedMutation.__table__.c  # type: ignore[attr-defined]
+_PEOPLE_BY_REF = (
+    select(_V.ref, _P.id, _P.birth_date, _P.village_code, _P.assistance_category, _P.chronic_diseases,
+           _P.two_diseases)
+    .select_from(_SUBJECTS.join(_PEOPLE, _V.person_id == _P.id))
+    .where(_V.ref.in_(bindparam("refs", expanding=True)))
+)  # fmt: skip
+_PEOPLE_OF_REFS = select(_V.person_id).where(_V.ref.in_(bindparam("refs", expanding=True)))
+_ENROLMENTS = select(_E.person_id, _E.insurance_type, _E.region_code, _E.start_on, _E.end_on).where(
+    _E.person_id.in_(bindparam("people", expanding=True))
+)
+_BALANCES = select(_A.person_id, _A.balance_fen).where(_A.person_id.in_(bindparam("people", expanding=True)))
+_RECENT = select(_S.id, _S.person_id, _S.settled_at, _S.category, _S.total_fen, _S.visit).where(
+    _S.person_id.in_(bindparam("people", expanding=True)),
+    _S.facility_id == bindparam("clinic"),
+    _S.settled_at >= bindparam("since"),
+    _S.voided_at.is_(None),
+    _S.total_fen.in_(bindparam("totals", expanding=True)),
+)
+_TAKEN = select(_S.client_ref).where(_S.client_ref.in_(bindparam("ids", expanding=True)))
+_USED_VOUCHERS = select(_S.voucher_ref).where(_S.voucher_ref.in_(bindparam("keys", expanding=True)))
+
+_STORED = select(PushedMutation).where(
+    col(PushedMutation.terminal_id) == bindparam("terminal"),
+    col(PushedMutation.mutation_id).in_(bindparam("ids", expanding=True))
+    | col(PushedMutation.seq).in_(bindparam("seqs", expanding=True)),
+)
 
 
 class _Replayed(Exception):
@@ -253,6 +291,29 @@ class _Batch:
     duplicate, so only those are read (a busy clinic has thousands of recent settlements)."""
     pending: list[_Write] = field(default_factory=list)
     vouchers: voucher_service.BatchVerifier | None = None
+    # The terminal's and clinic's values every mutation reads, as plain attributes (an ORM attribute
+    # read costs several times a plain one), and the push's local date.
+    terminal_id: int = field(init=False)
+    clinic_id: int = field(init=False)
+    clinic_ref: str = field(init=False)
+    clinic_level: str = field(init=False)
+    clinic_region: str = field(init=False)
+    village_code: str | None = field(init=False)
+    enrolled_at: dt.datetime = field(init=False)
+    today: dt.date = field(init=False)
+    skew_s: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.terminal.id is not None and self.clinic.id is not None
+        self.terminal_id = self.terminal.id
+        self.clinic_id = self.clinic.id
+        self.clinic_ref = str(self.clinic.id)
+        self.clinic_level = self.clinic.level
+        self.clinic_region = self.clinic.region_code
+        self.village_code = self.clinic.village_code
+        self.enrolled_at = self.terminal.enrolled_at
+        self.today = self.now.astimezone(SHANGHAI).date()
+        self.skew_s = self.state.settings.voucher_skew_s
 
     async def load(self, mutations: Sequence[Mutation], parsed: dict[str, _Parsed]) -> None:
         session = self.session
@@ -264,20 +325,7 @@ class _Batch:
             if (ref := c.person_ref if c.voucher is None else _claimed_ref(c.voucher)) is not None
         }
         if refs:
-            p = InsuredPerson.__table__.c  # type: ignore[attr-defined]
-            rows = await session.execute(
-                select(
-                    col(VoucherSubject.ref),
-                    p.id,
-                    p.birth_date,
-                    p.village_code,
-                    p.assistance_category,
-                    p.chronic_diseases,
-                    p.two_diseases,
-                )
-                .join(VoucherSubject, col(VoucherSubject.person_id) == p.id)
-                .where(col(VoucherSubject.ref).in_(sorted(refs)))
-            )
+            rows = await session.execute(_PEOPLE_BY_REF, {"refs": sorted(refs)})
             self.people_by_ref = {
                 ref: _Person(
                     int(pid), birth, village, category, frozenset(chronic or ()), frozenset(two or ())
@@ -287,9 +335,7 @@ class _Batch:
         await self._load_people([p.id for p in self.people_by_ref.values()])
         ids = [m.id for m in mutations]
         if ids:
-            taken = await session.execute(
-                select(col(Settlement.client_ref)).where(col(Settlement.client_ref).in_(ids))
-            )
+            taken = await session.execute(_TAKEN, {"ids": ids})
             self.taken_ids = {ref for ref in taken.scalars() if ref is not None}
         codes = [c.voucher for c in creates if c.voucher is not None]
         if codes:
@@ -300,9 +346,7 @@ class _Batch:
             await self.vouchers.prefetch(codes)
         keys = {key for c in creates if c.voucher is not None and (key := _replay_ref(c.voucher)) is not None}
         if keys:
-            used = await session.execute(
-                select(col(Settlement.voucher_ref)).where(col(Settlement.voucher_ref).in_(sorted(keys)))
-            )
+            used = await session.execute(_USED_VOUCHERS, {"keys": sorted(keys)})
             self.used_vouchers = {ref for ref in used.scalars() if ref is not None}
 
     async def _load_people(self, person_ids: Sequence[int]) -> None:
@@ -313,34 +357,19 @@ class _Batch:
         for pid in wanted:
             self.enrolments[pid] = []
             self.balances[pid] = None
-        e = Enrolment.__table__.c  # type: ignore[attr-defined]
         for pid, insurance_type, region_code, start_on, end_on in await session.execute(
-            select(e.person_id, e.insurance_type, e.region_code, e.start_on, e.end_on).where(
-                e.person_id.in_(wanted)
-            )
+            _ENROLMENTS, {"people": wanted}
         ):
             self.enrolments[pid].append(_Enrolment(insurance_type, region_code, start_on, end_on))
-        accounts = await session.execute(
-            select(col(PersonalAccount.person_id), col(PersonalAccount.balance_fen)).where(
-                col(PersonalAccount.person_id).in_(wanted)
-            )
-        )
-        for pid, balance in accounts:
+        for pid, balance in await session.execute(_BALANCES, {"people": wanted}):
             self.balances[pid] = int(balance)
         if not self.totals:
             return  # nothing of this batch can be a duplicate visit
         # Settlements a visit could duplicate: this clinic's, not voided, within the offline window,
         # of the same total as one of the batch's bills. Plain columns, not ORM objects.
         since = self.now - dt.timedelta(seconds=OFFLINE_SETTLEMENT_MAX_AGE_S + 2 * 86400)
-        s = Settlement.__table__.c  # type: ignore[attr-defined]
         recent = await session.execute(
-            select(s.id, s.person_id, s.settled_at, s.category, s.total_fen, s.visit).where(
-                s.person_id.in_(wanted),
-                s.facility_id == self.clinic.id,
-                s.settled_at >= since,
-                s.voided_at.is_(None),
-                s.total_fen.in_(self.totals),
-            )
+            _RECENT, {"people": wanted, "clinic": self.clinic.id, "since": since, "totals": self.totals}
         )
         for sid, pid, settled_at, category, total, visit in recent:
             items = visit.get("items", []) if visit is not None else None
@@ -499,9 +528,10 @@ async def _insert(
         return {}
     table = model.__table__  # type: ignore[attr-defined]
     known = _defaults(model)
-    missing = {name for row in rows for name in known.keys() - row.keys()}
-    defaults = {name: make() for name, make in known.items() if name in missing}
-    values = [{**defaults, **row} if defaults else row for row in rows]
+    # (Every row of a call is built by the same code, so has the first's columns: an executemany
+    # takes its columns from the first row anyway.)
+    defaults = {name: make() for name, make in known.items() if name not in rows[0]}
+    values = [{**defaults, **row} for row in rows] if defaults else rows
     if key is None:
         await session.execute(insert(table), values)
         return {}
@@ -664,12 +694,11 @@ async def _stored(
 ) -> list[PushedMutation]:
     if not mutations:
         return []
-    statement = select(PushedMutation).where(
-        col(PushedMutation.terminal_id) == terminal_id,
-        col(PushedMutation.mutation_id).in_([m.id for m in mutations])
-        | col(PushedMutation.seq).in_([m.seq for m in mutations]),
+    found = await session.execute(
+        _STORED,
+        {"terminal": terminal_id, "ids": [m.id for m in mutations], "seqs": [m.seq for m in mutations]},
     )
-    return list((await session.execute(statement)).scalars())
+    return list(found.scalars())
 
 
 def _parse(mutation: Mutation) -> _Parsed:
@@ -732,13 +761,7 @@ async def _people_of(
             voided.append(item.mutation_id)
     people: set[int] = set()
     if refs:
-        people.update(
-            (
-                await session.execute(
-                    select(col(VoucherSubject.person_id)).where(col(VoucherSubject.ref).in_(sorted(refs)))
-                )
-            ).scalars()
-        )
+        people.update((await session.execute(_PEOPLE_OF_REFS, {"refs": sorted(refs)})).scalars())
     if voided:
         # (A void of a settlement created earlier in the same batch: its person is among the refs.)
         people.update(
@@ -799,9 +822,7 @@ class _Identified:
 
 
 async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -> _Write:
-    clinic = batch.clinic
-    assert clinic.id is not None and batch.terminal.id is not None
-    if create.clinic_id is not None and create.clinic_id != str(clinic.id):
+    if create.clinic_id is not None and create.clinic_id != batch.clinic_ref:
         raise _Rejected(RejectReason.OTHER_CLINIC, field="payload.clinicId")
     if mutation.id in batch.taken_ids:  # another terminal's settlement already has this id
         raise _Rejected(
@@ -817,7 +838,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
     if batch.duplicate(person.id, day, create):
         raise _Rejected(RejectReason.DUPLICATE_VISIT)
 
-    today = batch.now.astimezone(SHANGHAI).date()
+    today = batch.today
     try:
         version = batch.policies.select(enrolment.region_code, day, today=today)
     except SettlementInputError as exc:
@@ -829,8 +850,8 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         region=enrolment.region_code,
         insurance_type=enrolment.insurance_type,
         age_group=settlement_service.age_group(person.birth_date, day),
-        facility_level=clinic.level,
-        locality=await _locality(batch.session, person.id, enrolment, clinic, day),
+        facility_level=batch.clinic_level,
+        locality=await _locality(batch.session, person.id, enrolment, batch.clinic_region, day),
         category=bill.category,
         items=bill.items,
         assistance_category=person.assistance_category,
@@ -849,7 +870,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
     stored_visit = visit.to_dict()
     settlement: dict[str, Any] = {
         "person_id": person.id,
-        "facility_id": clinic.id,
+        "facility_id": batch.clinic_id,
         "settled_at": who.settled_at,
         "year": day.year,
         "category": visit.category,
@@ -867,7 +888,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         "client_ref": mutation.id,
         "visit": stored_visit,
         "voucher_ref": who.voucher_ref,
-        "terminal_id": batch.terminal.id,
+        "terminal_id": batch.terminal_id,
         "voided_at": None,
         **settlement_service.ytd_columns(version, visit, before, result),
     }
@@ -906,7 +927,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         },
     }
     skew = int((mutation.client_time - who.settled_at).total_seconds())
-    if abs(skew) > batch.state.settings.voucher_skew_s:
+    if abs(skew) > batch.skew_s:
         body["settlement"]["clockSkewS"] = skew  # the terminal's clock, against the server's dating
     adjustment = None
     if reason is not None:
@@ -918,7 +939,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
         }
         adjustment = {
             "settlement_id": None,  # set when the settlement is written
-            "terminal_id": batch.terminal.id,
+            "terminal_id": batch.terminal_id,
             "terminal_split": terminal_split,
             "basic_delta_fen": delta.basic_fen,
             "critical_illness_delta_fen": delta.critical_illness_fen,
@@ -948,8 +969,7 @@ async def _create(batch: _Batch, mutation: Mutation, create: SettlementCreate) -
 
 async def _by_voucher(batch: _Batch, mutation: Mutation, create: SettlementCreate) -> _Identified:
     assert create.voucher is not None
-    settings = batch.state.settings
-    skew = settings.voucher_skew_s
+    skew = batch.skew_s
     at = batch.now
     window = _code_window(create.voucher)
     if window is not None:
@@ -966,7 +986,9 @@ async def _by_voucher(batch: _Batch, mutation: Mutation, create: SettlementCreat
         if at < batch.now - dt.timedelta(seconds=OFFLINE_SETTLEMENT_MAX_AGE_S):
             raise _Rejected(RejectReason.VOUCHER_EXPIRED, field="payload.voucher", detail="too_old")
     if batch.vouchers is None:
-        batch.vouchers = voucher_service.BatchVerifier(batch.session, settings, batch.state.voucher_keys)
+        batch.vouchers = voucher_service.BatchVerifier(
+            batch.session, batch.state.settings, batch.state.voucher_keys
+        )
     checked = await batch.vouchers.check(create.voucher, at)
     verdict = checked.result
     if not verdict.valid or checked.person_id is None:
@@ -994,13 +1016,13 @@ async def _by_card(batch: _Batch, mutation: Mutation, create: SettlementCreate) 
         raise _Rejected(RejectReason.PERSON_UNKNOWN, field="payload.personRef")
     # A card proves nothing by itself: it is taken only for the clinic's own villagers, whom the
     # terminal holds in its synced roster (and whom the clinic knows).
-    village = batch.clinic.village_code
+    village = batch.village_code
     if village is None or person.village_code != village:
         raise _Rejected(RejectReason.NOT_ON_ROSTER, field="payload.personRef")
     oldest = batch.now - dt.timedelta(seconds=OFFLINE_SETTLEMENT_MAX_AGE_S)
     if mutation.client_time < oldest:
         raise _Rejected(RejectReason.VISIT_TOO_OLD, detail=f"settled at {mutation.client_time.isoformat()}")
-    at = min(max(mutation.client_time, batch.terminal.enrolled_at, oldest), batch.now)
+    at = min(max(mutation.client_time, batch.enrolled_at, oldest), batch.now)
     return _Identified(person, at, None)
 
 
@@ -1010,12 +1032,12 @@ def _enrolment_on(periods: Sequence[_Enrolment], day: dt.date) -> _Enrolment | N
 
 
 async def _locality(
-    session: AsyncSession, person_id: int, enrolment: _Enrolment, clinic: Facility, day: dt.date
+    session: AsyncSession, person_id: int, enrolment: _Enrolment, clinic_region: str, day: dt.date
 ) -> str:
     """The server's, never the terminal's claim: local in the enrolment's pooling area, else registered
     where an approved 异地就医备案 covers the clinic's region on the visit day, else unregistered. Only
     a cross-region visit (rare at a village clinic) costs a query."""
-    return await registrations.locality(session, person_id, enrolment.region_code, clinic.region_code, day)
+    return await registrations.locality(session, person_id, enrolment.region_code, clinic_region, day)
 
 
 def _person_changes(person: _Person, settlement_id: int) -> list[Change]:
