@@ -147,8 +147,9 @@ class RequestFamilyLinkInput:
     relationship: FamilyRelationship = strawberry.field(  # type: ignore[valid-type]
         description=(
             "Checked against the register, else BAD_USER_INPUT (field `relationship`): a parent is at"
-            " least 14 years older than the child, spouses are of marriage age (men 22, women 20), a"
-            " guardian is an adult linking a minor of the same household."
+            " least 14 years older than the child, spouses are of marriage age (men 22, women 20) and"
+            " a man and a woman (reason `spouse_same_gender`), a guardian is an adult linking a minor"
+            " of the same household."
         )
     )
     name: str

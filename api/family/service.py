@@ -97,6 +97,14 @@ def _check_plausible(
         for person in (holder, relative):
             if age_on(person.birth_date, day) < MARRIAGE_AGE.get(person.gender, max(MARRIAGE_AGE.values())):
                 raise BadUserInput(implausible, field="relationship")
+        if holder.gender == relative.gender:
+            # 民法典 第1049条: a marriage is registered by a man and a woman (男女双方); the genders are
+            # the ones the ID numbers encode.
+            raise BadUserInput(
+                "配偶关系须为一男一女（民法典第1049条），与双方身份信息不符，请核对关系",
+                field="relationship",
+                reason="spouse_same_gender",
+            )
     elif relationship == Relationship.GUARDIAN and age_on(holder.birth_date, day) < ADULT_AGE:
         # 民法典 第27条: a minor's guardian is a parent or another adult able to act as one.
         raise BadUserInput("监护人须年满十八周岁", field="relationship")

@@ -92,6 +92,12 @@ async def person(
         return Member(row.id, account_id, name, id_number, token, household_id)
 
 
+async def couple(state: AppState, *, age: int = 40) -> tuple[Member, Member]:
+    """A holder (a woman) and the man she links as her spouse: 配偶 is a man and a woman (民法典 第1049条,
+    checked against the genders the ID numbers encode), so spouses are never left to a random gender."""
+    return await person(state, age=age, gender="F"), await person(state, age=age, gender="M")
+
+
 async def add_login(state: AppState, member: Member) -> Member:
     """The person opens their own resident login (e.g. after a proxy request was made for them)."""
     async with state.db.session() as session:

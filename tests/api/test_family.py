@@ -98,7 +98,7 @@ async def test_demo_holder_acts_for_the_elder_and_the_elder_sees_the_audit(gql: 
 
 
 async def test_request_confirm_narrow_and_widen(gql: GraphQLClient, state: AppState) -> None:
-    holder, spouse = await world.person(state), await world.person(state)
+    holder, spouse = await world.couple(state)
     body = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]
     assert body["status"] == "PENDING" and body["method"] == "CONFIRMATION" and body["permissions"] == []
     assert len(body["requestedPermissions"]) == 3 and body["expiresAt"]
@@ -150,7 +150,7 @@ async def test_request_confirm_narrow_and_widen(gql: GraphQLClient, state: AppSt
 
 
 async def test_decline(gql: GraphQLClient, state: AppState) -> None:
-    holder, spouse = await world.person(state), await world.person(state)
+    holder, spouse = await world.couple(state)
     link_id = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]["id"]
     # The holder cannot answer their own request.
     assert error_codes(await gql(RESPOND, {"id": link_id, "accept": True}, token=holder.token)) == [
@@ -169,7 +169,7 @@ async def test_decline(gql: GraphQLClient, state: AppState) -> None:
 async def test_wrong_name_or_id_is_refused_and_rate_limited_across_workers(
     client: httpx.AsyncClient, state: AppState
 ) -> None:
-    holder, relative = await world.person(state), await world.person(state)
+    holder, relative = await world.couple(state)  # asked as her spouse (ask()'s default)
     _, other_app = world.second_worker(state)
     transport = httpx.ASGITransport(app=other_app, client=("10.9.9.9", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://worker-b") as other_http:
@@ -191,7 +191,7 @@ async def test_wrong_name_or_id_is_refused_and_rate_limited_across_workers(
             assert error_codes(body) == ["RATE_LIMITED"]
         await transport.aclose()
     # Another account is not affected.
-    other = await world.person(state)
+    other = await world.person(state, gender="F")
     assert error_codes(await GraphQLClient(client)(REQUEST, ask(relative), token=other.token)) == []
 
 
@@ -227,8 +227,8 @@ async def test_cap_on_linked_relatives(client: httpx.AsyncClient, state: AppStat
     transport = httpx.ASGITransport(app=capped_app, client=("10.8.8.8", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://capped") as http:
         gq = GraphQLClient(http)
-        holder = await world.person(state)
-        relatives = [await world.person(state) for _ in range(3)]
+        holder = await world.person(state, gender="F")
+        relatives = [await world.person(state, gender="M") for _ in range(3)]  # asked as spouses
         first = data(await gq(REQUEST, ask(relatives[0]), token=holder.token))["requestFamilyLink"]["id"]
         assert data(await gq(REQUEST, ask(relatives[1]), token=holder.token))
         capped = await gq(REQUEST, ask(relatives[2]), token=holder.token)
@@ -265,8 +265,8 @@ async def test_minor_in_household_is_linked_on_household_data(gql: GraphQLClient
 
 
 async def test_proxy_link_needs_evidence_and_a_reviewer(gql: GraphQLClient, state: AppState) -> None:
-    holder = await world.person(state)
-    father = await world.person(state, age=82, account=False)
+    holder = await world.person(state, gender="F")
+    father = await world.person(state, age=82, account=False, gender="M")  # asked as a spouse
     no_account = await gql(REQUEST, ask(father), token=holder.token)
     assert (
         error_codes(no_account) == ["BAD_USER_INPUT"]
@@ -307,7 +307,7 @@ async def test_proxy_link_needs_evidence_and_a_reviewer(gql: GraphQLClient, stat
 
 
 async def test_pending_request_expires(gql: GraphQLClient, state: AppState) -> None:
-    holder, spouse = await world.person(state), await world.person(state)
+    holder, spouse = await world.couple(state)
     link_id = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]["id"]
     async with state.db.session() as session:
         past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
@@ -407,8 +407,8 @@ async def test_cap_holds_under_concurrent_requests(client: httpx.AsyncClient, st
     transport = httpx.ASGITransport(app=capped_app, client=("10.8.8.9", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://capped") as http:
         gq = GraphQLClient(http)
-        holder = await world.person(state)
-        relatives = [await world.person(state) for _ in range(6)]
+        holder = await world.person(state, gender="F")
+        relatives = [await world.person(state, gender="M") for _ in range(6)]  # asked as spouses
         bodies = await asyncio.gather(*(gq(REQUEST, ask(r), token=holder.token) for r in relatives))
     assert sum(1 for b in bodies if not error_codes(b)) == 2, bodies
     refused = [b for b in bodies if error_codes(b)]
@@ -441,10 +441,10 @@ async def test_concurrent_guesses_cannot_exceed_the_proof_limit(
     transport = httpx.ASGITransport(app=limited_app, client=("10.8.8.10", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://limited") as http:
         gq = GraphQLClient(http)
-        holder, relative, later = (
-            await world.person(state),
-            await world.person(state),
-            await world.person(state),
+        holder, relative, later = (  # the relatives asked as her spouse (ask()'s default)
+            await world.person(state, gender="F"),
+            await world.person(state, gender="M"),
+            await world.person(state, gender="M"),
         )
         guesses = [{**ask(relative)["input"], "idNumber": world._id_number(40)} for _ in range(12)]
         bodies = await asyncio.gather(
@@ -473,9 +473,9 @@ async def test_right_guesses_do_not_use_up_the_proof_limit(
     transport = httpx.ASGITransport(app=limited_app, client=("10.8.8.11", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://limited") as http:
         gq = GraphQLClient(http)
-        holder = await world.person(state)
+        holder = await world.person(state, gender="F")
         for _ in range(limit + 2):
-            assert data(await gq(REQUEST, ask(await world.person(state)), token=holder.token))
+            assert data(await gq(REQUEST, ask(await world.person(state, gender="M")), token=holder.token))
         wrong = {**ask(holder)["input"], "idNumber": world._id_number(40)}
         for _ in range(limit):
             assert error_codes(await gq(REQUEST, {"input": wrong}, token=holder.token)) == ["BAD_USER_INPUT"]
@@ -697,7 +697,8 @@ async def test_the_relationship_must_be_plausible(
     relationship: str,
     plausible: bool,
 ) -> None:
-    holder = await world.person(state, age=holder_age)
+    spouse_of = {"F": "M", "M": "F"}  # a spouse's age is tested here, not their gender
+    holder = await world.person(state, age=holder_age, gender=spouse_of.get(gender or ""))
     relative = await world.person(state, age=relative_age, gender=gender)
     for extra in ({}, {"proxy": True, "evidence": EVIDENCE}):
         body = await gql(REQUEST, ask(relative, relationship, **extra), token=holder.token)
@@ -729,14 +730,14 @@ async def test_implausible_links_to_people_without_a_login_and_to_minors(
         error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "relationship"
     )
     # A guardian is an adult (民法典 第27条); a 16-year-old cannot be one.
-    teen = await world.person(state, age=16)
+    teen = await world.person(state, age=16, gender="F")
     little = await world.person(state, age=6, household_id=teen.household_id, account=False)
     body = await gql(REQUEST, ask(little, "GUARDIAN"), token=teen.token)
     assert (
         error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "relationship"
     )
     # The holder's age counts for a spouse too.
-    adult = await world.person(state, age=30)
+    adult = await world.person(state, age=30, gender="M")
     body = await gql(REQUEST, ask(adult, "SPOUSE"), token=teen.token)
     assert (
         error_codes(body) == ["BAD_USER_INPUT"] and body["errors"][0]["extensions"]["field"] == "relationship"
@@ -746,8 +747,7 @@ async def test_implausible_links_to_people_without_a_login_and_to_minors(
 async def test_every_request_made_in_a_persons_name_is_in_their_audit(
     gql: GraphQLClient, state: AppState
 ) -> None:
-    holder = await world.person(state)
-    spouse = await world.person(state)
+    holder, spouse = await world.couple(state)
     data(await gql(REQUEST, ask(spouse, "SPOUSE", permissions=["SHOW_VOUCHER"]), token=holder.token))
     entries = await everything_in_audit(gql, spouse.token)
     assert [(e["action"], e["actorName"], e["actorRole"]) for e in entries] == [
@@ -767,7 +767,7 @@ async def test_every_request_made_in_a_persons_name_is_in_their_audit(
 
 
 async def test_changing_a_pending_request_makes_a_new_request(gql: GraphQLClient, state: AppState) -> None:
-    holder, spouse = await world.person(state), await world.person(state)
+    holder, spouse = await world.couple(state)
     shown = data(await gql(REQUEST, ask(spouse, "SPOUSE", permissions=["SHOW_VOUCHER"]), token=holder.token))[
         "requestFamilyLink"
     ]
@@ -807,7 +807,7 @@ async def test_changing_a_pending_request_makes_a_new_request(gql: GraphQLClient
 
 
 async def test_an_unchanged_or_narrowed_pending_request(gql: GraphQLClient, state: AppState) -> None:
-    holder, spouse = await world.person(state), await world.person(state)
+    holder, spouse = await world.couple(state)
     asked = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]
     # Asking again for the same is no change: the same request, nothing new in the audit.
     same = data(await gql(UPDATE, {"linkId": asked["id"], "permissions": ALL}, token=holder.token))
@@ -859,7 +859,7 @@ async def test_a_pending_request_changed_while_answered_opens_one_link_at_most(
     async with httpx.AsyncClient(transport=transport, base_url="http://worker-b") as other_http:
         a, b = GraphQLClient(client), GraphQLClient(other_http)
         for _ in range(3):
-            holder, spouse = await world.person(state), await world.person(state)
+            holder, spouse = await world.couple(state)
             link_id = data(
                 await a(REQUEST, ask(spouse, "SPOUSE", permissions=["SHOW_VOUCHER"]), token=holder.token)
             )["requestFamilyLink"]["id"]
@@ -922,3 +922,25 @@ async def test_a_named_reviewer_is_shown_by_name(gql: GraphQLClient, state: AppS
     assert [(e["action"], e["actorName"], e["actorRole"]) for e in entries] == [
         ("update_permissions", "经办人员（医保经办审核员）", "reviewer")
     ]
+
+
+@pytest.mark.parametrize("gender", ["F", "M"])
+async def test_spouses_of_the_same_recorded_gender_are_refused(
+    gql: GraphQLClient, state: AppState, gender: str
+) -> None:
+    # Before: a SPOUSE link between two women (or two men) was requested and could be confirmed.
+    holder = await world.person(state, gender=gender)
+    relative = await world.person(state, gender=gender)
+    proxied = await world.person(state, gender=gender, account=False)
+    for who, extra in ((relative, {}), (proxied, {"proxy": True, "evidence": EVIDENCE})):
+        body = await gql(REQUEST, ask(who, "SPOUSE", **extra), token=holder.token)
+        assert error_codes(body) == ["BAD_USER_INPUT"], body
+        extensions = body["errors"][0]["extensions"]
+        assert (extensions["field"], extensions["reason"]) == ("relationship", "spouse_same_gender")
+        assert "一男一女" in body["errors"][0]["message"]
+    # Nothing was opened: the same pair may still be linked by a relationship that fits.
+    assert data(await gql(LINKS, {"all": True}, token=holder.token))["familyLinks"] == []
+    elder = await world.person(state, age=70, gender=gender)
+    assert data(await gql(REQUEST, ask(elder, "PARENT"), token=holder.token))
+    husband, wife = await world.person(state, gender="M"), await world.person(state, gender="F")
+    assert data(await gql(REQUEST, ask(wife, "SPOUSE"), token=husband.token))
