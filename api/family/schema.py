@@ -104,18 +104,26 @@ class AccessAuditEntryType:
     occurred_at: dt.datetime
     action: str = strawberry.field(
         description=(
-            "Reads: `read:settlements`, … Vouchers: `issue_voucher`, `certify_device`. Links:"
-            " `link_requested`, `link_request_changed` (a pending request replaced by a new one),"
-            " `link_granted`, `link_refused`, `update_permissions`, `link_removed`."
+            "Reads: `read:settlements`, … Filings: `filing:create`, `filing:submit`, …"
+            " Vouchers: `issue_voucher`, `certify_device`. Links: `link_requested`,"
+            " `link_request_changed` (a pending request replaced by a new one), `link_granted`,"
+            " `link_refused`, `update_permissions`, `link_removed`, `link_expired` (a request nobody"
+            " answered in time). Staff: `reveal:bank_account` (the reviewer paying a filing of yours"
+            " saw its whole payout bank account)."
         )
     )
     detail: str | None
     link_id: strawberry.ID | None
     actor_name: str = strawberry.field(
-        description="The family member's name, or for staff their title and name (经办人员（…）)."
+        description=(
+            "The family member's name, or for staff their title and name (经办人员（…）); 系统 for `system`."
+        )
     )
     actor_role: str = strawberry.field(
-        description="Who acted: `holder` (the family member), `relative` (you), `reviewer` or `admin`."
+        description=(
+            "Who acted: `holder` (the family member), `relative` (you), `reviewer` or `admin`; `system`"
+            " for what nobody did (`link_expired`)."
+        )
     )
 
     @classmethod
@@ -123,7 +131,9 @@ class AccessAuditEntryType:
         cls, row: AccessAudit, names: dict[int, InsuredPerson], accounts: dict[int, Account]
     ) -> AccessAuditEntryType:
         person = names.get(row.actor_person_id) if row.actor_person_id is not None else None
-        if row.actor_person_id is not None:
+        if row.action in service.SYSTEM_ACTIONS:
+            role, name = "system", "系统"
+        elif row.actor_person_id is not None:
             role = "relative" if row.actor_person_id == row.person_id else "holder"
             name = person.name if person else ""
         else:

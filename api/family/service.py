@@ -51,6 +51,8 @@ MARRIAGE_AGE = {"M": 22, "F": 20}
 """民法典 第1047条: 结婚年龄，男不得早于二十二周岁，女不得早于二十周岁. Both spouses must be of that age
 now (they were at least that old when they married); the gender is the one the ID number encodes."""
 PROOF_WINDOW_S = 3600
+SYSTEM_ACTIONS = frozenset({"link_expired"})
+"""Audit actions nobody took: the entry's account is the request's, but the actor shown is the system."""
 ENTITY = "family_link"
 AUDIT = people.RecordList("access_audit", AccessAudit, "occurred_at")
 
@@ -188,18 +190,55 @@ async def logged(session: AsyncSession, *links: FamilyLink) -> None:
     )
 
 
-async def _expire_stale(session: AsyncSession, now: datetime, *conditions: object) -> None:
-    expired = await session.execute(
-        update(FamilyLink)
-        .where(
-            col(FamilyLink.status) == LinkStatus.PENDING.value,
-            col(FamilyLink.expires_at) < now,
-            *conditions,  # type: ignore[arg-type]
+def _audit_expiry(
+    session: AsyncSession,
+    link_id: int | None,
+    relative_id: int,
+    requested_by: int,
+    what: str,
+    expires_at: datetime | None,
+) -> None:
+    """The relative's audit records that a request in their name lapsed unanswered: written in the
+    transaction that moves it from pending to expired, which happens once (the update's WHERE, or the
+    row lock of _get_for_change), whichever read notices it first."""
+    session.add(
+        AccessAudit(
+            person_id=relative_id,
+            actor_account_id=requested_by,  # nobody acted: the account whose request it was
+            actor_person_id=None,
+            link_id=link_id,
+            action="link_expired",
+            detail=f"{what}: unanswered by {expires_at.isoformat() if expires_at else '-'}",
         )
-        .values(status=LinkStatus.EXPIRED.value, pair_key=None)
-        .returning(col(FamilyLink.id), col(FamilyLink.holder_person_id), col(FamilyLink.relative_person_id))
     )
-    await changelog.record(session, _changes(*((int(i or 0), int(h), int(r)) for i, h, r in expired.all())))
+
+
+async def _expire_stale(session: AsyncSession, now: datetime, *conditions: object) -> None:
+    expired = (
+        await session.execute(
+            update(FamilyLink)
+            .where(
+                col(FamilyLink.status) == LinkStatus.PENDING.value,
+                col(FamilyLink.expires_at) < now,
+                *conditions,  # type: ignore[arg-type]
+            )
+            .values(status=LinkStatus.EXPIRED.value, pair_key=None)
+            .returning(
+                col(FamilyLink.id),
+                col(FamilyLink.holder_person_id),
+                col(FamilyLink.relative_person_id),
+                col(FamilyLink.requested_by_account_id),
+                col(FamilyLink.method),
+                col(FamilyLink.relationship),
+                col(FamilyLink.expires_at),
+            )
+        )
+    ).all()
+    for link_id, _, relative, requested_by, method, relationship, expires_at in expired:
+        _audit_expiry(session, link_id, relative, requested_by, f"{method} {relationship}", expires_at)
+    await changelog.record(
+        session, _changes(*((int(row[0] or 0), int(row[1]), int(row[2])) for row in expired))
+    )
 
 
 async def _lock_holder(session: AsyncSession, holder_id: int) -> InsuredPerson:
@@ -369,6 +408,14 @@ def _permissions(values: Iterable[Permission] | None, limit: set[Permission]) ->
 async def _check_pending(session: AsyncSession, link: FamilyLink, now: datetime) -> None:
     if link.status == LinkStatus.PENDING.value and link.expires_at is not None and link.expires_at < now:
         link.status, link.pair_key = LinkStatus.EXPIRED.value, None
+        _audit_expiry(
+            session,
+            link.id,
+            link.relative_person_id,
+            link.requested_by_account_id,
+            f"{link.method} {link.relationship}",
+            link.expires_at,
+        )
         await logged(session, link)
         await session.commit()
         raise Conflict("申请已过期，请重新发起", reason="expired")

@@ -130,10 +130,10 @@ async def test_request_confirm_narrow_and_widen(gql: GraphQLClient, state: AppSt
     assert error_codes(await gql(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token)) == ["FORBIDDEN"]
 
     # The relative grants more, within what was asked; the holder's very next request may read.
-    granted = await gql(
+    more = await gql(
         UPDATE, {"linkId": link_id, "permissions": ["SHOW_VOUCHER", "READ_RECORDS"]}, token=spouse.token
     )
-    assert set(data(granted)["updateLinkPermissions"]["permissions"]) == {"SHOW_VOUCHER", "READ_RECORDS"}
+    assert set(data(more)["updateLinkPermissions"]["permissions"]) == {"SHOW_VOUCHER", "READ_RECORDS"}
     assert data(await gql(RELATIVE_RECORDS, {"linkId": link_id}, token=holder.token))["relative"][
         "settlements"
     ]
@@ -944,3 +944,51 @@ async def test_spouses_of_the_same_recorded_gender_are_refused(
     assert data(await gql(REQUEST, ask(elder, "PARENT"), token=holder.token))
     husband, wife = await world.person(state, gender="M"), await world.person(state, gender="F")
     assert data(await gql(REQUEST, ask(wife, "SPOUSE"), token=husband.token))
+
+
+async def _expire(state: AppState, link_id: str) -> None:
+    async with state.db.session() as session:
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        await session.execute(update(FamilyLink).where(FamilyLink.id == int(link_id)).values(expires_at=past))  # type: ignore[arg-type]
+
+
+def _expiries(entries: list[dict[str, Any]], link_id: str) -> list[tuple[str, str]]:
+    return [
+        (e["actorRole"], e["actorName"])
+        for e in entries
+        if e["action"] == "link_expired" and e["linkId"] == link_id
+    ]
+
+
+async def test_an_expired_request_is_in_the_relatives_audit_once(gql: GraphQLClient, state: AppState) -> None:
+    # Before: a request in the relative's name lapsed without a trace in their audit.
+    holder, spouse = await world.couple(state)
+    swept = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]["id"]
+    await _expire(state, swept)
+    # Noticed by a read (the sweep of pending links), then by every later read and answer: one entry.
+    for token in (holder.token, holder.token, spouse.token):
+        data(await gql(LINKS, {"all": True}, token=token))
+    late = await gql(RESPOND, {"id": swept, "accept": True}, token=spouse.token)
+    assert error_codes(late) == ["CONFLICT"] and late["errors"][0]["extensions"]["reason"] == "link_expired"
+    entries = await everything_in_audit(gql, spouse.token)
+    assert _expiries(entries, swept) == [("system", "系统")]
+    [entry] = [e for e in entries if e["action"] == "link_expired"]
+    assert entry["detail"].startswith("confirmation spouse: unanswered by ")
+    assert not _expiries(await everything_in_audit(gql, holder.token), swept)  # the relative's audit
+
+    # Noticed by the answer itself (the link read for change): one entry too.
+    answered = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]["id"]
+    await _expire(state, answered)
+    body = await gql(RESPOND, {"id": answered, "accept": True}, token=spouse.token)
+    assert error_codes(body) == ["CONFLICT"] and body["errors"][0]["extensions"]["reason"] == "expired"
+    data(await gql(LINKS, {"all": True}, token=spouse.token))
+    assert _expiries(await everything_in_audit(gql, spouse.token), answered) == [("system", "系统")]
+
+
+async def test_the_audit_actions_are_all_described(gql: GraphQLClient) -> None:
+    # Before: a filing's bank-account reveal wrote `reveal:bank_account`, which the description omitted.
+    body = await gql('{ __type(name: "AccessAuditEntry") { fields { name description } } }')
+    fields = {f["name"]: f["description"] for f in data(body)["__type"]["fields"]}
+    for action in ("reveal:bank_account", "link_expired", "link_removed", "issue_voucher", "filing:create"):
+        assert f"`{action}`" in fields["action"], action
+    assert "`system`" in fields["actorRole"]
