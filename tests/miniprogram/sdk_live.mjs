@@ -1,9 +1,9 @@
-// The SDK's client and offline voucher against the running server (real login, refresh, logout,
-// certifyDevice), printing one JSON report for tests/miniprogram/test_sdk_live.py.
+// The SDK's client and offline voucher against the running server (real login, refresh, a refresh
+// whose answer was lost, logout, certifyDevice), printing one JSON report for tests/miniprogram/test_sdk_live.py.
 // Usage: node sdk_live.mjs BASE_URL
 const base = process.argv[2];
 const report = {};
-const { OfflineVoucher, ReloginRequired, YibaoClient, createFetchTransport, memoryStorage } = await import("../../clients/miniprogram/dist/yibao-sdk.js");
+const { NetworkError, OfflineVoucher, ReloginRequired, YibaoClient, createFetchTransport, memoryStorage } = await import("../../clients/miniprogram/dist/yibao-sdk.js");
 
 try {
   const storage = memoryStorage();
@@ -36,6 +36,38 @@ try {
     verified: (await pharmacy.query(verify, { code: code.code })).verifyVoucher,
     again: (await pharmacy.query(verify, { code: code.code })).verifyVoucher,
   };
+
+  // A refresh whose answer is lost on the way back (the server rotated, the phone heard a timeout): the
+  // SDK sends it again with the same token, the server's grace window takes it, the login goes on.
+  const refreshesSent = [];
+  const fetchTransport = createFetchTransport(base);
+  const lossy = {
+    async request(request) {
+      const response = await fetchTransport.request(request);
+      const { operationName, variables } = JSON.parse(request.body);
+      if (operationName === "RefreshToken") {
+        refreshesSent.push(variables.refreshToken);
+        if (refreshesSent.length === 1) throw new NetworkError("timeout", "request:fail timeout");
+      }
+      return response;
+    },
+  };
+  const phoneStorage = memoryStorage();
+  const phone = new YibaoClient({ transport: lossy, storage: phoneStorage, sleep: async () => {} });
+  await phone.login("resident");
+  await phoneStorage.set("yibao.session", JSON.stringify({ ...(await phone.session()), expiresAt: 0 })); // due
+  const meAfterLoss = (await phone.me()).name;
+  report.lostAnswer = {
+    me: meAfterLoss,
+    sent: refreshesSent.length,
+    sameToken: refreshesSent[0] === refreshesSent[1],
+    refreshes: phone.refreshCount,
+    loggedIn: await phone.isLoggedIn(),
+  };
+  // The pair the retry got is the live one: it refreshes as usual.
+  const afterLoss = await phone.session();
+  const onward = await phone.refresh();
+  report.lostAnswer.onward = onward.refreshToken !== afterLoss.refreshToken && (await phone.me()).name === meAfterLoss;
 
   // Logged out elsewhere: the refresh token is dead; the next call that needs a refresh ends in a clear
   // re-login error and an empty session.

@@ -1,5 +1,6 @@
 """The SDK (clients/miniprogram/dist) against a running server: login, a refused access token
-refreshed once for two concurrent calls, the offline voucher certified and its code verified by a
+refreshed once for two concurrent calls, a refresh whose answer was lost sent again with the same token
+(the server's grace window) without a re-login, the offline voucher certified and its code verified by a
 pharmacy, and a login ended elsewhere giving a clear re-login error."""
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ async def test_the_sdk_against_a_live_server(live_server: str) -> None:
         "certificateSerial": voucher["serial"],
     }
     assert voucher["again"]["valid"] is False and voucher["again"]["reason"] == "replayed"
+    assert report["lostAnswer"] == {
+        "me": report["me"],
+        "sent": 2,
+        "sameToken": True,
+        "refreshes": 1,
+        "loggedIn": True,
+        "onward": True,
+    }
     assert report["relogin"] == {
         "isRelogin": True,
         "code": "UNAUTHENTICATED",

@@ -8,12 +8,15 @@
 // - Network failures (timeouts, no signal, a proxy's 502/503/504) are retried with backoff only for
 //   calls that are safe to repeat: queries, and mutations that carry a client-made id (createFiling's
 //   clientId) or are idempotent on the server. Other mutations fail at once, so nothing is written twice.
-//   The refresh itself is never retried blindly: a refresh that reached the server but whose answer
-//   was lost cannot be repeated with the same token.
+//   The refresh is retried too: the server takes the refresh token it has just rotated once more
+//   within a short grace window (api/auth/service.py), so a refresh that reached the server but whose
+//   answer was lost is sent again with the same token instead of ending the login. It stays one refresh
+//   at a time: the retries happen inside it.
 
 import { BadResponse, GraphQLErrorShape, ReloginRequired, YibaoError } from "./errors.js";
 import { OPERATIONS, OperationName } from "./operations.generated.js";
 import type { Storage } from "./storage.js";
+import { type RandomBytes, type RandomSource, randomSource, randomUuid, syncRandomBytes } from "./random.js";
 import { NetworkError, Transport } from "./transport.js";
 import type * as T from "./types.js";
 
@@ -38,7 +41,8 @@ export interface YibaoClientOptions {
   refreshMarginMs?: number;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
-  randomBytes?: (length: number) => Uint8Array;
+  /** Secure random bytes, sync or async; default crypto.getRandomValues, else wx.getRandomValues. */
+  randomBytes?: RandomBytes;
   storageKey?: string;
   /** Runs a refresh holding a lock that every client on the same storage shares (the page's other
    * tabs): default `navigator.locks` where there is one (browsers), else none (a mini-program has one
@@ -62,22 +66,10 @@ export interface GraphQLResponse<D = unknown> {
 
 const SESSION_KEY = "yibao.session";
 
-export function defaultRandomBytes(length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  const crypto = (globalThis as { crypto?: { getRandomValues(b: Uint8Array): Uint8Array } }).crypto;
-  if (!crypto?.getRandomValues) throw new Error("no secure random source: pass randomBytes");
-  crypto.getRandomValues(bytes);
-  return bytes;
-}
-
-/** A random (version 4) UUID, from getRandomValues so that it works outside secure contexts too. */
-export function uuid4(randomBytes: (length: number) => Uint8Array = defaultRandomBytes): string {
-  const b = randomBytes(16);
-  b[6] = (b[6]! & 0x0f) | 0x40;
-  b[8] = (b[8]! & 0x3f) | 0x80;
-  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
+/** Synchronous crypto.getRandomValues (browsers, Node); kept for callers of earlier versions. */
+export const defaultRandomBytes = syncRandomBytes;
+// Earlier versions had uuid4 here (the H5 imports it from this module).
+export { uuid4 } from "./random.js";
 
 interface LockManagerLike {
   request<R>(name: string, callback: () => Promise<R>): Promise<R>;
@@ -104,7 +96,8 @@ export class YibaoClient {
   private readonly refreshMarginMs: number;
   private readonly now: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
-  readonly randomBytes: (length: number) => Uint8Array;
+  /** Where client-made ids come from (see YibaoClientOptions.randomBytes). */
+  readonly random: RandomSource;
   private readonly storageKey: string;
   private readonly lock: <R>(name: string, run: () => Promise<R>) => Promise<R>;
   private refreshing: Promise<Session> | null = null;
@@ -123,7 +116,7 @@ export class YibaoClient {
     this.refreshMarginMs = options.refreshMarginMs ?? 30_000;
     this.now = options.now ?? (() => Date.now());
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
-    this.randomBytes = options.randomBytes ?? defaultRandomBytes;
+    this.random = randomSource(options.randomBytes);
     this.storageKey = options.storageKey ?? SESSION_KEY;
     this.lock = options.lock ?? defaultLock();
   }
@@ -208,7 +201,9 @@ export class YibaoClient {
       this.refreshCount += 1;
       let data: { refreshToken: T.AuthPayload };
       try {
-        data = await this.call("RefreshToken", { refreshToken: session.refreshToken }, { anonymous: true, idempotent: false });
+        // Safe to repeat after a network failure (the server's grace window for the token it has just
+        // rotated), and needed on a weak network: without it a lost answer leaves a dead token here.
+        data = await this.call("RefreshToken", { refreshToken: session.refreshToken }, { anonymous: true, idempotent: true });
       } catch (error) {
         if (error instanceof YibaoError && error.code === "UNAUTHENTICATED") {
           await this.clearSession();
@@ -360,7 +355,7 @@ export class YibaoClient {
 
   /** Idempotent on clientId (made here when not given), so a timeout is retried without a second filing. */
   async createFiling(input: T.CreateFilingInput): Promise<T.Filing> {
-    const full = { ...input, clientId: input.clientId ?? uuid4(this.randomBytes) };
+    const full = { ...input, clientId: input.clientId ?? (await randomUuid(this.random)) };
     return (await this.call<{ createFiling: T.Filing }>("CreateFiling", { input: full }, { idempotent: true })).createFiling;
   }
 

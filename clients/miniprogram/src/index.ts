@@ -3,6 +3,7 @@ export * from "./errors.js";
 export * from "./transport.js";
 export * from "./storage.js";
 export * from "./client.js";
+export * from "./random.js";
 export * from "./types.js";
 export * from "./voucher.js";
 export { OPERATIONS } from "./operations.generated.js";

@@ -9,6 +9,7 @@ import { ed25519 } from "@noble/curves/ed25519.js";
 
 import type { YibaoClient } from "./client.js";
 import { YibaoError } from "./errors.js";
+import { type RandomBytes, type RandomSource, randomSource } from "./random.js";
 import type { Storage } from "./storage.js";
 import type { DeviceCertificateInfo } from "./types.js";
 
@@ -228,7 +229,8 @@ export interface OfflineVoucherOptions {
   client: Pick<YibaoClient, "certifyDevice">;
   storage: Storage;
   now?: () => number;
-  randomBytes?: (length: number) => Uint8Array;
+  /** Secure random bytes, sync or async; default crypto.getRandomValues, else wx.getRandomValues. */
+  randomBytes?: RandomBytes;
   /** Certify again (when online) this long before the certificate runs out. */
   renewBeforeMs?: number;
   keyPrefix?: string;
@@ -242,7 +244,7 @@ export class OfflineVoucher {
   private readonly client: Pick<YibaoClient, "certifyDevice">;
   private readonly storage: Storage;
   private readonly now: () => number;
-  private readonly randomBytes: ((length: number) => Uint8Array) | undefined;
+  private readonly random: RandomSource;
   private readonly renewBeforeMs: number;
   private readonly prefix: string;
 
@@ -250,7 +252,7 @@ export class OfflineVoucher {
     this.client = options.client;
     this.storage = options.storage;
     this.now = options.now ?? (() => Date.now());
-    this.randomBytes = options.randomBytes;
+    this.random = randomSource(options.randomBytes);
     this.renewBeforeMs = options.renewBeforeMs ?? 3 * 24 * 3600 * 1000;
     this.prefix = options.keyPrefix ?? "yibao.voucher";
   }
@@ -264,8 +266,9 @@ export class OfflineVoucher {
     const key = `${this.prefix}.device-key`;
     const stored = await this.storage.get(key);
     if (stored) return base64Decode(stored);
-    const seed = this.randomBytes ? this.randomBytes(32) : ed25519.utils.randomSecretKey();
-    if (seed.length !== 32) throw new Error("randomBytes gave the wrong length");
+    // An Ed25519 secret key is 32 random bytes (what ed25519.utils.randomSecretKey makes, from a
+    // crypto.getRandomValues that a mini-program does not have).
+    const seed = await this.random(32);
     // Asked again right before writing: two first uses at once (two certifications, another instance
     // on the same storage) must not each keep a key of their own, or the certificate stored names a key
     // the phone no longer has and no offline code can be composed. With synchronous storage

@@ -260,3 +260,69 @@ test("two tabs on one storage refresh once under the shared lock (navigator.lock
     else delete globalThis.navigator;
   }
 });
+
+/** The backend behind a transport that loses the answer to the first `drops` refreshes: the server
+ * rotates, the phone hears a timeout. Counts refreshes in flight at once. */
+function droppingRefreshAnswers(backend, drops = 1) {
+  const seen = { refreshes: [], inFlight: 0, maxInFlight: 0 };
+  const transport = {
+    async request(request) {
+      const { operationName, variables } = JSON.parse(request.body);
+      if (operationName !== "RefreshToken") return backend.transport.request(request);
+      seen.refreshes.push(variables.refreshToken);
+      seen.inFlight += 1;
+      seen.maxInFlight = Math.max(seen.maxInFlight, seen.inFlight);
+      try {
+        const response = await backend.transport.request(request);
+        if (seen.refreshes.length <= drops) throw new NetworkError("timeout", "request:fail timeout");
+        return response;
+      } finally {
+        seen.inFlight -= 1;
+      }
+    },
+  };
+  return { transport, seen };
+}
+
+test("a refresh whose answer was lost is sent again with the same token and the login goes on", async () => {
+  const backend = fakeBackend();
+  const { transport, seen } = droppingRefreshAnswers(backend);
+  let now = 1_000_000;
+  const sleeps = [];
+  const client = new YibaoClient({ transport, storage: memoryStorage(), now: () => now, sleep: async (ms) => void sleeps.push(ms) });
+  const heard = [];
+  client.onSessionChange((session) => heard.push(session && session.refreshToken));
+  await client.login("resident");
+  now += 890_000; // within the refresh margin of the 900 s token
+  const results = await Promise.all(Array.from({ length: 5 }, () => client.me()));
+  assert.deepEqual(results.map((me) => me.name), Array(5).fill("张三"));
+  // One refresh (sent twice: the retry carries the same token), never two at once.
+  assert.equal(client.refreshCount, 1);
+  assert.deepEqual(seen.refreshes, ["refresh-1", "refresh-1"]);
+  assert.equal(seen.maxInFlight, 1);
+  assert.deepEqual(sleeps, [500]);
+  assert.equal(backend.state.graceRefreshes, 1);
+  // The pair of the lost answer (refresh-2) was replaced; the session holds the retry's.
+  const session = await client.session();
+  assert.equal(session.refreshToken, "refresh-3");
+  assert.deepEqual(heard, ["refresh-1", "refresh-3"]);
+  const meCalls = backend.state.calls.filter((c) => c.operationName === "Me");
+  assert.deepEqual(new Set(meCalls.map((c) => c.auth)), new Set(["Bearer access-3"]));
+  // And the next refresh works as usual.
+  now += 890_000;
+  assert.equal((await client.me()).name, "张三");
+  assert.equal((await client.session()).refreshToken, "refresh-4");
+});
+
+test("a refresh that never gets an answer gives up with the network error and keeps the session", async () => {
+  const backend = fakeBackend();
+  const { transport, seen } = droppingRefreshAnswers(backend, Infinity);
+  let now = 1_000_000;
+  const client = new YibaoClient({ transport, storage: memoryStorage(), retries: 2, now: () => now, sleep: async () => {} });
+  await client.login("resident");
+  now += 890_000;
+  await assert.rejects(client.me(), (error) => error instanceof NetworkError && error.kind === "timeout");
+  assert.equal(seen.refreshes.length, 3);
+  assert.equal(seen.maxInFlight, 1);
+  assert.equal(await client.isLoggedIn(), true); // no answer is no refusal: the signal may come back
+});

@@ -1,5 +1,6 @@
 // A stand-in for the backend's GraphQL endpoint in unit tests: login, refresh (a refresh token works
-// once), tokens that expire or get revoked, createFiling idempotent on clientId, a requestFamilyLink that
+// once; as on the server, the token just rotated is taken once more while the pair it got is unused,
+// the grace for a lost answer), tokens that expire or get revoked, createFiling idempotent on clientId, a requestFamilyLink that
 // is not. Served in-process (as a Transport) or over real HTTP (node:http) for the transports' tests.
 // The real server is exercised by tests/miniprogram/test_rxdb_replication.py.
 import { createServer } from "node:http";
@@ -12,6 +13,8 @@ export function fakeBackend({ delayMs = () => 0 } = {}) {
     seq: 0,
     tokens: new Map(), // access token -> { valid }
     refreshTokens: new Map(), // refresh token -> used?
+    replacedBy: new Map(), // refresh token presented -> the refresh token its (latest) answer carried
+    graceRefreshes: 0,
     filings: new Map(), // clientId -> filing
     linkRequests: 0,
     calls: [],
@@ -43,10 +46,19 @@ export function fakeBackend({ delayMs = () => 0 } = {}) {
       case "RefreshToken": {
         state.refreshCalls += 1;
         await new Promise((r) => setTimeout(r, 20)); // long enough for concurrent callers to pile up
-        const used = state.refreshTokens.get(variables.refreshToken);
-        if (state.refuseRefresh || used === undefined || used) return unauthenticated("登录已失效", "refresh_token_reused");
-        state.refreshTokens.set(variables.refreshToken, true);
-        return { data: { refreshToken: issue() } };
+        const presented = variables.refreshToken;
+        const used = state.refreshTokens.get(presented);
+        const successor = state.replacedBy.get(presented);
+        const grace = used && successor !== undefined && state.refreshTokens.get(successor) === false;
+        if (state.refuseRefresh || used === undefined || (used && !grace)) return unauthenticated("登录已失效", "refresh_token_reused");
+        if (grace) {
+          state.graceRefreshes += 1;
+          state.refreshTokens.set(successor, true); // replaced, never presented: presenting it is reuse
+        }
+        state.refreshTokens.set(presented, true);
+        const pair = issue();
+        state.replacedBy.set(presented, pair.refreshToken);
+        return { data: { refreshToken: pair } };
       }
       case "Logout":
         return { data: { logout: true } };
