@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -31,7 +31,7 @@ from sync.settlement import (
     Visit,
 )
 from sync.settlement._check import MAX_FEN, Reader
-from sync.settlement.engine import MAX_ITEMS, _split_bill
+from sync.settlement.engine import _split_bill
 from sync.vouchers.format import MAX_CODE_CHARS
 
 ASSERTION_TTL_S = 300
@@ -41,6 +41,18 @@ MAX_PULL_LIMIT = 1000
 DEFAULT_PULL_LIMIT = 500
 MAX_PUSH_BATCH = 200
 """Mutations in one push; a longer outbox goes over several pushes."""
+MAX_BILL_ITEMS = 2_000
+"""Items in one settlement's bill. A village clinic's visit has a handful, a hospital's drug list a few
+hundred; 2,000 short items still fit the terminal's 512 KiB per settlement (long names reach that
+first). Without this bound one mutation could carry the engine's 10,000 items (megabytes, stored with
+its answer) inside a push that is only held to the whole body's size."""
+MAX_ITEM_TEXT_CHARS = 100
+"""A bill item's `code` and `name`."""
+MAX_CODE_VALUE_CHARS = 32
+"""A code field (category, locality, facility level, item class, the roster copy's codes): longer is
+no code, and refused without being quoted back."""
+MAX_PERSON_CODES = 32
+"""Codes in one list field of the roster copy of the person (chronic diseases, 两病)."""
 
 
 class MutationKind(StrEnum):
@@ -231,6 +243,12 @@ def parse_pull(body: object) -> tuple[str | None, int]:
 # roster copy, and the server never uses them. The server settles with its own record of the person,
 # its own record of the clinic (its level) and its own year-to-date totals.
 #
+# Each payload is bounded on its own, not only by the push body it travels in: at most MAX_BILL_ITEMS
+# items, `code`/`name` at most MAX_ITEM_TEXT_CHARS, code fields at most MAX_CODE_VALUE_CHARS, the
+# roster copy short codes (lists of at most MAX_PERSON_CODES) or an amount. Past a bound the mutation
+# is rejected as `bad_payload` with the field (`payload.visit.items`), stored and answered like any
+# other; the terminal refuses the same bills at the counter.
+#
 # The mutation's clientTime is when the terminal settled the visit, by the terminal's clock: recorded,
 # never trusted (see api/replication/push.py for how the server dates a visit).
 #
@@ -384,14 +402,16 @@ class Bill:
         raw_items = r.raw("items")
         if not isinstance(raw_items, list):
             raise r.error("items", "must be a list")
+        if len(raw_items) > MAX_BILL_ITEMS:
+            raise r.error("items", f"more than {MAX_BILL_ITEMS} items")
         items = []
-        for n, raw in enumerate(raw_items[: MAX_ITEMS + 1]):
+        for n, raw in enumerate(raw_items):
             ir = Reader(raw, f"visit.items[{n}]", SettlementInputError)
             # Wide integer bounds here: the engine's bill check below says what is wrong with a value.
             items.append(
                 BillItem(
                     ir.integer("amount_fen", lo=-(2**63), hi=2**63),
-                    ir.string("item_class"),
+                    _code_text(ir, "item_class"),
                     ir.integer("self_pay_permille", lo=-(2**63), hi=2**63)
                     if ir.has("self_pay_permille")
                     else 0,
@@ -402,26 +422,60 @@ class Bill:
             ir.done()
         bill = cls(
             visit_date=r.date("visit_date"),
-            category=r.code("category", VISIT_CATEGORIES),
-            locality=r.code("locality", LOCALITIES),
+            category=_code(r, "category", VISIT_CATEGORIES),
+            locality=_code(r, "locality", LOCALITIES),
             items=tuple(items),
-            facility_level=r.code("facility_level", FACILITY_LEVELS) if r.opt_raw("facility_level") else None,
+            facility_level=_code(r, "facility_level", FACILITY_LEVELS)
+            if r.opt_raw("facility_level")
+            else None,
             use_personal_account=r.boolean("use_personal_account", default=True),
         )
         for name in _VISIT_PERSON_FIELDS:
-            r.opt_raw(name)  # the terminal's roster copy of the person: allowed, never used
+            _roster_copy(r, name)  # the terminal's roster copy of the person: allowed, never used
         r.done()
         check_bill(bill.items)
         return bill
 
 
-def _short_text(r: Reader, key: str, limit: int = 100) -> str:
+def _short_text(r: Reader, key: str, limit: int = MAX_ITEM_TEXT_CHARS) -> str:
     value = r.opt_raw(key)
     if value is None:
         return ""
     if not isinstance(value, str) or len(value) > limit:
         raise r.error(key, f"must be a string of at most {limit} characters")
     return value
+
+
+def _code_text(r: Reader, key: str) -> str:
+    """A code as sent, bounded before anything quotes it (the engine's message names unknown codes)."""
+    value = r.string(key)
+    if len(value) > MAX_CODE_VALUE_CHARS:
+        raise r.error(key, f"unknown code (longer than {MAX_CODE_VALUE_CHARS} characters)")
+    return value
+
+
+def _code(r: Reader, key: str, allowed: Mapping[str, str]) -> str:
+    _code_text(r, key)
+    return r.code(key, allowed)
+
+
+def _roster_copy(r: Reader, key: str) -> None:
+    """A person field of Visit.to_dict(), unused but bounded: short codes, a list of them, an amount."""
+    value = r.opt_raw(key)
+    if value is None or isinstance(value, bool):
+        return
+    if type(value) is int:
+        if abs(value) > 10 * MAX_FEN:  # the engine's own bound of a balance
+            raise r.error(key, f"must be <= {10 * MAX_FEN}")
+        return
+    values = value if isinstance(value, list) else [value]
+    if len(values) > MAX_PERSON_CODES:
+        raise r.error(key, f"more than {MAX_PERSON_CODES} codes")
+    for item in values:
+        if not isinstance(item, str) or len(item) > MAX_CODE_VALUE_CHARS:
+            raise r.error(
+                key, f"must be a code or a list of codes (at most {MAX_CODE_VALUE_CHARS} characters)"
+            )
 
 
 def check_bill(items: tuple[BillItem, ...]) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sync.protocol import (
+    MAX_BILL_ITEMS,
     REASON_LABELS,
     Bill,
     Mutation,
@@ -396,6 +397,7 @@ def settle(store: Store, patient: Patient, bill: BillInput) -> Receipt:
         except SettlementInputError as exc:
             raise _bill_refusal(exc, day) from None
 
+        check_item_count(len(bill.items))
         split = Split.from_result(result)
         create = SettlementCreate(
             Bill(
@@ -640,6 +642,20 @@ def _with_balance(visit: Visit, balance: int) -> Visit:
 # ------------------------------------------------------------------------------------------ bills
 
 
+def check_item_count(count: int) -> None:
+    """The server rejects a bill of more than MAX_BILL_ITEMS items (`bad_payload`): refused here, at
+    the counter, before the patient pays on a receipt the server will not honour."""
+    if count > MAX_BILL_ITEMS:
+        raise Refused(
+            f"账单过大：共 {count} 项费用明细，单笔结算最多 {MAX_BILL_ITEMS} 项，医保中心不会受理："
+            "请合并明细后再结算。",
+            reason="bill_too_large",
+            field="visit.items",
+            items=count,
+            maxItems=MAX_BILL_ITEMS,
+        )
+
+
 def parse_bill_file(data: Any) -> BillInput:
     """A bill as JSON: {"category", "locality"?, "use_personal_account"?, "items": [{"item_class",
     "amount_fen", "self_pay_permille"?, "code"?, "name"?}, ...]}, checked as the server checks it."""
@@ -648,6 +664,8 @@ def parse_bill_file(data: Any) -> BillInput:
     extra = set(data) - {"category", "locality", "use_personal_account", "items"}
     if extra:
         raise Refused(f"账单文件中有未知字段：{sorted(extra)[0]}", reason="bad_bill", field=sorted(extra)[0])
+    if isinstance(data.get("items"), list):
+        check_item_count(len(data["items"]))
     visit = {
         "visit_date": date.today().isoformat(),
         "category": data.get("category", "general_outpatient"),
