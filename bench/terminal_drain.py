@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -179,6 +180,22 @@ def tree_rss_kb(pid: int) -> int:
             continue
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             total += rss_kb(int(entry.name))
+    return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far (uvicorn's master and workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 
@@ -421,6 +438,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             YIBAO_LOG_JSON="false",
             YIBAO_TERMINAL_ENROL_RATE_LIMIT="100000",
         )
+        for setting in args.server_setting:  # e.g. sync_max_concurrent=8
+            name, _, value = setting.partition("=")
+            env[f"YIBAO_{name.upper()}"] = value
         cmd = [
             sys.executable,
             "-m",
@@ -478,6 +498,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         prepared = time.monotonic() - started - built
         load_before = os.getloadavg()
         with TreeRss(server.pid) as rss:
+            server_cpu = tree_cpu_s(server.pid)
+            drivers_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
             go = time.time()
             for driver in drivers:
                 assert driver.stdin is not None
@@ -491,6 +513,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results += answer["results"]
                 for cause, n in answer["causes"].items():
                     causes[cause] = causes.get(cause, 0) + n
+            server_cpu = tree_cpu_s(server.pid) - server_cpu
+            reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # the drivers (the server still runs)
+            drivers_cpu_s = (reaped.ru_utime + reaped.ru_stime) - (
+                drivers_cpu.ru_utime + drivers_cpu.ru_stime
+            )
         load_after = os.getloadavg()
         drain = max(r["done"] for r in results) - go
         expected: dict[int, int] = {}  # terminal id -> its outbox length, from every home
@@ -525,6 +552,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "slowestTerminalS": round(drain, 1),
             "medianTerminalS": round(sorted(r["done"] - go for r in results)[len(results) // 2], 1),
             "serverPeakRssMb": round(rss.peak_kb / 1024, 1),
+            # CPU seconds used during the drain: the server (master and workers; not PostgreSQL's
+            # backends) and the drivers (the terminals' own code), against 2 cores x drainS.
+            "serverCpuS": round(server_cpu, 1),
+            "driversCpuS": round(drivers_cpu_s, 1),
             "loadBefore": [round(x, 2) for x in load_before],
             "loadAfter": [round(x, 2) for x in load_after],
             "setupS": round(built, 1),
@@ -554,6 +585,13 @@ def main() -> None:
     parser.add_argument("--per-terminal", type=int, default=60)
     parser.add_argument("--people", type=int, default=40, help="residents per village")
     parser.add_argument("--drivers", type=int, default=4)
+    parser.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for the run (api.settings), e.g. sync_max_concurrent=8; repeatable",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
