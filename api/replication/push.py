@@ -146,7 +146,6 @@ _S = Settlement.__table__.c  # type: ignore[attr-defined]
 _E = Enrolment.__table__.c  # type: ignore[attr-defined]
 _V = _SUBJECTS.c
 _A = PersonalAccount.__table__.c  # type: ignore[attr-defined]
-_M = PushedMutation.__table__.c  # type: ignore[attr-defined]
 _PEOPLE_BY_REF = (
     select(_V.ref, _P.id, _P.birth_date, _P.village_code, _P.assistance_category, _P.chronic_diseases,
            _P.two_diseases)
