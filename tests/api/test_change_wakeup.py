@@ -154,6 +154,26 @@ async def test_a_stream_sees_a_direct_write_a_terminal_push_and_a_link_change_at
 
 
 @pytest.mark.usefixtures("slow_poll")
+async def test_a_filing_moved_by_a_reviewer_reaches_the_residents_stream(
+    state: AppState, gql: GraphQLClient, live_server: str
+) -> None:
+    from tests.api import filingworld as filings
+
+    me = await filings.resident(state, gql)
+    reviewer = await filings.reviewer(state, gql)
+    filing = await filings.submitted(state, me, "CROSS_REGION")
+    assert me.member.token is not None
+    async with streaming(live_server, me.member.token, "Filing") as ws:
+        assert (await event(ws, "Filing"))["resync"]
+        claimed = filings.data(await reviewer(filings.CLAIM, {"id": filing["id"]}))["claimFiling"]
+        change = await event(ws, "Filing")
+        [document] = change["documents"]
+        assert document["serverId"] == filing["id"]
+        print("CLAIMED", claimed, "DOC", document)
+        assert document["stage"] == claimed["stage"] and document["version"] > 0
+
+
+@pytest.mark.usefixtures("slow_poll")
 async def test_a_rolled_back_write_wakes_no_stream_into_sending_it(state: AppState, live_server: str) -> None:
     me = await world.person(state)
     assert me.token is not None
