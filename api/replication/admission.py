@@ -13,7 +13,8 @@ collapses into retries. Instead each worker process
 - refuses the rest at once, with a `Retry-After` from a schedule: every refused request is given the
   next free return slot at the rate this worker serves (limit / recent service time), so refused
   terminals come back spread out at the rate they can be served instead of all in the same second;
-  the seconds are rounded at random (and the terminal adds jitter of its own).
+  the seconds are rounded at random (and the terminal adds jitter of its own). Once the schedule
+  reaches `retry_after_max_s`, the overflow is spread at random up to it.
 
 The decision is made before the client assertion is verified, so a refusal costs no database
 connection, no signature check and no write: a few microseconds. The trade-off: an unauthenticated
@@ -162,8 +163,14 @@ class Admission:
         rate = self._rate()
         # Those already queued come first; then one return slot per refused request, at `rate`.
         start = now + self.waiting / rate
-        self._horizon = min(max(self._horizon, start) + 1.0 / rate, now + self.retry_after_max_s)
-        return Refused(self._round(self._horizon - now), why)
+        slot = max(self._horizon, start) + 1.0 / rate
+        cap = now + self.retry_after_max_s
+        if slot > cap:
+            # Booked up to the cap: anywhere in it at random, so that the overflow does not all come
+            # back at the cap's second (the schedule is not moved: those slots are a guess already).
+            return Refused(self._round(self.rng.uniform(start - now, self.retry_after_max_s)), why)
+        self._horizon = slot
+        return Refused(self._round(slot - now), why)
 
     def _round(self, seconds: float) -> int:
         """Whole seconds for the header, rounded up or down at random in proportion (so that the
