@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col
 
 from api.dbtypes import utcnow
@@ -404,14 +404,14 @@ def stage_changes(session: AsyncSession, person_ids: Iterable[int]) -> None:
     """Adds people whose scopes the session's transaction changed; the transaction announces them all
     once, as it commits: one NOTIFY (a few for thousands of people) on PostgreSQL, sent in the
     transaction by its `before_commit` and delivered only if it commits; the local brokers after the
-    commit on SQLite. A rollback drops them. Costs a set update per call: `changelog.record` calls it."""
+    commit on SQLite. A rollback (or a close without commit) drops them. Costs a set update per call: `changelog.record` calls it."""
     sync = session.sync_session
     staged: _StagedChanges | None = sync.info.get(_CHANGED)
     if staged is None:
         if not event.contains(sync, "before_commit", _changes_before_commit):
             event.listen(sync, "before_commit", _changes_before_commit)
             event.listen(sync, "after_commit", _changes_after_commit)
-            event.listen(sync, "after_rollback", _changes_after_rollback)
+            event.listen(sync, "after_transaction_end", _changes_after_end)
         engine = session.get_bind().engine
         staged = _StagedChanges(_database_key(engine.url), engine.dialect.name == "postgresql", set())
         sync.info[_CHANGED] = staged
@@ -450,8 +450,10 @@ def _changes_after_commit(session: Session) -> None:
         broker.deliver_changes(announcement)
 
 
-def _changes_after_rollback(session: Session) -> None:
-    if not session.in_nested_transaction():
+def _changes_after_end(session: Session, transaction: SessionTransaction) -> None:
+    """A rollback, or a close without commit: the transaction's changes are gone, and so are its ids
+    (after a commit they were taken already)."""
+    if transaction.parent is None:
         session.info.pop(_CHANGED, None)
 
 

@@ -238,9 +238,12 @@ async def test_a_rollback_announces_nothing_and_a_savepoint_rolled_back_loses_no
             async with state.db.session() as session:
                 await write_settlement(session, a.person_id)
                 await session.rollback()
-            async with state.db.session() as session:
-                await write_settlement(session, sentinel.person_id)
-                await session.commit()
+            reused = state.db.sessionmaker()
+            await write_settlement(reused, a.person_id)
+            await reused.close()  # ended without a commit: rolled back
+            await write_settlement(reused, sentinel.person_id)  # the same session, a new transaction
+            await reused.commit()
+            await reused.close()
             await woken(watch_s)
             await not_woken(watch_a)
             assert [x.person_ids for x in heard.announcements] == [frozenset({sentinel.person_id})]
