@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -321,29 +321,42 @@ async def year_to_date(
     return (await year_to_date_many(session, [person_id], year, before=before))[person_id]
 
 
+def _ytd_statement(before: bool) -> Select[Any]:
+    s = Settlement.__table__.c  # type: ignore[attr-defined]
+    filters = [s.person_id.in_(bindparam("people", expanding=True)), s.year == bindparam("year")]
+    filters.append(s.voided_at.is_(None))
+    if before:
+        filters.append(s.settled_at < bindparam("before"))
+    return (
+        select(
+            s.person_id,
+            s.ytd_pool,
+            func.sum(s.deductible_fen),
+            func.sum(s.basic_fen),
+            func.sum(s.critical_oop_fen),
+            func.sum(s.critical_illness_fen),
+            func.sum(s.assistance_threshold_fen),
+            func.sum(s.assistance_fen),
+        )
+        .where(*filters)
+        .group_by(s.person_id, s.ytd_pool)
+    )
+
+
+# Built once (a push asks for every batch): a statement built per call costs its construction and
+# cache key over all its IN values; the expanding parameter takes the list at execution.
+_YTD = {False: _ytd_statement(False), True: _ytd_statement(True)}
+
+
 async def year_to_date_many(
     session: AsyncSession, person_ids: Iterable[int], year: int, *, before: dt.datetime | None = None
 ) -> dict[int, YearToDate]:
     """`year_to_date` for many people in one GROUP BY (a village roster's totals, as of now)."""
     wanted = list(dict.fromkeys(person_ids))
-    s = Settlement
-    filters = [col(s.person_id).in_(wanted), col(s.year) == year, col(s.voided_at).is_(None)]
+    params: dict[str, Any] = {"people": wanted, "year": year}
     if before is not None:
-        filters.append(col(s.settled_at) < before)
-    rows = await session.execute(
-        select(
-            col(s.person_id),
-            col(s.ytd_pool),
-            func.sum(col(s.deductible_fen)),
-            func.sum(col(s.basic_fen)),
-            func.sum(col(s.critical_oop_fen)),
-            func.sum(col(s.critical_illness_fen)),
-            func.sum(col(s.assistance_threshold_fen)),
-            func.sum(col(s.assistance_fen)),
-        )
-        .where(*filters)
-        .group_by(col(s.person_id), col(s.ytd_pool))
-    )
+        params["before"] = before
+    rows = await session.execute(_YTD[before is not None], params)
     sums: dict[int, list[Any]] = {pid: [{}, {}, 0, 0, 0, 0] for pid in wanted}
     for pid, pool, ded, bas, oop, crit, thr, aid in rows:
         acc = sums[pid]
