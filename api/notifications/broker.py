@@ -368,7 +368,14 @@ def _publish_local(key: str, announcements: Sequence[Announcement]) -> None:
             broker.deliver(announcement)
 
 
+# The session's commit and rollback events also fire for savepoints (begin_nested): only the outer
+# transaction's end counts. A savepoint rolled back keeps the others' announcements (one of a row that
+# was rolled back with it is read by its subscriber, not found, and not sent).
+
+
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: announced when (and if) the outer transaction commits
     pending: list[tuple[str, Announcement]] = session.info.pop(_PENDING, [])
     by_key: dict[str, list[Announcement]] = {}
     for key, announcement in pending:
@@ -377,15 +384,17 @@ def _after_commit(session: Session) -> None:
         _publish_local(key, announcements)
 
 
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+def _after_end(session: Session, transaction: SessionTransaction) -> None:
+    """A rollback, or a close without commit (after a commit the announcements were taken already)."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def _stage_local(session: AsyncSession, announcement: Announcement) -> None:
     sync = session.sync_session
     if not event.contains(sync, "after_commit", _after_commit):
         event.listen(sync, "after_commit", _after_commit)
-        event.listen(sync, "after_rollback", _after_rollback)
+        event.listen(sync, "after_transaction_end", _after_end)
     key = _database_key(session.get_bind().engine.url)
     sync.info.setdefault(_PENDING, []).append((key, announcement))
 
@@ -418,9 +427,9 @@ def stage_changes(session: AsyncSession, person_ids: Iterable[int]) -> None:
     staged.person_ids.update(person_ids)
 
 
-# The session events also fire for savepoints (begin_nested): those are left alone, so the ids are
-# announced by the outer transaction's commit, and a savepoint rolled back keeps the others' (a spare
-# wake-up reads the log and finds nothing, a lost one would wait for the safety-net poll).
+# As for notifications, savepoints are left alone: the ids are announced by the outer transaction's
+# commit, and a savepoint rolled back keeps the others' (a spare wake-up reads the log and finds
+# nothing, a lost one would wait for the safety-net poll).
 
 
 def _changes_before_commit(session: Session) -> None:
@@ -451,8 +460,7 @@ def _changes_after_commit(session: Session) -> None:
 
 
 def _changes_after_end(session: Session, transaction: SessionTransaction) -> None:
-    """A rollback, or a close without commit: the transaction's changes are gone, and so are its ids
-    (after a commit they were taken already)."""
+    """A rollback, or a close without commit (after a commit the ids were taken already)."""
     if transaction.parent is None:
         session.info.pop(_CHANGED, None)
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlmodel import col
 
 from api.family.models import Permission
+from api.notifications import service as notifications
 from api.notifications.broker import (
     CHANGE_PAYLOADS_MAX,
     Broker,
@@ -264,6 +265,29 @@ async def test_a_rollback_announces_nothing_and_a_savepoint_rolled_back_loses_no
             # (b's id, from the savepoint rolled back, may be announced too: a spare wake-up, no document)
             assert announced.person_ids is not None
             assert {a.person_id, sentinel.person_id} <= announced.person_ids
+
+
+async def test_a_notification_written_in_a_savepoint_is_announced_by_the_outer_commit(
+    state: AppState,
+) -> None:
+    """The session's commit events also fire for savepoints: releasing one must not announce early (on
+    SQLite the subscriber would read a row not committed yet, and drop it), rolling one back must not
+    drop what the outer transaction wrote before it."""
+    me = await world.person(state)
+    async with started(state) as broker, broker.subscribe(me.person_id) as subscription:
+        async with state.db.session() as session:
+            async with session.begin_nested():
+                kept = await notifications.notify(
+                    session, me.person_id, "test.savepoint", "保存点", "提交后送达"
+                )
+            nested = await session.begin_nested()
+            await notifications.notify(session, me.person_id, "test.savepoint", "回滚", "不会存在")
+            await nested.rollback()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0):
+                    await anext(subscription)  # nothing before the outer commit
+        heard = await asyncio.wait_for(anext(subscription), WAIT)
+        assert heard.notification_id == kept.id
 
 
 async def test_one_announcement_per_transaction_however_many_entries(state: AppState) -> None:
