@@ -31,7 +31,6 @@ import datetime as dt
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -322,11 +321,13 @@ async def drive(plan: dict[str, Any]) -> None:
         report = await syncer.run()
         return {"queued": queued, "done": time.time(), **report.to_dict(), "left": store.queue_stats()[0]}
 
+    cpu = time.process_time()
     results = await asyncio.gather(*(drain(s, c) for s, c in homes))
+    cpu = time.process_time() - cpu
     await http.aclose()
     for store, _ in homes:
         store.close()
-    print(json.dumps({"results": results, "causes": causes}), flush=True)
+    print(json.dumps({"results": results, "causes": causes, "cpuS": cpu}), flush=True)
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -431,7 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         plans = asyncio.run(build_world(settings, args.terminals, args.people))
         built = time.monotonic() - started
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("YIBAO_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("YIBAO_")}  # DRAIN_PROFILE passes
         env.update(
             YIBAO_DATA_DIR=str(data),
             YIBAO_DATABASE_URL=url,
@@ -499,7 +500,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         load_before = os.getloadavg()
         with TreeRss(server.pid) as rss:
             server_cpu = tree_cpu_s(server.pid)
-            drivers_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+            drivers_cpu_s = 0.0
             go = time.time()
             for driver in drivers:
                 assert driver.stdin is not None
@@ -513,11 +514,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results += answer["results"]
                 for cause, n in answer["causes"].items():
                     causes[cause] = causes.get(cause, 0) + n
+                drivers_cpu_s += answer["cpuS"]  # each driver's own, from "go" to its last terminal
             server_cpu = tree_cpu_s(server.pid) - server_cpu
-            reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # the drivers (the server still runs)
-            drivers_cpu_s = (reaped.ru_utime + reaped.ru_stime) - (
-                drivers_cpu.ru_utime + drivers_cpu.ru_stime
-            )
         load_after = os.getloadavg()
         drain = max(r["done"] for r in results) - go
         expected: dict[int, int] = {}  # terminal id -> its outbox length, from every home
@@ -596,6 +594,14 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.driver:
+        profile = os.environ.get("DRAIN_PROFILE")  # a directory: each driver's cProfile stats go there
+        if profile:
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                asyncio.run(drive(json.loads(Path(args.driver).read_text())))
+            prof.dump_stats(str(Path(profile) / f"{Path(args.driver).stem}.prof"))
+            return
         asyncio.run(drive(json.loads(Path(args.driver).read_text())))
         return
     result = run(args)
