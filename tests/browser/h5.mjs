@@ -7,7 +7,12 @@
 // reviewer (over plain HTTP here) claims and decides it. Mid-way, the session's access token is replaced by
 // an expired one: the page must carry on (silent refresh). Offline, the QR turns into the offline form;
 // 31 days later (page clock), past the device certificate's validity, the page says so instead.
-// Every page is shot in normal and care mode. Prints one JSON report (lib/browser.mjs).
+// A shared phone: a logout leaves nothing of the person (replica database, cached links, offline voucher
+// keys), and the next person's login finds none of it; a session lost mid-use stops the replication and
+// says so in Chinese. Two tabs share one replica (a draft saved offline in one shows in the other); a
+// link ended from the family page (with a confirmation step) takes the relative's QR, records and
+// offline certificate with it. Every page is shot in normal and care mode. Prints one JSON report
+// (lib/browser.mjs).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -36,11 +41,21 @@ await runScenario(
     report.graphqlOperations = [];
     report.pageErrorStacks = [];
     report.wsErrors = [];
-    page.on("websocket", (socket) => {
-      socket.on("framereceived", (frame) => {
-        if (typeof frame.payload === "string" && frame.payload.includes('"errors"')) report.wsErrors.push(frame.payload.slice(0, 500));
+    const sockets = []; // every WebSocket the pages opened: { closed }
+    report.sockets = sockets;
+    const watchSockets = (target, label) => {
+      // A new document (a reload) has none of the old one's sockets, whether or not they said goodbye.
+      target.on("domcontentloaded", () => sockets.filter((entry) => entry.tab === label).forEach((entry) => (entry.closed = true)));
+      target.on("websocket", (socket) => {
+        const entry = { tab: label, at: Object.keys(report.steps).at(-1) ?? "start", closed: false };
+        sockets.push(entry);
+        socket.on("close", () => (entry.closed = true));
+        socket.on("framereceived", (frame) => {
+          if (typeof frame.payload === "string" && frame.payload.includes('"errors"')) report.wsErrors.push(frame.payload.slice(0, 500));
+        });
       });
-    });
+    };
+    watchSockets(page, 1);
     page.on("pageerror", (error) => report.pageErrorStacks.push({ at: Object.keys(report.steps).at(-1) ?? "start", stack: error.stack }));
     page.on("request", (request) => {
       if (request.url().endsWith("/graphql") && request.method() === "POST") {
@@ -76,6 +91,36 @@ await runScenario(
       await page.locator(ready).first().waitFor();
     };
     const qrForm = () => page.locator("#qr-kind").getAttribute("data-form");
+    // True once `condition` holds in the page (false after `timeout`): the report says which, and
+    // pytest asserts, instead of the walk stopping at the first thing that never happens.
+    const eventually = (target, condition, arg, timeout = 30_000) =>
+      target.waitForFunction(condition, arg, { timeout, polling: 100 }).then(() => true, () => false);
+    const until = async (condition, timeout = 30_000) => {
+      for (const end = Date.now() + timeout; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) if (await condition()) return true;
+      return Boolean(await condition());
+    };
+    // What this browser keeps of `person` ({ id, name }): the replica's IndexedDB databases (dexie:
+    // rxdb-dexie-yibao-h5-<id>--<version>--<collection>), the person's localStorage keys, any stored
+    // value naming them, and every voucher or cached-links key (of anyone).
+    const traces = (target, person) =>
+      target.evaluate(async ({ id, name }) => {
+        const database = `yibao-h5-${id.replace(/[^0-9a-z]/gi, "")}--`;
+        const keys = Object.keys(localStorage).sort();
+        const owner = (key) => /^(?:yibao\.h5\.links\.|yibao\.voucher\.|yibao\.h5\.care\.)([^.]*)/.exec(key)?.[1];
+        return {
+          databases: (await indexedDB.databases()).map((db) => db.name ?? "").filter((n) => n.includes(database)).sort(),
+          ownKeys: keys.filter((key) => owner(key) === id && !key.startsWith("yibao.h5.care.")),
+          valuesNaming: keys.filter((key) => (localStorage.getItem(key) ?? "").includes(name)),
+          voucherKeys: keys.filter((key) => key.startsWith("yibao.voucher.")).length,
+          linkKeys: keys.filter((key) => key.startsWith("yibao.h5.links.")).length,
+          care: localStorage.getItem(`yibao.h5.care.${id}`),
+          me: localStorage.getItem("yibao.h5.me"),
+          session: localStorage.getItem("yibao.session"),
+        };
+      }, person);
+    const whoIsIn = () => page.evaluate(() => JSON.parse(localStorage.getItem("yibao.h5.me") ?? "null"));
+    const certKey = (personId, linkId) => `yibao.voucher.${personId}.certificate.${linkId}`;
+    const hasKey = (target, key, present) => eventually(target, ([k, want]) => (localStorage.getItem(k) !== null) === want, [key, present]);
 
     // ---- login (demo picker) and my QR
     await page.goto(`${base}/h5/`);
@@ -85,6 +130,7 @@ await runScenario(
     await page.locator('[data-login="resident"]').click();
     await page.locator('#qr-kind[data-form="online"]').waitFor();
     report.steps.qrOnline = { code: await page.locator("#qr-box").getAttribute("data-code"), lang: await page.evaluate(() => document.documentElement.lang) };
+    const her = await whoIsIn();
     await both("qr", "#qr-image");
     // Refreshing before expiry: the code changes by itself within the voucher's lifetime.
     const first = report.steps.qrOnline.code;
@@ -118,6 +164,20 @@ await runScenario(
       settlements: await page.locator("[data-settlement]").count(),
     };
 
+    // ---- a page that cannot be drawn says why in Chinese (a captive portal's HTML for the links)
+    const portal = async (route) => {
+      if (JSON.parse(route.request().postData() ?? "{}").operationName !== "FamilyLinks") return route.fallback();
+      await route.fulfill({ status: 200, contentType: "text/html", body: "<html><body>Wi-Fi login required</body></html>" });
+    };
+    await page.route("**/graphql", portal);
+    await goto("#/family", "#page-family .error");
+    report.steps.pageError = { text: await page.locator("#page-family .error").first().textContent(), retry: await page.locator("#page-retry").count() };
+    await page.unroute("**/graphql", portal);
+    if (report.steps.pageError.retry) {
+      await page.locator("#page-retry").click();
+      await page.locator("#links").waitFor();
+    }
+
     // ---- my family: the father's QR and records through the link
     await goto("#/family", "#links");
     await both("family", "[data-link]");
@@ -142,10 +202,18 @@ await runScenario(
     await page.locator("#link-submit").click();
     await page.locator('[data-link][data-status="PENDING"][data-role="holder"]').waitFor();
     report.steps.linkRequested = true;
+    // A shared phone: she logs out, he logs in. Nothing of hers may be left to read.
+    report.steps.herTracesBeforeLogout = await traces(page, her);
     await page.locator("#logout").click();
+    await page.locator('[data-login="spouse"]').waitFor();
+    report.steps.herTracesAfterLogout = await traces(page, her);
     await page.locator('[data-login="spouse"]').click();
     await page.locator("#qr-kind").waitFor();
+    const him = await whoIsIn();
     report.steps.spouseCare = await page.evaluate(() => document.body.classList.contains("care"));
+    await page.locator('#qr-kind[data-form="online"]').waitFor();
+    await hasKey(page, certKey(him.id, "self"), true); // his own offline certificate: his replica is open too
+    report.steps.herTracesAtHisLogin = await traces(page, her);
     await goto("#/family", "#links");
     const request = page.locator('[data-link][data-status="PENDING"][data-role="relative"]');
     await request.waitFor();
@@ -153,7 +221,10 @@ await runScenario(
     await request.locator('[data-action="accept"]').click();
     await page.locator('[data-link][data-status="ACTIVE"][data-role="relative"]').waitFor();
     report.steps.linkConfirmed = true;
+    report.steps.hisTracesBeforeLogout = await traces(page, him);
     await page.locator("#logout").click();
+    await page.locator('[data-login="resident"]').waitFor();
+    report.steps.hisTracesAfterLogout = await traces(page, him);
     await page.locator('[data-login="resident"]').click();
     await page.locator("#qr-kind").waitFor();
     await goto("#/family", "#links");
@@ -162,6 +233,17 @@ await runScenario(
     // ---- his records reach her replica; he ends the link on his phone: they leave it, live
     const husband = page.locator('[data-link][data-role="holder"][data-status="ACTIVE"]', { hasText: setup.spouseName });
     const husbandLink = await husband.getAttribute("data-link");
+    await husband.locator('[data-action="relative-qr"]').click();
+    await page.locator('#qr-kind[data-form="online"]').waitFor();
+    report.steps.husbandCertificate = await hasKey(page, certKey(her.id, husbandLink), true);
+    // While the link is active its certificate stays, whatever the replica says of it (a reload: a
+    // new replica, its first pull, and the sweep of certificates after it).
+    await page.reload();
+    await page.locator("#qr-kind").waitFor();
+    await goto(`#/records?link=${husbandLink}`, "#page-records [data-settlement]");
+    await page.waitForTimeout(1000); // the sweep follows the first pull of the links
+    report.steps.husbandCertificateKept = await page.evaluate((key) => localStorage.getItem(key) !== null, certKey(her.id, husbandLink));
+    await goto("#/family", "#links");
     await husband.locator('[data-action="relative-records"]').click();
     await page.locator("#page-records [data-settlement]").first().waitFor({ timeout: 60_000 });
     report.steps.husbandRecords = await page.locator("[data-settlement]").count();
@@ -170,6 +252,59 @@ await runScenario(
     await page.locator("#settlements p.muted").waitFor({ timeout: 60_000 });
     report.steps.husbandRecordsAfterUnlink = await page.locator("[data-settlement]").count();
     report.steps.husbandRemovedText = await page.locator("#settlements p.muted").textContent();
+    // The link left her replica: his offline certificate on her phone goes with it, and his QR too.
+    report.steps.husbandCertificateGone = await hasKey(page, certKey(her.id, husbandLink), false);
+    await goto(`#/qr?link=${husbandLink}`, "#qr-dead, #qr-image, #qr-box .error");
+    report.steps.endedLinkQr = { dead: await page.locator("#qr-dead").textContent().catch(() => null), images: await page.locator("#qr-image").count() };
+
+    // ---- she links him again, and ends it herself from 我的家人 (a tap asks, a second one ends it)
+    await goto("#/family", "#link-form");
+    await page.locator("#link-relationship").selectOption("SPOUSE");
+    await page.locator("#link-name").fill(setup.spouseName);
+    await page.locator("#link-id-number").fill(setup.spouseIdNumber);
+    await page.locator("#link-submit").click();
+    const again = page.locator('[data-link][data-status="PENDING"][data-role="holder"]', { hasText: setup.spouseName });
+    await again.waitFor();
+    const relinkId = await again.getAttribute("data-link");
+    await gql("mutation($id: ID!) { respondFamilyLink(id: $id, accept: true) { status } }", { id: relinkId }, spouseToken);
+    await goto("#/records", "#settlements"); // and back: the family page asks the server again
+    await goto("#/family", `[data-link="${relinkId}"][data-status="ACTIVE"]`);
+    const relinked = page.locator(`[data-link="${relinkId}"]`);
+    await relinked.locator('[data-action="relative-qr"]').click();
+    await page.locator('#qr-kind[data-form="online"]').waitFor();
+    const relinkCertificate = await hasKey(page, certKey(her.id, relinkId), true);
+    await goto("#/family", `[data-link="${relinkId}"] [data-action="end-link"]`);
+    await relinked.locator('[data-action="end-link"]').click();
+    await relinked.locator('[role="alertdialog"]:not(.hidden)').waitFor();
+    const askedText = await relinked.locator('[role="alertdialog"]').textContent();
+    await shot("family-end-link-normal");
+    const statusOnServer = async () =>
+      (await gql("query { familyLinks(includeClosed: true) { id status } }", {}, spouseToken)).familyLinks.find((l) => l.id === relinkId)?.status;
+    const afterAsking = await statusOnServer();
+    await relinked.locator('[data-action="end-link-cancel"]').click();
+    const cancelled = await relinked.locator('[role="alertdialog"].hidden').count();
+    await page.locator("#care-toggle").click();
+    await page.locator("body.care").waitFor();
+    await relinked.locator('[data-action="end-link"]').click();
+    await relinked.locator('[role="alertdialog"]:not(.hidden)').waitFor();
+    await shot("family-end-link-care");
+    await relinked.locator('[data-action="end-link-confirm"]').click();
+    await relinked.waitFor({ state: "detached" });
+    await page.locator("#care-toggle").click();
+    await page.waitForFunction(() => !document.body.classList.contains("care"));
+    report.steps.endLink = {
+      relinkCertificate,
+      askedText,
+      afterAsking,
+      cancelled,
+      afterConfirm: await statusOnServer(),
+      certificateGone: await hasKey(page, certKey(her.id, relinkId), false),
+    };
+    await goto(`#/records?link=${relinkId}`, "#settlements");
+    await page.locator("#settlements p.muted").waitFor({ timeout: 60_000 });
+    report.steps.endLink.records = { settlements: await page.locator("[data-settlement]").count(), text: await page.locator("#settlements p.muted").textContent() };
+    await goto(`#/qr?link=${relinkId}`, "#qr-dead, #qr-image, #qr-box .error");
+    report.steps.endLink.qr = { dead: await page.locator("#qr-dead").textContent().catch(() => null), images: await page.locator("#qr-image").count() };
     await goto("#/family", "#links");
 
     // ---- care mode is remembered per user: on for resident, across a reload, off for her husband
@@ -183,6 +318,11 @@ await runScenario(
     // ---- my filings: a draft made offline, synced when the network returns
     await goto("#/filings", "#filing-form");
     await both("filings", "#filings .card, #filings p.muted");
+    // A second tab on the same replica (one browser, one login): it sees what the first one saves.
+    const tab = await context.newPage();
+    watchSockets(tab, 2);
+    await tab.goto(`${base}/h5/#/filings`);
+    await tab.locator("#filings .card, #filings p.muted").first().waitFor();
     await context.setOffline(true);
     await page.locator("#net-banner:not(.hidden)").waitFor();
     await page.locator("#filing-reason").fill("随女儿在上海长期居住");
@@ -192,11 +332,15 @@ await runScenario(
     const clientId = await local.getAttribute("data-client-id");
     report.steps.offlineDraft = { clientId, local: true };
     await shot("filings-offline-normal");
+    const inOtherTab = (selector) => eventually(tab, (s) => document.querySelector(s) !== null, selector);
+    report.steps.otherTab = { local: await inOtherTab(`[data-status="LOCAL"][data-client-id="${clientId}"]`) };
     await context.setOffline(false);
     const synced = page.locator(`[data-filing][data-client-id="${clientId}"]`);
     await synced.waitFor({ timeout: 30_000 });
     const filingId = await synced.getAttribute("data-filing");
     report.steps.draftSynced = { filingId, status: await synced.getAttribute("data-status"), localLeft: await page.locator('[data-status="LOCAL"]').count() };
+    report.steps.otherTab.synced = await inOtherTab(`[data-filing="${filingId}"][data-client-id="${clientId}"]`);
+    report.steps.otherTab.localLeft = await tab.locator('[data-status="LOCAL"]').count();
 
     // attach the material, submit
     await synced.locator('input[type="file"]').setInputFiles(setup.attachment);
@@ -232,6 +376,44 @@ await runScenario(
       onServer: mine.myFilings.edges.filter((edge) => edge.node.clientId === slowId).length,
       offlineOnServer: mine.myFilings.edges.filter((edge) => edge.node.clientId === clientId).length,
     };
+
+    // ---- the session is lost mid-use (her login revoked, her access token refused): both tabs stop
+    // replicating and say so; her data stays for her, and the next person's login removes it.
+    await goto("#/records", "#settlements");
+    const session = await page.evaluate(() => JSON.parse(localStorage.getItem("yibao.session")));
+    await gql("mutation($t: String!) { logout(refreshToken: $t) }", { t: session.refreshToken });
+    await page.evaluate((token) => {
+      const current = JSON.parse(localStorage.getItem("yibao.session"));
+      current.accessToken = token;
+      localStorage.setItem("yibao.session", JSON.stringify(current));
+    }, setup.expiredToken);
+    await goto("#/family", "#login-notice, #page-login");
+    const lost = (report.steps.sessionLost = { notice: await page.locator("#login-notice").textContent().catch(() => null) });
+    lost.otherTab = await eventually(tab, () => document.querySelector("#page-login") !== null);
+    lost.otherTabNotice = await tab.locator("#login-notice").textContent().catch(() => null);
+    lost.socketsClosed = await until(() => sockets.every((socket) => socket.closed));
+    // Every timer the pages hold (RxDB's retries, graphql-ws' reconnects, the stream restarts) runs:
+    // a replica still running would open a socket again.
+    const socketsBefore = sockets.length;
+    await page.clock.runFor(60_000);
+    await page.clock.setSystemTime(Date.now()); // and back to the server's time (the QR's expiry)
+    await page.waitForTimeout(1000); // lets a socket opened by those timers reach the report
+    lost.socketsAfter = sockets.length - socketsBefore;
+    lost.herTraces = await traces(page, her);
+    await page.locator('[data-login="stranger"]').click();
+    await page.locator('#qr-kind[data-form="online"]').waitFor();
+    lost.herKeysAtNextLogin = (await traces(page, her)).ownKeys;
+    lost.herDatabaseRemoved = await until(async () => (await traces(page, her)).databases.length === 0);
+    lost.herTracesAtNextLogin = await traces(page, her);
+    lost.otherTabFollows = await eventually(tab, () => document.querySelector("#qr-kind") !== null);
+    const stranger = await whoIsIn();
+    await page.locator("#logout").click();
+    await page.locator('[data-login="resident"]').waitFor();
+    lost.strangerTracesAfterLogout = await traces(page, stranger);
+    lost.otherTabAfterLogout = await eventually(tab, () => document.querySelector("#page-login") !== null);
+    await tab.close();
+    await page.locator('[data-login="resident"]').click();
+    await page.locator('#qr-kind[data-form="online"]').waitFor();
 
     // ---- offline: the QR's offline form; then past the certificate's validity
     await goto("#/qr", '#qr-kind[data-form="online"]');

@@ -1,13 +1,15 @@
 """The H5 twin (/h5/): served with a strict CSP from the committed bundle, and walked through in a real
 browser (tests/browser/h5.mjs): login, QR (online, refreshed, offline form, past the certificate),
-records, family (relative's QR and records, a link asked and confirmed), filings (a draft made offline
-and synced, attached, submitted, followed live), an expired session mid-use, care mode per user."""
+records, family (relative's QR and records, a link asked, confirmed and ended), filings (a draft made
+offline and synced, attached, submitted, followed live; two tabs on one replica), an expired session
+mid-use, a lost session, a shared phone (logout leaves nothing of the person), care mode per user."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
+import re
 import struct
 import uuid
 import zlib
@@ -203,7 +205,7 @@ async def test_h5_offline_qr_and_past_the_certificate(h5_report: dict[str, Any])
 async def test_h5_screenshots_of_each_page_in_both_modes(h5_report: dict[str, Any]) -> None:
     shots = [Path(path) for path in h5_report["screenshots"]]
     names = {path.stem for path in shots}
-    for page in ("qr", "records", "family", "relative-records", "filings", "qr-offline"):
+    for page in ("qr", "records", "family", "relative-records", "family-end-link", "filings", "qr-offline"):
         assert {f"{page}-normal", f"{page}-care"} <= names
     for path in shots:
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
@@ -215,3 +217,88 @@ async def test_h5_replica_streams_carry_no_errors(h5_report: dict[str, Any]) -> 
     # RxDB's stream handler threw in the page.
     assert h5_report["wsErrors"] == []
     assert h5_report["pageErrors"] == []
+
+
+def _nothing_left(traces: dict[str, Any]) -> None:
+    """Nobody is logged in and nothing of the person is readable on the phone but their care mode."""
+    assert traces["databases"] == []  # the replica's IndexedDB databases
+    assert traces["ownKeys"] == []
+    assert traces["valuesNaming"] == []  # no stored value names them (links, me)
+    assert traces["voucherKeys"] == 0 and traces["linkKeys"] == 0
+    assert traces["me"] is None and traces["session"] is None
+
+
+async def test_h5_logout_leaves_nothing_of_the_person_on_a_shared_phone(
+    h5_report: dict[str, Any],
+) -> None:
+    steps = h5_report["steps"]
+    before = steps["herTracesBeforeLogout"]
+    # What there was to remove: her replica, her device key and certificates, her cached links.
+    assert before["databases"] and before["voucherKeys"] >= 2 and before["linkKeys"] >= 1
+    assert any(key.endswith(".device-key") for key in before["ownKeys"])
+    after = steps["herTracesAfterLogout"]
+    _nothing_left(after)
+    assert after["care"] == before["care"] is not None  # care mode is remembered per user
+    # Her husband logs in on the same phone: none of hers is there (his own links name her, as they must).
+    at_his = steps["herTracesAtHisLogin"]
+    assert at_his["databases"] == [] and at_his["ownKeys"] == []
+    assert steps["hisTracesBeforeLogout"]["databases"]
+    _nothing_left(steps["hisTracesAfterLogout"])
+
+
+async def test_h5_a_lost_session_stops_replication_and_asks_to_log_in_again(
+    h5_report: dict[str, Any],
+) -> None:
+    lost = h5_report["steps"]["sessionLost"]
+    assert lost["notice"] == "登录已失效，请重新登录"
+    assert lost["otherTab"] is True and "请重新登录" in lost["otherTabNotice"]
+    # Both tabs' replicas stopped: their sockets closed, and none opened again while every timer ran.
+    assert lost["socketsClosed"] is True
+    assert lost["socketsAfter"] == 0
+    # Not a logout: her data stays for her next login ...
+    kept = lost["herTraces"]
+    assert kept["databases"] and kept["ownKeys"] and kept["me"] is None and kept["session"] is None
+    # ... and goes at another person's: nothing of hers is left once he is logged in.
+    assert lost["herKeysAtNextLogin"] == []
+    assert lost["herDatabaseRemoved"] is True
+    assert lost["otherTabFollows"] is True
+    _nothing_left(lost["strangerTracesAfterLogout"])
+    assert lost["otherTabAfterLogout"] is True
+
+
+async def test_h5_two_tabs_share_one_replica(h5_report: dict[str, Any]) -> None:
+    other = h5_report["steps"]["otherTab"]
+    assert other["local"] is True  # the draft saved offline in the first tab shows in the second
+    assert other["synced"] is True and other["localLeft"] == 0
+    assert h5_report["steps"]["slowDraft"]["offlineOnServer"] == 1  # pushed once, by one tab
+
+
+async def test_h5_a_link_ended_by_the_relative_takes_the_offline_certificate_and_qr(
+    h5_report: dict[str, Any],
+) -> None:
+    steps = h5_report["steps"]
+    assert steps["husbandCertificate"] is True  # her phone could show his offline code
+    assert steps["husbandCertificateKept"] is True  # kept while the link is active
+    assert steps["husbandCertificateGone"] is True  # ... until he ended the link
+    assert steps["endedLinkQr"]["images"] == 0
+    assert "关联已解除" in steps["endedLinkQr"]["dead"]
+
+
+async def test_h5_ending_a_link_from_the_family_page(h5_report: dict[str, Any]) -> None:
+    ended = h5_report["steps"]["endLink"]
+    assert ended["relinkCertificate"] is True
+    assert ended["askedText"].startswith("确定解除与") and "确认解除" in ended["askedText"]
+    assert ended["afterAsking"] == "ACTIVE"  # the first tap only asks
+    assert ended["cancelled"] == 1
+    assert ended["afterConfirm"] == "REMOVED"
+    assert ended["certificateGone"] is True
+    # He left her replica: no records of his, no QR.
+    assert ended["records"]["settlements"] == 0 and "关联已解除" in ended["records"]["text"]
+    assert ended["qr"]["images"] == 0 and "关联已解除" in ended["qr"]["dead"]
+
+
+async def test_h5_a_page_that_fails_says_so_in_chinese(h5_report: dict[str, Any]) -> None:
+    error = h5_report["steps"]["pageError"]
+    assert not re.search(r"[A-Za-z]", error["text"]), error["text"]
+    assert error["text"].startswith("本页暂时无法显示")
+    assert error["retry"] == 1

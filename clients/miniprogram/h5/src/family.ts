@@ -21,12 +21,50 @@ const STATUS: Partial<Record<T.FamilyLinkStatus, string>> = { PENDING: "待确�
 function linkItem(app: App, link: T.FamilyLink, reload: () => void): HTMLElement {
   const granted = PERMISSIONS.filter(([code]) => link.permissions.includes(code)).map(([, label]) => label);
   const actions: HTMLElement[] = [];
+  let confirmBox: HTMLElement | null = null;
   const fail = (error: unknown) => app.toast(errorText(error));
   if (link.myRole === "holder" && link.status === "ACTIVE") {
     if (link.permissions.includes("SHOW_VOUCHER"))
       actions.push(h("button", { "data-action": "relative-qr", onclick: () => app.navigate(`#/qr?link=${link.id}`) }, "出示TA的医保码"));
     if (link.permissions.includes("READ_RECORDS"))
       actions.push(h("button", { class: "secondary", "data-action": "relative-records", onclick: () => app.navigate(`#/records?link=${link.id}`) }, "查看TA的记录"));
+  }
+  if (link.status === "ACTIVE") {
+    // Two steps: a tap on 解除关联 only asks; the link ends on 确认解除 (at once, on both phones).
+    const confirm = h("div", { class: "confirm hidden", "data-role": "end-link-confirm", role: "alertdialog" });
+    const ask = h("button", { class: "secondary danger", "data-action": "end-link", disabled: !app.online }, "解除关联");
+    const who = link.myRole === "holder" ? link.relativeName : link.holderName;
+    const consequence =
+      link.myRole === "holder"
+        ? "解除后将不能再出示TA的医保码、查看TA的记录或代TA办事，本机保存的TA的离线码也会删除。"
+        : "解除后TA将不能再出示您的医保码、查看您的记录或代您办事。";
+    const close = (): void => {
+      confirm.classList.add("hidden");
+      ask.hidden = false;
+    };
+    const yes = h("button", { class: "danger", "data-action": "end-link-confirm", disabled: !app.online }, "确认解除");
+    yes.addEventListener("click", async () => {
+      yes.disabled = true;
+      try {
+        await app.sdk.unlinkFamily(app.me!.id, link.id);
+        app.toast(`已解除与${who}的关联`);
+        reload();
+      } catch (error) {
+        yes.disabled = false;
+        fail(error);
+      }
+    });
+    mount(
+      confirm,
+      h("p", {}, `确定解除与${who}的关联吗？${consequence}`),
+      h("div", { class: "row" }, yes, h("button", { class: "secondary", "data-action": "end-link-cancel", onclick: close }, "取消")),
+    );
+    ask.addEventListener("click", () => {
+      confirm.classList.remove("hidden");
+      ask.hidden = true;
+    });
+    actions.push(ask);
+    confirmBox = confirm;
   }
   if (link.myRole === "relative" && link.status === "PENDING") {
     const respond = (accept: boolean) => async () => {
@@ -54,6 +92,7 @@ function linkItem(app: App, link: T.FamilyLink, reload: () => void): HTMLElement
     link.status === "ACTIVE" ? h("p", { class: "muted" }, `权限：${granted.join("、") || "无"}`) : null,
     link.myRole === "holder" && link.status === "PENDING" ? h("p", { class: "muted" }, "等待对方在自己的手机上确认") : null,
     actions.length ? h("div", { class: "row" }, actions) : null,
+    confirmBox,
   );
 }
 

@@ -4,7 +4,7 @@ import { type App, applyCare, loadCare, saveCare } from "./app";
 import { loginPage } from "./login";
 import { qrPage } from "./qr";
 import { createSdk } from "./sdk";
-import { h, mount } from "./ui";
+import { errorText, h, mount } from "./ui";
 
 const TABS: [string, string][] = [
   ["#/qr", "医保码"],
@@ -18,6 +18,9 @@ const sdk = createSdk(location.origin + base);
 const root = document.getElementById("app") as HTMLElement;
 let cleanups: (() => void)[] = [];
 let toastTimer: ReturnType<typeof setTimeout> | undefined;
+/** Why the login page shows (a login that ended by itself), until the next login. */
+let loginNotice: string | null = null;
+let loggingOut = false;
 
 const app: App = {
   sdk,
@@ -69,14 +72,7 @@ function header(): HTMLElement {
     {
       class: "secondary",
       id: "logout",
-      onclick: async () => {
-        await import("./replica").then(({ closeReplicas }) => closeReplicas()).catch(() => {});
-        await sdk.logout();
-        app.me = null;
-        applyCare(false);
-        app.care = false;
-        app.navigate("#/login");
-      },
+      onclick: () => void logOut(),
     },
     "退出",
   );
@@ -86,6 +82,48 @@ function header(): HTMLElement {
     h("div", {}, h("h1", {}, "医保服务"), me ? h("div", { class: "who" }, `${me.name}，您好`) : null),
     me ? h("div", { class: "row" }, careButton, logout) : null,
   );
+}
+
+const closeReplicas = (): Promise<void> => import("./replica").then(({ closeReplicas }) => closeReplicas()).catch(() => {});
+
+/** A logout leaves nothing of the person on this phone (a shared phone: the next login must find
+ * none of it): the replica's database goes, with the cached links and the offline voucher's device key
+ * and certificates. Only their care-mode choice stays. */
+async function logOut(): Promise<void> {
+  const me = app.me;
+  loggingOut = true; // the session's end below is this logout, not a lost session
+  try {
+    // The session goes first (the server is told meanwhile): the other tabs hear of it and stop their
+    // replicas before this one's stops and hands them the lead.
+    const ending = sdk.logout().catch(() => {});
+    const replica = await import("./replica").catch(() => null);
+    await replica?.closeReplicas().catch(() => {});
+    await ending;
+    if (me) {
+      sdk.forgetPerson(me.id);
+      // Offline without the chunk: the database stays until the next login of someone else removes it.
+      await replica?.removeReplica(me.id).catch(() => {});
+    }
+  } finally {
+    loggingOut = false;
+  }
+  app.me = null;
+  applyCare(false);
+  app.care = false;
+  loginNotice = null;
+  app.navigate("#/login");
+}
+
+/** The login ended without a logout (refresh refused: expired, revoked, logged out on another device or
+ * tab). The replication stops at once and the login page says why. The person's data stays on the phone
+ * for their next login (their replica, offline certificates); another person's login removes it. */
+function sessionLost(notice: string): void {
+  if (loggingOut) return;
+  sdk.sessionEnded();
+  void closeReplicas();
+  app.me = null;
+  loginNotice = notice;
+  app.navigate("#/login");
 }
 
 function netBanner(): HTMLElement {
@@ -120,9 +158,11 @@ async function render(): Promise<void> {
   }
   if (!app.me || path === "#/login") {
     if (app.me && path === "#/login") return app.navigate("#/qr");
-    mount(root, header(), netBanner(), loginPage(app));
+    const notice = loginNotice ? h("p", { class: "error", id: "login-notice", role: "alert" }, loginNotice) : null;
+    mount(root, header(), netBanner(), notice, loginPage(app));
     return;
   }
+  loginNotice = null;
   const page = h("section", { class: "page", id: `page-${path.slice(2) || "qr"}` });
   mount(root, header(), netBanner(), page, tabbar(path));
   try {
@@ -140,13 +180,9 @@ async function render(): Promise<void> {
         await qrPage(app, page, params);
     }
   } catch (error) {
-    if (sdk.isReloginError(error)) {
-      app.me = null;
-      app.toast("登录已过期，请重新登录");
-      app.navigate("#/login");
-      return;
-    }
-    page.appendChild(h("p", { class: "error" }, String((error as Error)?.message ?? error)));
+    if (sdk.isReloginError(error)) return sessionLost("登录已失效，请重新登录");
+    page.appendChild(h("p", { class: "error", id: "page-error", role: "alert" }, `本页暂时无法显示：${errorText(error)}`));
+    page.appendChild(h("button", { class: "secondary", id: "page-retry", onclick: () => void render() }, "重试"));
   }
 }
 
@@ -173,8 +209,37 @@ window.addEventListener(
 window.addEventListener("online", () => setOnline(true));
 window.addEventListener("offline", () => setOnline(false));
 window.addEventListener("hashchange", () => void render());
-sdk.onSessionLost(() => {
-  app.me = null;
-  app.navigate("#/login");
+sdk.onSessionLost(() => sessionLost("登录已失效，请重新登录"));
+// A login that ended can also show where no page call catches it: a replica's stream socket asks for a
+// token when it opens (graphql-ws), e.g. in a tab handed the lead just as the login ended elsewhere.
+window.addEventListener("unhandledrejection", (event) => {
+  if (!sdk.isReloginError(event.reason)) return;
+  event.preventDefault();
+  void sdk.client.isLoggedIn().then((loggedIn) => {
+    if (!loggedIn && app.me) sessionLost("登录已失效，请重新登录");
+  });
+});
+// The page's other tabs share the login (localStorage): follow what they do to it.
+window.addEventListener("storage", (event) => {
+  if (event.storageArea !== localStorage) return;
+  const ended = event.key === null || (event.key === sdk.keys.session && event.newValue === null);
+  if (ended) {
+    if (app.me) sessionLost("登录已结束（可能已在其他页面退出），请重新登录");
+    return;
+  }
+  if (event.key === sdk.keys.session && !app.me) return void render(); // logged in in another tab
+  if (event.key === sdk.keys.me && app.me && event.newValue) {
+    let id: unknown;
+    try {
+      id = (JSON.parse(event.newValue) as { id?: unknown }).id;
+    } catch {
+      return;
+    }
+    if (id === app.me.id) return;
+    // Another person logged in in another tab: nothing of the one shown here may stay on screen.
+    void closeReplicas();
+    app.me = null;
+    void render();
+  }
 });
 void render();

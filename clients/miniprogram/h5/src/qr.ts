@@ -20,11 +20,23 @@ export async function qrPage(app: App, page: HTMLElement, params: URLSearchParam
   const prefetched = linkId ? null : app.sdk.takePrefetched(); // asked for during the login
   const first = prefetched?.voucher ?? (app.online ? app.sdk.issueVoucher(linkId) : null);
   first?.catch(() => {}); // awaited in show()
-  const links = await app.sdk.familyLinks(app.online, false, prefetched?.links).catch(() => [] as LinkSummary[]);
+  let linksKnown = true;
+  const links = await app.sdk.familyLinks(app.online, false, prefetched?.links).catch(() => ((linksKnown = false), [] as LinkSummary[]));
+  const canShow = (candidate: LinkSummary): boolean => candidate.myRole === "holder" && candidate.status === "ACTIVE" && candidate.permissions.includes("SHOW_VOUCHER");
   const link = linkId ? links.find((candidate) => candidate.id === linkId) : undefined;
+  if (linkId && linksKnown && !(link && canShow(link))) {
+    // An ended link (or one that no longer lets me show the code): no code, and no stale one either.
+    mount(
+      page,
+      h("h2", {}, "家人的医保码"),
+      h("div", { class: "qr card", id: "qr-box" }, h("div", { class: "dead", id: "qr-dead", role: "alert" }, "与这位家人的关联已解除，或TA没有授权您出示医保码。")),
+      h("button", { class: "secondary", onclick: () => app.navigate("#/qr") }, "返回我的医保码"),
+    );
+    return;
+  }
   const whose = link ? `${link.relativeName}（${link.relationshipLabel}）的医保码` : "我的医保码";
   const box = h("div", { class: "qr card", id: "qr-box", "aria-live": "polite" }, h("p", { class: "loading" }, "正在生成医保码…"));
-  const showable = links.filter((candidate) => candidate.myRole === "holder" && candidate.status === "ACTIVE" && candidate.permissions.includes("SHOW_VOUCHER"));
+  const showable = links.filter(canShow);
   mount(
     page,
     h("h2", {}, whose),

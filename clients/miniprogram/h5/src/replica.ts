@@ -5,7 +5,13 @@
 // new) or in memory where IndexedDB is missing. A filing draft made offline is a document with a
 // client-made UUID; RxDB pushes it when the signal returns, and the server's master (with its serverId)
 // comes back through the pull or the stream.
-import type { RxDatabase } from "rxdb";
+//
+// Several tabs of the page share the database (multiInstance): RxDB elects one of them to replicate
+// and tells the others of every write, so a draft saved in one tab shows in the other at once. One
+// person's data on the phone at a time: a logout removes the database, and a login removes any that
+// another person's login left behind (it ended without a logout).
+import { type RxChangeEvent, type RxDatabase, addRxPlugin, removeRxDatabase } from "rxdb";
+import { RxDBLeaderElectionPlugin } from "rxdb/plugins/leader-election";
 import { getRxStorageDexie } from "rxdb/plugins/storage-dexie";
 
 import { uuid4 } from "../../src/client";
@@ -21,9 +27,29 @@ export interface Records {
   accountFlows: Doc[];
 }
 
+addRxPlugin(RxDBLeaderElectionPlugin);
+
+const hasIndexedDb = (): boolean => typeof indexedDB !== "undefined";
+const databaseName = (personId: string): string => `yibao-h5-${personId.replace(/[^0-9a-z]/gi, "")}`;
+/** The person of an IndexedDB database that RxDB's dexie storage made for a replica
+ * (`rxdb-dexie-yibao-h5-<id>--<version>--<collection>`). */
+const DATABASE_OF = /(?:^|-)yibao-h5-([0-9a-z]+)--/i;
+
+/** A link whose relative's offline code this phone may still compose: active, mine to show. (The
+ * replica has the server's own spelling, `active` and `show_voucher`; GraphQL's enums are upper case.) */
+const showable = (doc: Record<string, unknown> | undefined): boolean =>
+  !!doc &&
+  !doc._deleted &&
+  String(doc.status).toUpperCase() === "ACTIVE" &&
+  doc.myRole === "holder" &&
+  Array.isArray(doc.permissions) &&
+  doc.permissions.some((permission) => String(permission).toUpperCase() === "SHOW_VOUCHER");
+
 const byDesc = (field: string) => (a: Doc, b: Doc) => String(b[field] ?? "").localeCompare(String(a[field] ?? ""));
 
 export class Replica {
+  private readonly stops: (() => void)[] = [];
+
   private constructor(
     readonly db: RxDatabase,
     readonly replication: YibaoReplication,
@@ -31,16 +57,43 @@ export class Replica {
   ) {}
 
   static async open(sdk: Sdk, personId: string): Promise<Replica> {
-    const name = `yibao-h5-${personId.replace(/[^0-9a-z]/gi, "")}`;
-    const storage = typeof indexedDB === "undefined" ? undefined : getRxStorageDexie();
-    const db = await createYibaoDatabase({ name, storage: storage as never });
+    await removeOtherDatabases(personId).catch(() => {}); // another tab may be removing them too
+    const storage = hasIndexedDb() ? getRxStorageDexie() : undefined;
+    const db = await createYibaoDatabase({ name: databaseName(personId), storage: storage as never, multiInstance: hasIndexedDb() });
     const replication = startReplication(db, sdk.client, {
       baseUrl: sdk.baseUrl,
       replicationIdentifierPrefix: `h5-${personId}`,
       retryTimeMs: 3_000,
       wsOptions: { retryAttempts: Infinity, shouldRetry: () => true },
     });
-    return new Replica(db, replication, personId);
+    const replica = new Replica(db, replication, personId);
+    replica.forgetEndedLinks(sdk);
+    return replica;
+  }
+
+  /** A relative's offline certificate goes when their link leaves the replica (ended, declined,
+   * expired: the server deletes closed links) or stops letting me show their code. Each change is
+   * acted on as it comes; after the first pull, certificates of links the replica does not hold are
+   * swept too (ended while this phone had no replica, e.g. before a logout's wipe was possible). */
+  private forgetEndedLinks(sdk: Sdk): void {
+    const forget = (linkId: string): void => void sdk.forgetLinkCertificate(this.personId, linkId).catch(() => {});
+    const links = this.db.collections.familylinks!;
+    const subscription = links.$.subscribe((event: RxChangeEvent<Record<string, unknown>>) => {
+      const doc = event.documentData as Record<string, unknown> | undefined;
+      if (!doc || doc._deleted) sdk.dropCachedLink(this.personId, event.documentId);
+      if (!showable(doc)) forget(event.documentId);
+    });
+    this.stops.push(() => subscription.unsubscribe());
+    let stopped = false;
+    this.stops.push(() => (stopped = true));
+    void this.replication.states.get("FamilyLink")
+      ?.awaitInitialReplication()
+      .then(async () => {
+        if (stopped) return;
+        const kept = new Set((await links.find().exec()).filter((doc) => showable(doc.toJSON() as Record<string, unknown>)).map((doc) => doc.primary));
+        for (const linkId of sdk.certifiedLinks(this.personId)) if (!kept.has(linkId)) forget(linkId);
+      })
+      .catch(() => {});
   }
 
   private async all(collection: string, selector: Record<string, unknown> = {}): Promise<Doc[]> {
@@ -130,9 +183,56 @@ export class Replica {
   }
 
   async close(): Promise<void> {
+    for (const stop of this.stops) stop();
+    // A closing tab must not become the one that replicates (the others' closing hands it the lead):
+    // it leaves the election first.
+    if (this.db.multiInstance) void this.db.leaderElector().die().catch(() => {});
+    // RxDB's GraphQL replication takes its share of the socket when a state starts (in the tab that
+    // leads) but gives it back on every cancel: in a tab that never led, that cancel throws before
+    // stopping the state, the database stays open, and the state would start on a later leadership.
+    // A state that never started is stopped by the base class's cancel, which has nothing to give back.
+    const unstarted = [...this.replication.states.values()].filter((state) => !state.wasStarted);
+    await Promise.all(unstarted.map((state) => (Object.getPrototypeOf(state) as { cancel(): Promise<unknown> }).cancel.call(state)));
     await this.replication.cancel();
     await this.db.close();
   }
+}
+
+/** Removes a person's replica from this browser (closed first: see closeReplicas). */
+export async function removeReplica(personId: string): Promise<void> {
+  if (!hasIndexedDb()) return; // in memory: gone with the page
+  await removeDatabase(databaseName(personId));
+}
+
+/** RxDB's removal empties each of the database's IndexedDB databases (dexie makes one per collection
+ * and one per replication's metadata) but leaves them, named after the person: they are deleted too. */
+async function removeDatabase(name: string): Promise<void> {
+  await removeRxDatabase(name, getRxStorageDexie(), true);
+  if (typeof indexedDB.databases !== "function") return;
+  const prefix = `rxdb-dexie-${name}--`;
+  const files = (await indexedDB.databases()).map((db) => db.name ?? "").filter((file) => file.startsWith(prefix));
+  await Promise.all(
+    files.map(
+      (file) =>
+        new Promise<void>((resolve) => {
+          // Blocked: another tab still has it open; IndexedDB deletes it once that tab lets go.
+          const request = indexedDB.deleteDatabase(file);
+          request.onsuccess = request.onerror = request.onblocked = () => resolve();
+        }),
+    ),
+  );
+}
+
+/** Removes every replica on this browser but `personId`'s. */
+async function removeOtherDatabases(personId: string): Promise<void> {
+  if (!hasIndexedDb() || typeof indexedDB.databases !== "function") return;
+  const mine = databaseName(personId).slice("yibao-h5-".length);
+  const others = new Set<string>();
+  for (const { name } of await indexedDB.databases()) {
+    const owner = name ? DATABASE_OF.exec(name)?.[1] : undefined;
+    if (owner && owner !== mine) others.add(owner);
+  }
+  await Promise.all([...others].map((owner) => removeDatabase(`yibao-h5-${owner}`)));
 }
 
 const opening = new Map<string, Promise<Replica>>();
@@ -148,7 +248,7 @@ export function replicaFor(sdk: Sdk, personId: string): Promise<Replica> {
   return replica;
 }
 
-/** Stops every open replica (a logout: the next login opens its own). */
+/** Stops every open replica (a logout or a lost session: the next login opens its own). */
 export async function closeReplicas(): Promise<void> {
   const all = [...opening.values()];
   opening.clear();

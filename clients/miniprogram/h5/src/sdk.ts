@@ -24,8 +24,13 @@ interface Prefetched {
   links: Promise<LinkSummary[]>;
 }
 
+const SESSION_KEY = "yibao.session"; // the SDK's default, named here for the other tabs' storage events
 const ME_KEY = "yibao.h5.me";
 const LINKS_KEY = "yibao.h5.links.";
+const VOUCHER_KEY = "yibao.voucher.";
+/** Whose a stored key is: `yibao.h5.links.<id>[.all]` and `yibao.voucher.<id>.<...>`. Care mode
+ * (`yibao.h5.care.<id>`, app.ts) is not among them: it is remembered per user, past a logout. */
+const PERSON_KEY = /^(?:yibao\.h5\.links\.|yibao\.voucher\.)([^.]*)/;
 
 function readJson<V>(key: string): V | null {
   try {
@@ -33,6 +38,22 @@ function readJson<V>(key: string): V | null {
     return raw ? (JSON.parse(raw) as V) : null;
   } catch {
     return null;
+  }
+}
+
+function storageKeys(): string[] {
+  try {
+    return Array.from({ length: localStorage.length }, (_, index) => localStorage.key(index)).filter((key): key is string => key !== null);
+  } catch {
+    return [];
+  }
+}
+
+function removeKey(key: string): void {
+  try {
+    localStorage.removeItem(key);
+  } catch {
+    // storage disabled: nothing was kept
   }
 }
 
@@ -46,7 +67,7 @@ function writeJson(key: string, value: unknown): void {
 
 export function createSdk(baseUrl: string) {
   const storage = localStorageAdapter();
-  const client = new YibaoClient({ baseUrl, transport: createFetchTransport(baseUrl), storage, timeoutMs: 20_000 });
+  const client = new YibaoClient({ baseUrl, transport: createFetchTransport(baseUrl), storage, storageKey: SESSION_KEY, timeoutMs: 20_000 });
   let online = navigator.onLine;
   let prefetched: Prefetched | null = null;
   const sessionLost = new Set<() => void>();
@@ -59,8 +80,7 @@ export function createSdk(baseUrl: string) {
   // One device key and certificate set per person on this browser: a shared phone never shows one
   // person's offline code to another.
   const vouchers = new Map<string, OfflineVoucher>();
-  const voucherFor = async (): Promise<OfflineVoucher> => {
-    const personId = readJson<Me>(ME_KEY)?.id ?? "anonymous";
+  const voucherFor = async (personId = readJson<Me>(ME_KEY)?.id ?? "anonymous"): Promise<OfflineVoucher> => {
     let voucher = vouchers.get(personId);
     if (!voucher) {
       const { OfflineVoucher } = await voucherModule();
@@ -75,6 +95,8 @@ export function createSdk(baseUrl: string) {
     client,
     storage,
     baseUrl,
+    /** The storage keys another tab's changes to which this tab follows (main.ts). */
+    keys: { session: SESSION_KEY, me: ME_KEY },
     isNetworkError,
     isReloginError,
     isYibaoError: (error: unknown): error is YibaoError => error instanceof YibaoError,
@@ -97,7 +119,19 @@ export function createSdk(baseUrl: string) {
       prefetched.links.catch(() => {});
       const me = await client.me();
       writeJson(ME_KEY, me);
+      sdk.forgetOthers(me.id);
       return me;
+    },
+
+    /** Ends the link (either side may), at once on the server; its offline certificate goes too. */
+    async unlinkFamily(personId: string, linkId: string): Promise<void> {
+      await client.query<{ unlinkFamily: { id: string; status: string } }>(
+        "mutation UnlinkFamily($linkId: ID!) { unlinkFamily(linkId: $linkId) { id status } }",
+        { linkId },
+        { operationName: "UnlinkFamily" },
+      );
+      sdk.dropCachedLink(personId, linkId);
+      await sdk.forgetLinkCertificate(personId, linkId);
     },
 
     takePrefetched(): Prefetched | null {
@@ -106,9 +140,64 @@ export function createSdk(baseUrl: string) {
       return taken;
     },
 
+    /** Ends the login (on the server when online). The person's data on this phone goes with
+     * forgetPerson (main.ts, with the replica's database). */
     async logout(): Promise<void> {
-      localStorage.removeItem(ME_KEY);
+      removeKey(ME_KEY);
+      prefetched = null;
       await client.logout();
+    },
+
+    /** The login ended without a logout (refused refresh, logged out on another device): who was
+     * logged in is forgotten; their data stays for their next login and goes at another's (login). */
+    sessionEnded(): void {
+      removeKey(ME_KEY);
+      prefetched = null;
+    },
+
+    /** Removes what this browser keeps of a person (a logout on a shared phone): the cached family
+     * links and the offline voucher's device key, certificates and counter. Care mode stays. */
+    forgetPerson(personId: string): void {
+      vouchers.delete(personId);
+      for (const key of storageKeys()) {
+        if (PERSON_KEY.exec(key)?.[1] === personId) removeKey(key);
+      }
+      if (readJson<Me>(ME_KEY)?.id === personId) removeKey(ME_KEY);
+    },
+
+    /** Removes what this browser keeps of anyone but `personId` (left by a login that ended without
+     * a logout): one person's data on the phone at a time. */
+    forgetOthers(personId: string): void {
+      for (const key of storageKeys()) {
+        const owner = PERSON_KEY.exec(key)?.[1];
+        if (owner !== undefined && owner !== personId) {
+          vouchers.delete(owner);
+          removeKey(key);
+        }
+      }
+    },
+
+    /** Removes the offline certificate this phone holds for a relative's link (the link ended, or no
+     * longer lets me show their code): no code of theirs can be composed here any more. */
+    async forgetLinkCertificate(personId: string, linkId: string): Promise<void> {
+      if (sdk.certifiedLinks(personId).includes(linkId)) await (await voucherFor(personId)).forget(linkId);
+    },
+
+    /** An ended link leaves the links kept for offline use (else the offline QR page offered it). */
+    dropCachedLink(personId: string, linkId: string): void {
+      for (const key of [LINKS_KEY + personId, `${LINKS_KEY}${personId}.all`]) {
+        const links = readJson<LinkSummary[]>(key);
+        if (links?.some((link) => link.id === linkId)) writeJson(key, links.filter((link) => link.id !== linkId));
+      }
+    },
+
+    /** The links whose offline certificate this phone holds for `personId`. */
+    certifiedLinks(personId: string): string[] {
+      const prefix = `${VOUCHER_KEY}${personId}.certificate.`;
+      return storageKeys()
+        .filter((key) => key.startsWith(prefix))
+        .map((key) => key.slice(prefix.length))
+        .filter((linkId) => linkId !== "self");
     },
 
     /** Who is logged in: as last seen (checked with the server in the background, so the QR is not

@@ -57,9 +57,17 @@ export function localDate(iso: string | null | undefined): string {
   return localTime(iso).slice(0, 10);
 }
 
-/** The message of an error, for the resident (the server's messages are zh-CN already). */
+const CHINESE = /[\u4e00-\u9fff]/;
+
+/** The message of an error, for the resident: always Chinese. The server's messages (and the page's
+ * own) are zh-CN already and shown as they are; anything else (a proxy's HTTP status, a browser's or
+ * RxDB's English) becomes a plain Chinese sentence. */
 export function errorText(error: unknown): string {
-  const message = (error as { message?: string })?.message ?? String(error);
-  if (/fetch|network|timeout|Failed to|NetworkError|offline/i.test(message)) return "网络不可用，请稍后再试";
-  return message;
+  const message = String((error as { message?: unknown } | null)?.message ?? error);
+  const name = String((error as { name?: unknown } | null)?.name ?? "");
+  if (name === "NetworkError" || /fetch|network|timeout|Failed to|offline/i.test(message)) return "网络不可用，请稍后再试";
+  const status = Number((error as { status?: unknown } | null)?.status);
+  if (name === "BadResponse" && (status >= 500 || status === 429)) return "服务暂时不可用，请稍后再试";
+  if (CHINESE.test(message)) return message;
+  return "操作没有成功，请稍后再试；如果一直这样，请刷新页面";
 }
