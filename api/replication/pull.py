@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -235,28 +235,31 @@ def _next_phase(current: Checkpoint) -> None:
     current.after = ""
 
 
+_R = VoucherRevocation.__table__.c  # type: ignore[attr-defined]
+# Built once, plain columns: every pull asks (an empty one too), and ORM entities cost more than the rows.
+_REVOCATIONS_AFTER = (
+    select(_R.version, _R.kind, _R.ref, _R.reason)
+    .where(_R.version > bindparam("after"))
+    .order_by(_R.version)
+    .limit(bindparam("rows"))
+)
+
+
 async def _revocations(session: AsyncSession, current: Checkpoint, page: _Page) -> bool:
     """Revocation entries after the terminal's version; whether more remain."""
-    rows = list(
-        (
-            await session.execute(
-                select(VoucherRevocation)
-                .where(col(VoucherRevocation.version) > current.revocations)
-                .order_by(col(VoucherRevocation.version))
-                .limit(page.room + 1)
-            )
-        ).scalars()
-    )
-    for row in rows[: page.room]:
+    rows = (
+        await session.execute(_REVOCATIONS_AFTER, {"after": current.revocations, "rows": page.room + 1})
+    ).all()
+    for version, kind, ref, reason in rows[: page.room]:
         page.add(
             {
                 "entity": REVOCATION,
-                "id": str(row.version),
+                "id": str(version),
                 "op": "upsert",
-                "data": {"version": row.version, "kind": row.kind, "ref": row.ref, "reason": row.reason},
+                "data": {"version": version, "kind": kind, "ref": ref, "reason": reason},
             }
         )
-        current.revocations = row.version
+        current.revocations = version
     return len(rows) > page.room
 
 
