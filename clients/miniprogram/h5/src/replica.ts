@@ -204,11 +204,16 @@ export async function removeReplica(personId: string): Promise<void> {
   await removeDatabase(databaseName(personId));
 }
 
-/** RxDB's removal empties each of the database's IndexedDB databases (dexie makes one per collection
- * and one per replication's metadata) but leaves them, named after the person: they are deleted too. */
+/** Deletes the IndexedDB databases RxDB's dexie storage made for `name` (one per collection, one per
+ * replication's metadata, one for RxDB's own records): that is the whole replica. RxDB's own removal
+ * only empties them (they stay, named after the person), and two tabs running it at once (both
+ * opening the next person's replica) trip over each other; IndexedDB queues two deletions of one
+ * database instead. Without `indexedDB.databases()` (older browsers) RxDB's removal empties them. */
 async function removeDatabase(name: string): Promise<void> {
-  await removeRxDatabase(name, getRxStorageDexie(), true);
-  if (typeof indexedDB.databases !== "function") return;
+  if (typeof indexedDB.databases !== "function") {
+    await removeRxDatabase(name, getRxStorageDexie(), true);
+    return;
+  }
   const prefix = `rxdb-dexie-${name}--`;
   const files = (await indexedDB.databases()).map((db) => db.name ?? "").filter((file) => file.startsWith(prefix));
   await Promise.all(
