@@ -15,9 +15,9 @@ with its own person's id in the query, so what it sends is what the database hol
 not exist (a savepoint rolled back on SQLite) is never sent.
 
 Change-log announcements ride the same machinery on a second channel: `api.replication.changelog.record`
-stages the people whose scopes a transaction's entries touch (`stage_changes`), and the transaction
-announces them once, as it commits (`{"c": [person ids]}`, or `{"c": "*"}` when too many to list), never
-per entry. A `ChangeWatch` (a mobile replication stream) is woken when one of its people is named; it
+stages the people whose scopes a transaction's entries touch (`stage_changes`), and they are announced
+once, after the transaction commits (`{"c": [person ids]}`, or `{"c": "*"}` when too many to list), never
+per entry; on PostgreSQL in a NOTIFY of its own, outside the writer's transaction (`_Announcer`). A `ChangeWatch` (a mobile replication stream) is woken when one of its people is named; it
 then reads the change log itself, so a wake-up for a change it cannot see sends nothing.
 """
 
@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
@@ -37,7 +38,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, select, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col
@@ -405,24 +406,72 @@ _CHANGED = "yibao.changes.pending"
 @dataclass(slots=True)
 class _StagedChanges:
     key: str
-    postgres: bool
+    announcer: _Announcer | None
+    """PostgreSQL: who sends the NOTIFY after the commit (None on SQLite: the local brokers)."""
     person_ids: set[int]
+
+
+class _Announcer:
+    """Sends one engine's change announcements after their transactions commit, as NOTIFYs of their own.
+
+    Not in the writer's transaction: a transaction that ran NOTIFY takes PostgreSQL's database-wide
+    NOTIFY lock at commit and holds it through its WAL flush, so every writer (each terminal push)
+    would commit one at a time. After the commit, the announcement also never reaches a listener
+    before the change is visible. Commits that land while a send is in flight are merged into the next
+    one (a burst of pushes costs a few NOTIFYs, not one each). A send that fails, or a process that
+    ends before it ran, loses a wake-up: the streams' safety-net poll finds the change."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pending: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, person_ids: Collection[int]) -> None:
+        """On the engine's event loop (a session's after_commit runs there)."""
+        self._pending.update(person_ids)
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._send(), name="change-announcer")
+
+    async def _send(self) -> None:
+        while self._pending:
+            ids, self._pending = frozenset(self._pending), set()
+            try:
+                async with self._engine.connect() as connection:
+                    for payload in ChangeAnnouncement(ids).payloads():
+                        await connection.execute(
+                            text("SELECT pg_notify(:channel, :payload)"),
+                            {"channel": CHANGES_CHANNEL, "payload": payload},
+                        )
+                    await connection.commit()
+            except Exception:  # the database is unreachable: the safety-net poll covers it
+                log.warning("change announcement of %d people not sent", len(ids), exc_info=True)
+
+
+_announcers: weakref.WeakKeyDictionary[Engine, _Announcer] = weakref.WeakKeyDictionary()
+
+
+def _announcer(engine: Engine) -> _Announcer:
+    found = _announcers.get(engine)
+    if found is None:
+        found = _announcers[engine] = _Announcer(AsyncEngine(engine))
+    return found
 
 
 def stage_changes(session: AsyncSession, person_ids: Iterable[int]) -> None:
     """Adds people whose scopes the session's transaction changed; the transaction announces them all
-    once, as it commits: one NOTIFY (a few for thousands of people) on PostgreSQL, sent in the
-    transaction by its `before_commit` and delivered only if it commits; the local brokers after the
-    commit on SQLite. A rollback (or a close without commit) drops them. Costs a set update per call: `changelog.record` calls it."""
+    once, after it commits: one NOTIFY (a few for thousands of people) on PostgreSQL, sent outside the
+    transaction (`_Announcer`); the local brokers on SQLite. A rollback (or a close without commit)
+    drops them. Costs a set update per call: `changelog.record` calls it."""
     sync = session.sync_session
     staged: _StagedChanges | None = sync.info.get(_CHANGED)
     if staged is None:
-        if not event.contains(sync, "before_commit", _changes_before_commit):
-            event.listen(sync, "before_commit", _changes_before_commit)
+        if not event.contains(sync, "after_commit", _changes_after_commit):
             event.listen(sync, "after_commit", _changes_after_commit)
             event.listen(sync, "after_transaction_end", _changes_after_end)
         engine = session.get_bind().engine
-        staged = _StagedChanges(_database_key(engine.url), engine.dialect.name == "postgresql", set())
+        announcer = _announcer(engine) if engine.dialect.name == "postgresql" else None
+        staged = _StagedChanges(_database_key(engine.url), announcer, set())
         sync.info[_CHANGED] = staged
     staged.person_ids.update(person_ids)
 
@@ -432,25 +481,14 @@ def stage_changes(session: AsyncSession, person_ids: Iterable[int]) -> None:
 # nothing, a lost one would wait for the safety-net poll).
 
 
-def _changes_before_commit(session: Session) -> None:
-    staged: _StagedChanges | None = session.info.get(_CHANGED)
-    if staged is None or not staged.postgres or session.in_nested_transaction():
-        return
-    del session.info[_CHANGED]
-    if not staged.person_ids:
-        return
-    for payload in ChangeAnnouncement(frozenset(staged.person_ids)).payloads():
-        # In the committing transaction: PostgreSQL delivers it with the commit, or never.
-        session.execute(
-            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANGES_CHANNEL, "payload": payload}
-        )
-
-
 def _changes_after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return
     staged: _StagedChanges | None = session.info.pop(_CHANGED, None)
     if staged is None or not staged.person_ids:
+        return
+    if staged.announcer is not None:
+        staged.announcer.add(staged.person_ids)
         return
     with _local_lock:
         brokers = list(_local_brokers.get(staged.key, ()))

@@ -13,8 +13,8 @@ Capabilities call `record()` beside their writes (people, settlements, policy ve
 pull calls `sequence()` and then reads seq ranges per scope.
 
 Wake-up. `record()` also stages the people whose scopes its entries touch on the session; the
-transaction announces them once, as it commits (api.notifications.broker.stage_changes: NOTIFY on
-PostgreSQL, the in-process brokers on SQLite), and the mobile streams that follow one of them read the
+transaction announces them once, after it commits (api.notifications.broker.stage_changes: a NOTIFY
+of its own on PostgreSQL, the in-process brokers on SQLite), and the mobile streams that follow one of them read the
 log at once instead of polling it. Other scopes (villages, clinics, policy) are not announced: no live
 stream reads them.
 """

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import col
@@ -396,3 +397,66 @@ async def test_a_reconnected_listener_wakes_every_watch_once(state: AppState) ->
             await woken(watch)
     finally:
         await listener.stop()
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_a_closed_stream_leaves_no_watch_behind(
+    state: AppState, live_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phone that goes away (its socket closed while the stream waits) takes its watch with it."""
+    brokers: list[Broker] = []
+    original = Broker.watch_changes
+
+    def watch_changes(self: Broker, persons: Any) -> Any:
+        brokers.append(self)
+        return original(self, persons)
+
+    monkeypatch.setattr(Broker, "watch_changes", watch_changes)
+    me = await world.person(state)
+    assert me.token is not None
+    async with streaming(live_server, me.token, "Settlement") as ws:
+        assert (await event(ws, "Settlement"))["resync"]
+        [server] = brokers
+        assert server._watches.get(me.person_id)
+        await seed_records(state, me.person_id, count=1)
+        assert (await event(ws, "Settlement"))["documents"]
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while server._watches.get(me.person_id):  # the server notices the closed socket
+        assert asyncio.get_running_loop().time() < deadline, "the watch outlived its stream"
+        await asyncio.sleep(0.02)
+
+
+@postgres_only
+async def test_a_writers_transaction_sends_no_notify(state: AppState) -> None:
+    """A transaction that ran NOTIFY takes PostgreSQL's database-wide NOTIFY lock at commit and holds it
+    through its WAL flush, so concurrent writers (every terminal push) would commit one at a time. The
+    change announcement is sent after the commit instead, in a statement of its own."""
+    me = await world.person(state)
+    notified_in_writes: list[str] = []
+    wrote: set[int] = set()  # connections (by id) whose open transaction wrote the change log
+
+    def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "change_log" in statement and statement.lstrip().upper().startswith("INSERT"):
+            wrote.add(id(conn))
+        elif "pg_notify" in statement and id(conn) in wrote:
+            notified_in_writes.append(statement)
+
+    def ended(conn: Any) -> None:
+        wrote.discard(id(conn))
+
+    sync_engine = state.db.engine.sync_engine
+    sa_event.listen(sync_engine, "before_cursor_execute", before)
+    sa_event.listen(sync_engine, "commit", ended)
+    sa_event.listen(sync_engine, "rollback", ended)
+    try:
+        async with started(state) as broker:
+            with broker.watch_changes({me.person_id}) as watch:
+                async with state.db.session() as session:
+                    await write_settlement(session, me.person_id)
+                    await session.commit()
+                await woken(watch)  # still announced, on this worker's broker and every other
+    finally:
+        sa_event.remove(sync_engine, "before_cursor_execute", before)
+        sa_event.remove(sync_engine, "commit", ended)
+        sa_event.remove(sync_engine, "rollback", ended)
+    assert notified_in_writes == []
