@@ -141,7 +141,9 @@ async def _spend_within_grace(
         if row is None:
             raise Unauthenticated("登录凭证无效，请重新登录", reason="unknown_refresh_token")
         session_id, used_at, successor = row
-        if successor is None or used_at is None or now - used_at > grace:
+        # `now - used_at` may be negative (a duplicate whose clock read before the winner's, then waited
+        # on its row lock; another worker's clock): that is within a grace, but a grace of 0 is none.
+        if grace <= timedelta(0) or successor is None or used_at is None or now - used_at > grace:
             raise await _reuse(session, session_id, now)
         superseded = await session.execute(
             update(RefreshToken)

@@ -414,3 +414,51 @@ async def test_concurrent_first_hits_with_stale_windows_do_not_deadlock(state: A
                 await ratelimit.hit(session, key, limit=10, window_s=60, now=at)
 
         await asyncio.gather(*(first_hit(key, now + round_ * 60) for key in keys))
+
+
+@pytest.mark.parametrize("offset_s", [0, -1])
+async def test_without_a_grace_window_a_second_use_is_always_reuse(
+    gql: GraphQLClient, state: AppState, offset_s: int
+) -> None:
+    # reuse_grace=0 (refresh_reuse_grace_seconds = 0, "turns the grace off"): a second use at the same
+    # instant, or by a request whose clock read a moment before the winner's (it then waited on the
+    # winner's row lock, or runs on a worker whose clock is behind), is reuse like any other.
+    from api.auth import service
+    from api.errors import Unauthenticated
+
+    first = await gql.login("spouse")
+    now = datetime.now(UTC)
+    async with state.db.session() as session:
+        second = await service.refresh(session, state.tokens, first["refreshToken"], now=now)
+    async with state.db.session() as session:
+        with pytest.raises(Unauthenticated) as refused:
+            await service.refresh(
+                session, state.tokens, first["refreshToken"], now=now + timedelta(seconds=offset_s)
+            )
+    assert refused.value.extensions.get("reason") == "refresh_token_reused"
+    assert await _reason(gql, second.access_token) == "session_revoked"
+
+
+async def test_a_grace_retry_for_a_disabled_account_gets_nothing_and_spends_nothing(
+    gql: GraphQLClient, state: AppState
+) -> None:
+    from sqlalchemy import update
+
+    from api.auth.models import Account
+
+    first = await gql.login("stranger")
+    second = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
+    account = Account.id == int(str(_claims_of(first["accessToken"])["sub"]))  # type: ignore[arg-type]
+    async with state.db.session() as session:
+        await session.execute(update(Account).where(account).values(disabled=True))
+        await session.commit()
+    try:
+        retried = await gql(REFRESH, {"t": first["refreshToken"]})
+        assert retried["errors"][0]["extensions"]["reason"] == "account_disabled", retried
+        assert not retried.get("data")
+    finally:
+        async with state.db.session() as session:
+            await session.execute(update(Account).where(account).values(disabled=False))
+            await session.commit()
+    # The refused retry replaced nothing: the phone's pair goes on.
+    assert "errors" not in await gql(REFRESH, {"t": second["refreshToken"]})
