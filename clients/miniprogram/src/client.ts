@@ -339,6 +339,12 @@ export class YibaoClient {
     return (await this.call<{ respondFamilyLink: T.FamilyLink }>("RespondFamilyLink", { id, accept, permissions })).respondFamilyLink;
   }
 
+  /** Ends the link (either side, active or pending) at once. The server answers a repeat with the
+   * closed link as it is, so it is retried. */
+  async unlinkFamily(linkId: string): Promise<T.FamilyLink> {
+    return (await this.call<{ unlinkFamily: T.FamilyLink }>("UnlinkFamily", { linkId }, { idempotent: true })).unlinkFamily;
+  }
+
   async filingKinds(): Promise<T.FilingKind[]> {
     return (await this.call<{ filingKinds: T.FilingKind[] }>("FilingKinds")).filingKinds;
   }

@@ -44,6 +44,8 @@ export const OPERATIONS = {
   RespondFamilyLink: { kind: "mutation", document: "mutation RespondFamilyLink($id:ID!$accept:Boolean!$permissions:[LinkPermission!]){respondFamilyLink(id:$id accept:$accept permissions:$permissions){...FamilyLinkFields}}fragment FamilyLinkFields on FamilyLink{id relationship relationshipLabel method status myRole holderName relativeName relativeIdNumberMasked permissions requestedPermissions createdAt expiresAt decidedAt}" },
   // filings.graphql
   SubmitFiling: { kind: "mutation", document: "mutation SubmitFiling($id:ID!$changes:JSON){submitFiling(id:$id changes:$changes){...FilingFields}}fragment FilingFields on Filing{id clientId kind kindLabel status statusLabel stage stageLabel personName filedByName filedOnBehalf linkId fields amountFen dueOn overdue workingDaysLeft requestedMaterials{code label note}requiredMaterials{code label}decisionReason createdAt submittedAt decidedAt updatedAt attachments{id material materialLabel filename sizeBytes downloadPath}}" },
+  // family.graphql
+  UnlinkFamily: { kind: "mutation", document: "mutation UnlinkFamily($linkId:ID!){unlinkFamily(linkId:$linkId){...FamilyLinkFields}}fragment FamilyLinkFields on FamilyLink{id relationship relationshipLabel method status myRole holderName relativeName relativeIdNumberMasked permissions requestedPermissions createdAt expiresAt decidedAt}" },
 } as const;
 
 export type OperationName = keyof typeof OPERATIONS;

@@ -193,6 +193,26 @@ test("a mutation that is not safe to repeat is not retried after a timeout", asy
   }
 });
 
+test("unlinkFamily sends the generated UnlinkFamily operation and is retried after a lost answer", async () => {
+  const backend = fakeBackend();
+  let dropped = 0;
+  // The first UnlinkFamily reaches the server but its answer is lost.
+  const transport = {
+    async request(request) {
+      const response = await backend.transport.request(request);
+      if (JSON.parse(request.body).operationName === "UnlinkFamily" && dropped++ === 0) throw new NetworkError("timeout", "lost answer");
+      return response;
+    },
+  };
+  const client = clientFor(backend, { transport });
+  await client.login("resident");
+  const link = await client.unlinkFamily("42");
+  assert.deepEqual(link, { id: "42", status: "REMOVED" });
+  const calls = backend.state.calls.filter((c) => c.operationName === "UnlinkFamily");
+  assert.deepEqual(calls.map((c) => c.variables), [{ linkId: "42" }, { linkId: "42" }]);
+  assert.deepEqual([...backend.state.unlinked], ["42"]);
+});
+
 test("a query is retried with backoff on a busy server, then gives up with the last failure", async () => {
   let n = 0;
   const transport = {

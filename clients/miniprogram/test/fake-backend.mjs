@@ -17,6 +17,7 @@ export function fakeBackend({ delayMs = () => 0 } = {}) {
     graceRefreshes: 0,
     filings: new Map(), // clientId -> filing
     linkRequests: 0,
+    unlinked: new Set(), // link ids
     calls: [],
     refreshCalls: 0,
     refuseRefresh: false,
@@ -79,6 +80,11 @@ export function fakeBackend({ delayMs = () => 0 } = {}) {
       case "RequestFamilyLink":
         state.linkRequests += 1;
         result = { data: { requestFamilyLink: { id: String(state.linkRequests), status: "PENDING" } } };
+        break;
+      case "UnlinkFamily":
+        // As on the server: unlinking a closed link returns it as it is.
+        state.unlinked.add(variables.linkId);
+        result = { data: { unlinkFamily: { id: variables.linkId, status: "REMOVED" } } };
         break;
       default:
         result = { data: null, errors: [{ message: `unknown operation ${operationName}`, extensions: { code: "BAD_REQUEST" } }] };

@@ -125,11 +125,7 @@ export function createSdk(baseUrl: string) {
 
     /** Ends the link (either side may), at once on the server; its offline certificate goes too. */
     async unlinkFamily(personId: string, linkId: string): Promise<void> {
-      await client.query<{ unlinkFamily: { id: string; status: string } }>(
-        "mutation UnlinkFamily($linkId: ID!) { unlinkFamily(linkId: $linkId) { id status } }",
-        { linkId },
-        { operationName: "UnlinkFamily" },
-      );
+      await client.unlinkFamily(linkId);
       sdk.dropCachedLink(personId, linkId);
       await sdk.forgetLinkCertificate(personId, linkId);
     },
