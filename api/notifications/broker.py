@@ -524,8 +524,8 @@ class PostgresBroker(Broker):
     `health_interval_s` for a connection that died silently) and made again with backoff when it drops.
     NOTIFYs sent while it was down are not queued for it: after reconnecting it reads the notifications
     of its subscribers created since shortly before the drop (`catch_up_slack`) and delivers those,
-    each subscriber skipping ids it already has, and wakes every change watch once (change
-    announcements are not listed anywhere). The list stays the record; live delivery is a hint.
+    each subscriber skipping ids it already has, and wakes every change watch once, at every connection
+    (change announcements are not listed anywhere; a first connection made late has streams too). The list stays the record; live delivery is a hint.
     """
 
     def __init__(
@@ -636,10 +636,11 @@ class PostgresBroker(Broker):
             self.connections_made += 1
             self.listening.set()
             delay = self._retry_initial_s
+            # Change announcements made before this LISTEN (while it was down, or before a late first
+            # connection) are not listed anywhere: every stream looks once.
+            self.deliver_changes(ChangeAnnouncement(None))
             if lost_at is not None:
                 log.info("notification listener reconnected")
-                # Change announcements missed meanwhile are not listed anywhere: every stream looks.
-                self.deliver_changes(ChangeAnnouncement(None))
                 await self._catch_up(lost_at - self._catch_up_slack)
             await self._watch(connection, closed)
             lost_at = utcnow()

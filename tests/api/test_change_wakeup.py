@@ -460,3 +460,21 @@ async def test_a_writers_transaction_sends_no_notify(state: AppState) -> None:
         sa_event.remove(sync_engine, "commit", ended)
         sa_event.remove(sync_engine, "rollback", ended)
     assert notified_in_writes == []
+
+
+@postgres_only
+async def test_a_listener_that_connects_late_wakes_the_watches_made_before(state: AppState) -> None:
+    """A worker whose database was not reachable at start-up serves streams before it LISTENs: what
+    was committed meanwhile was announced to nobody, so its first connection wakes them all once."""
+    from tests.api.test_notifications import GatedBroker
+
+    listener = GatedBroker(state.db.engine, start_timeout_s=0, retry_initial_s=0.05)
+    listener.gate.clear()
+    await listener.start()  # gives up waiting: connects in the background
+    try:
+        assert not listener.listening.is_set()
+        with listener.watch_changes({987654322}) as watch:
+            listener.gate.set()
+            await woken(watch)
+    finally:
+        await listener.stop()
