@@ -487,14 +487,17 @@ def _changes_after_commit(session: Session) -> None:
     staged: _StagedChanges | None = session.info.pop(_CHANGED, None)
     if staged is None or not staged.person_ids:
         return
-    if staged.announcer is not None:
-        staged.announcer.add(staged.person_ids)
-        return
-    with _local_lock:
-        brokers = list(_local_brokers.get(staged.key, ()))
-    announcement = ChangeAnnouncement(frozenset(staged.person_ids))
-    for broker in brokers:
-        broker.deliver_changes(announcement)
+    try:  # the commit has happened: a failure to announce must not look like a failed commit
+        if staged.announcer is not None:
+            staged.announcer.add(staged.person_ids)
+            return
+        with _local_lock:
+            brokers = list(_local_brokers.get(staged.key, ()))
+        announcement = ChangeAnnouncement(frozenset(staged.person_ids))
+        for broker in brokers:
+            broker.deliver_changes(announcement)
+    except Exception:
+        log.exception("change announcement of %d people not made", len(staged.person_ids))
 
 
 def _changes_after_end(session: Session, transaction: SessionTransaction) -> None:

@@ -478,3 +478,25 @@ async def test_a_listener_that_connects_late_wakes_the_watches_made_before(state
             await woken(watch)
     finally:
         await listener.stop()
+
+
+async def test_a_failed_announcement_does_not_fail_the_commit(
+    state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Announcing runs after the database committed: an error there must not reach the writer, who
+    would take a committed write for a failed one."""
+    from api.notifications import broker as broker_module
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("announcer broken")
+
+    me = await world.person(state)
+    async with started(state) as broker:
+        with broker.watch_changes({me.person_id}):
+            monkeypatch.setattr(broker_module._Announcer, "add", broken)
+            monkeypatch.setattr(Broker, "deliver_changes", broken)
+            async with state.db.session() as session:
+                written = await write_settlement(session, me.person_id)
+                await session.commit()
+    async with state.db.session() as session:
+        assert await session.get(Settlement, written) is not None
