@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, insert, select, text, union_all, update
+from sqlalchemy import CompoundSelect, bindparam, delete, func, insert, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -148,6 +148,33 @@ class LoggedChange:
     op: ChangeOp
 
 
+def _read_statement(scopes: int) -> CompoundSelect:
+    """The UNION ALL of `scopes` limited range scans, built once per number of scopes (bound
+    parameters scope_0.., after, upto, rows): a pull asks on every request, an empty one too."""
+    found = _READS.get(scopes)
+    if found is not None:
+        return found
+    table = ChangeLogEntry.__table__  # type: ignore[attr-defined]
+    parts = [
+        select(table.c.seq, table.c.entity, table.c.entity_id, table.c.op)
+        .where(
+            table.c.scope == bindparam(f"scope_{n}"),
+            table.c.seq > bindparam("after"),
+            table.c.seq <= bindparam("upto"),
+        )
+        .order_by(table.c.seq)
+        .limit(bindparam("rows"))
+        .subquery()
+        for n in range(scopes)
+    ]
+    statement = union_all(*(select(*part.c) for part in parts))
+    _READS[scopes] = statement
+    return statement
+
+
+_READS: dict[int, CompoundSelect] = {}
+
+
 async def read(
     session: AsyncSession, scopes: Sequence[str], after: int, upto: int, limit: int
 ) -> list[LoggedChange]:
@@ -157,25 +184,9 @@ async def read(
     here: a single `scope IN (...)` would walk the seq index through every other village's entries."""
     if not scopes:
         return []
-    columns = (
-        col(ChangeLogEntry.seq),
-        col(ChangeLogEntry.entity),
-        col(ChangeLogEntry.entity_id),
-        col(ChangeLogEntry.op),
-    )
-    parts = [
-        select(*columns)
-        .where(
-            col(ChangeLogEntry.scope) == scope,
-            col(ChangeLogEntry.seq) > after,
-            col(ChangeLogEntry.seq) <= upto,
-        )
-        .order_by(col(ChangeLogEntry.seq))
-        .limit(limit)
-        .subquery()
-        for scope in scopes
-    ]
-    rows = await session.execute(union_all(*(select(*part.c) for part in parts)))
+    values: dict[str, object] = {f"scope_{n}": scope for n, scope in enumerate(scopes)}
+    values.update(after=after, upto=upto, rows=limit)
+    rows = await session.execute(_read_statement(len(scopes)), values)
     found = [LoggedChange(int(s or 0), e, i, ChangeOp(o)) for s, e, i, o in rows]
     found.sort(key=lambda c: c.seq)
     return found[:limit]
