@@ -500,3 +500,19 @@ async def test_a_failed_announcement_does_not_fail_the_commit(
                 await session.commit()
     async with state.db.session() as session:
         assert await session.get(Settlement, written) is not None
+
+
+async def test_a_commit_made_with_a_savepoint_still_open_announces_its_people(state: AppState) -> None:
+    """`session.commit()` inside an open savepoint commits the whole transaction: announced once."""
+    me, other = await world.person(state), await world.person(state)
+    heard = Heard()
+    async with started(state) as broker:
+        counting(broker, heard)
+        with broker.watch_changes({me.person_id}) as watch:
+            async with state.db.session() as session:
+                await write_settlement(session, other.person_id)
+                await session.begin_nested()
+                await write_settlement(session, me.person_id)
+                await session.commit()  # releases the savepoint and commits the outer transaction
+            await woken(watch)
+        assert [x.person_ids for x in heard.announcements] == [frozenset({me.person_id, other.person_id})]
