@@ -421,8 +421,8 @@ class _Announcer:
     one (a burst of pushes costs a few NOTIFYs, not one each). A send that fails, or a process that
     ends before it ran, loses a wake-up: the streams' safety-net poll finds the change."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, engine: Engine) -> None:
+        self._engine = weakref.ref(engine)  # held weakly: the announcers' map must not keep it alive
         self._pending: set[int] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -436,8 +436,11 @@ class _Announcer:
     async def _send(self) -> None:
         while self._pending:
             ids, self._pending = frozenset(self._pending), set()
+            engine = self._engine()
+            if engine is None:
+                return  # the engine is gone, and its streams with it
             try:
-                async with self._engine.connect() as connection:
+                async with AsyncEngine(engine).connect() as connection:
                     for payload in ChangeAnnouncement(ids).payloads():
                         await connection.execute(
                             text("SELECT pg_notify(:channel, :payload)"),
@@ -454,7 +457,7 @@ _announcers: weakref.WeakKeyDictionary[Engine, _Announcer] = weakref.WeakKeyDict
 def _announcer(engine: Engine) -> _Announcer:
     found = _announcers.get(engine)
     if found is None:
-        found = _announcers[engine] = _Announcer(AsyncEngine(engine))
+        found = _announcers[engine] = _Announcer(engine)
     return found
 
 
