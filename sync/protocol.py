@@ -105,6 +105,9 @@ REASON_LABELS = {
 }
 
 _UNSENDABLE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""NUL (PostgreSQL's text refuses it) and unpaired surrogates: the server refuses a push body holding
+either (api/jsonlimits.py), so a bill must not get past the counter with one."""
 _UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
@@ -443,6 +446,8 @@ def _short_text(r: Reader, key: str, limit: int = MAX_ITEM_TEXT_CHARS) -> str:
         return ""
     if not isinstance(value, str) or len(value) > limit:
         raise r.error(key, f"must be a string of at most {limit} characters")
+    if _UNSTORABLE.search(value):
+        raise r.error(key, "must not hold NUL or an unpaired surrogate")
     return value
 
 

@@ -107,3 +107,17 @@ def test_the_roster_copy_as_visit_to_dict_writes_it_is_still_accepted() -> None:
         personal_account_balance_fen=12_000,
     )
     assert read_settlement_create(data).bill.total_fen == 1
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\ud800", "A\udcff"])
+@pytest.mark.parametrize("key", ["code", "name"])
+def test_an_item_text_no_column_can_hold_is_refused(key: str, bad: str) -> None:
+    # NUL (PostgreSQL's text refuses it) or an unpaired surrogate (a terminal reads one from a
+    # command line that is not UTF-8): the server refuses the whole push body for it (400), so a
+    # terminal that settled such a bill would resend its outbox forever. Refused here, the check both
+    # sides share, it is refused at the counter.
+    data = payload()
+    data["visit"]["items"][0][key] = f"x{bad}y"
+    error = refused(data)
+    assert error.field == f"payload.visit.items[0].{key}"
+    assert error.message == "must not hold NUL or an unpaired surrogate"

@@ -62,3 +62,27 @@ async def test_an_item_text_past_its_bound_is_refused_at_the_counter(
     assert unknown.status == 1 and "类别：无法识别" in unknown.json["error"]["message"], unknown.stdout
     assert len(unknown.stdout) < 2_000  # the 50,000 characters are not quoted back
     assert local(home, "SELECT count(*) FROM mutations") == [(0,)]
+
+
+async def test_an_item_text_no_database_can_hold_is_refused_at_the_counter(
+    state: AppState, sync_server: Server, home: Path, tmp_path: Path
+) -> None:
+    # Before: a NUL in a bill file's item name (or a byte that is not UTF-8 in a typed one, which
+    # Python reads as an unpaired surrogate) was settled and printed as 预结算; the server then refused
+    # every push carrying it (400, unstorable text) and the outbox could never drain.
+    village = await make_village(state, 1)
+    (who,) = village.people
+    await enrolled(state, sync_server, home, village.clinics[0])
+    nul = agent(
+        home, "settle", "--person", str(who.id), "--bill", bill(tmp_path / "n.json", 1, name="A\x00B")
+    )
+    assert nul.status == 1, nul.stdout + nul.stderr
+    error = nul.json["error"]
+    assert (error["reason"], error["field"]) == ("bad_bill", "visit.items[0].name"), error
+    assert "无法保存的字符" in error["message"]
+    typed = agent(home, "settle", "--person", str(who.id), "--item", "甲:3:0:药\udcff")  # argv b"\xff"
+    assert typed.status == 1, typed.stdout + typed.stderr
+    assert typed.json["error"]["field"] == "visit.items[0].name", typed.stdout
+    assert local(home, "SELECT count(*) FROM mutations") == [(0,)]
+    synced = agent(home, "sync")
+    assert synced.status == 0 and synced.json["pushed"] == 0, synced.stdout + synced.stderr

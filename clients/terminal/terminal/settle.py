@@ -528,6 +528,7 @@ _MESSAGES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = 
         lambda m: "应为 0 到 1000 的整数千分比（100 表示 10%）",
     ),
     (re.compile(r"^must be a string of at most (\d+) characters$"), lambda m: f"应为不超过 {m[1]} 字的文字"),
+    (re.compile(r"^must not hold NUL or an unpaired surrogate$"), lambda m: "含有无法保存的字符"),
     (re.compile(r"^must be an integer.*"), lambda m: "应为整数"),
     (re.compile(r"^must be a (?:list|string|boolean).*"), lambda m: "格式有误"),
     (re.compile(r"^is not a field.*|^unknown (?:field|key).*"), lambda m: "不是账单的字段"),
