@@ -17,8 +17,9 @@ not exist (a savepoint rolled back on SQLite) is never sent.
 Change-log announcements ride the same machinery on a second channel: `api.replication.changelog.record`
 stages the people whose scopes a transaction's entries touch (`stage_changes`), and they are announced
 once, after the transaction commits (`{"c": [person ids]}`, or `{"c": "*"}` when too many to list), never
-per entry; on PostgreSQL in a NOTIFY of its own, outside the writer's transaction (`_Announcer`). A `ChangeWatch` (a mobile replication stream) is woken when one of its people is named; it
-then reads the change log itself, so a wake-up for a change it cannot see sends nothing.
+per entry; on PostgreSQL in a NOTIFY of its own, outside the writer's transaction (`_Announcer`). A
+`ChangeWatch` (a mobile replication stream) is woken when one of its people is named; it then reads the
+change log itself, so a wake-up for a change it cannot see sends nothing.
 """
 
 from __future__ import annotations
@@ -531,7 +532,8 @@ class PostgresBroker(Broker):
     NOTIFYs sent while it was down are not queued for it: after reconnecting it reads the notifications
     of its subscribers created since shortly before the drop (`catch_up_slack`) and delivers those,
     each subscriber skipping ids it already has, and wakes every change watch once, at every connection
-    (change announcements are not listed anywhere; a first connection made late has streams too). The list stays the record; live delivery is a hint.
+    (change announcements are not listed anywhere; a first connection made late has streams too). The
+    list stays the record; live delivery is a hint.
     """
 
     def __init__(
