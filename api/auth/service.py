@@ -130,14 +130,18 @@ async def _spend_within_grace(
     current one (never presented), that successor is spent in its place and the caller gets a new
     pair: whoever held the successor is then the one whose next refresh ends the login. Anything else
     (an older token, a token replaced by a grace retry rather than presented, too late) is reuse."""
+    # The token's row is locked before its successor's, by every grace retry: a refresh whose UPDATE
+    # of the token waited on the winner already holds it (PostgreSQL keeps the row lock it took to
+    # re-check the WHERE), and a retry that locked the successor first and then wanted the token
+    # deadlocked with it. Tokens are locked oldest first along a login's chain, so none can cycle.
+    # SQLite ignores the clause: its one writer already serialises these transactions.
+    read = (
+        select(col(RefreshToken.session_id), col(RefreshToken.used_at), col(RefreshToken.replaced_by))
+        .where(col(RefreshToken.jti) == claims.jti)
+        .with_for_update(key_share=True)
+    )
     for _ in range(_GRACE_ROUNDS):
-        row = (
-            await session.execute(
-                select(
-                    col(RefreshToken.session_id), col(RefreshToken.used_at), col(RefreshToken.replaced_by)
-                ).where(col(RefreshToken.jti) == claims.jti)
-            )
-        ).first()
+        row = (await session.execute(read)).first()
         if row is None:
             raise Unauthenticated("登录凭证无效，请重新登录", reason="unknown_refresh_token")
         session_id, used_at, successor = row
@@ -162,7 +166,8 @@ async def _spend_within_grace(
             )
             return
         # The successor is spent: presented itself (it has a successor of its own), this token is
-        # older than the previous one; replaced by a concurrent grace retry, read again.
+        # older than the previous one; replaced by a grace retry that held the token's lock before
+        # ours (its successor is committed now), read again.
         onward = (
             await session.execute(
                 select(col(RefreshToken.replaced_by)).where(col(RefreshToken.jti) == successor)
