@@ -6,7 +6,9 @@ issuer keys and the revocation list. The server then runs alone in its own proce
 `yibao`'s app factory) and this process, the terminal, enrols through `/sync/enrol` with a key of its
 own and pulls over loopback with `Accept-Encoding: gzip`, a fresh client assertion on every request.
 Times are what the terminal waits per request on loopback (the server's work plus a loopback round
-trip); bytes are the gzip bodies as sent; RSS is the server process's, sampled every 20 ms.
+trip); bytes are the gzip bodies as sent; RSS is the server process's, sampled every 20 ms. The
+server's CPU per empty pull (user + system, from /proc, over the empty pulls) is the figure to trust on
+a loaded machine, where the waits are the neighbours' as much as the server's.
 
     .venv/bin/python bench/sync_pull.py                    # --people 3000 --limit 1000 --empty 200
 """
@@ -44,6 +46,12 @@ from sync.assertion import make_assertion  # noqa: E402
 from sync.vouchers import public_key_to_b64  # noqa: E402
 
 VILLAGE = "340421100001"
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def prepare(data: Path, people: int) -> str:
@@ -109,11 +117,13 @@ def main(people: int, limit: int, empty: int) -> dict[str, object]:
                     break
             first_peak_mb = rss.peak_mb
             empties = []
+            cpu_before = cpu_s(server.pid)
             for _ in range(empty):
                 body, _, elapsed = pull(checkpoint)
                 assert body["changes"] == [] and not body["hasMore"]
                 checkpoint = body["checkpoint"]  # type: ignore[assignment]
                 empties.append(elapsed * 1000)
+            server_cpu_ms = (cpu_s(server.pid) - cpu_before) / empty * 1000
             empties.sort()
     finally:
         harness.stop_server(server)
@@ -126,6 +136,7 @@ def main(people: int, limit: int, empty: int) -> dict[str, object]:
         "first_pull_gzip_bytes": first_bytes,
         "empty_pull_p50_ms": round(statistics.median(empties), 2),
         "empty_pull_p99_ms": round(empties[max(0, int(len(empties) * 0.99) - 1)], 2),
+        "empty_pull_server_cpu_ms": round(server_cpu_ms, 2),
         "server_rss_mb_idle": round(idle_mb, 1),
         "server_rss_mb_peak_first_pull": round(first_peak_mb, 1),
         "server_rss_mb_peak": round(rss.peak_mb, 1),

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -42,7 +42,7 @@ from api.pagination import local_today
 from api.people import idnumbers
 from api.people.models import Enrolment, Facility, InsuredPerson, PersonalAccount
 from api.replication import changelog
-from api.replication.models import ChangeOp, PushedMutation
+from api.replication.models import ChangeLogEntry, ChangeOp, PushedMutation, ReplicationState
 from api.settlement import service as settlement_service
 from api.settlement.models import PolicyVersionRow
 from api.state import AppState
@@ -149,28 +149,44 @@ class _Clinic:
 
 
 _F = Facility.__table__.c  # type: ignore[attr-defined]
-_CLINIC = select(_F.id, _F.village_code).where(_F.id == bindparam("id"))
+_RS = ReplicationState.__table__.c  # type: ignore[attr-defined]
+_CL = ChangeLogEntry.__table__.c  # type: ignore[attr-defined]
+# What every pull reads first, in one statement built once (an empty pull is mostly this): the log's
+# state, whether any committed entry still awaits its seq (the partial index on seq IS NULL), and the
+# terminal's clinic. One statement is one snapshot, so "nothing pending" and the watermark agree: every
+# committed entry then has a seq <= last_seq, and the sequencer has nothing to do.
+_START = select(
+    _RS.epoch,
+    _RS.last_seq,
+    _RS.compacted_below,
+    exists().where(_CL.seq.is_(None)).label("pending"),
+    select(_F.id).where(_F.id == bindparam("clinic")).scalar_subquery().label("clinic_id"),
+    select(_F.village_code).where(_F.id == bindparam("clinic")).scalar_subquery().label("village"),
+).where(_RS.id == 1)
 
 
 async def pull(
     session: AsyncSession, state: AppState, terminal: Terminal, checkpoint: str | None, limit: int
 ) -> dict[str, Any]:
     assert terminal.id is not None
-    found = (await session.execute(_CLINIC, {"id": terminal.clinic_id})).one_or_none()
-    clinic = _Clinic(*found) if found is not None else None
-    if clinic is None:
+    start = (await session.execute(_START, {"clinic": terminal.clinic_id})).one_or_none()
+    if start is None:
+        raise RuntimeError("replication_state is missing: run the migrations")
+    epoch, last_seq, compacted_below, pending, clinic_id, village = start
+    if clinic_id is None:
         raise BadUserInput("终端所属机构不存在", field="terminal")
-    log = await changelog.state(session)
-    mark = await changelog.sequence(session, log)
+    clinic = _Clinic(clinic_id, village)
+    # Only committed entries without a seq need the sequencer (its lock, its write, its commit).
+    mark = await changelog.sequence(session) if pending else int(last_seq)
     keys_digest, keys_document = _keys_document(state)
     page = _Page(limit)
     if checkpoint is None:
-        current = Checkpoint(log.epoch, mark, 0, "", phase=_PHASES[0])
+        current = Checkpoint(epoch, mark, 0, "", phase=_PHASES[0])
     else:
         current = _decode(state, terminal, checkpoint)
-        if current.epoch != log.epoch or current.seq > mark:
+        if current.epoch != epoch or current.seq > mark:
             return {"resync": True}  # another database's checkpoint, or one from a future we never had
-        if current.seq < log.compacted_below:
+        if current.seq < compacted_below:
             # The entries after it are past the retention and gone; a snapshot paused that long
             # would read its deltas from there too.
             return {"resync": True}
