@@ -405,19 +405,26 @@ def _permissions(values: Iterable[Permission] | None, limit: set[Permission]) ->
     return chosen
 
 
+async def _lapse_if_due(session: AsyncSession, link: FamilyLink, now: datetime) -> bool:
+    """Expires a pending request (read for change) whose time is up, audited and committed; True if so."""
+    if link.status != LinkStatus.PENDING.value or link.expires_at is None or link.expires_at >= now:
+        return False
+    link.status, link.pair_key = LinkStatus.EXPIRED.value, None
+    _audit_expiry(
+        session,
+        link.id,
+        link.relative_person_id,
+        link.requested_by_account_id,
+        f"{link.method} {link.relationship}",
+        link.expires_at,
+    )
+    await logged(session, link)
+    await session.commit()
+    return True
+
+
 async def _check_pending(session: AsyncSession, link: FamilyLink, now: datetime) -> None:
-    if link.status == LinkStatus.PENDING.value and link.expires_at is not None and link.expires_at < now:
-        link.status, link.pair_key = LinkStatus.EXPIRED.value, None
-        _audit_expiry(
-            session,
-            link.id,
-            link.relative_person_id,
-            link.requested_by_account_id,
-            f"{link.method} {link.relationship}",
-            link.expires_at,
-        )
-        await logged(session, link)
-        await session.commit()
+    if await _lapse_if_due(session, link, now):
         raise Conflict("申请已过期，请重新发起", reason="expired")
     if link.status == LinkStatus.SUPERSEDED.value:
         raise Conflict("对方已修改申请内容，请查看新的申请", reason="link_superseded")
@@ -657,11 +664,13 @@ async def _replace_request(
 async def unlink(session: AsyncSession, viewer: Viewer, link_id: str | int) -> FamilyLink:
     """Either side ends the link at once, whatever its method (a proxy link too) and state (a pending
     request too); its vouchers and device certificates are revoked with it, and the relative's audit
-    records who ended it."""
+    records who ended it. A request already past its expiry is closed as expired (link_expired)."""
     me = person_of(viewer)
     link = await _get_for_change(session, link_id)
     if me not in (link.holder_person_id, link.relative_person_id):
         raise NotFound("未找到该亲属关联")
+    if await _lapse_if_due(session, link, utcnow()):
+        return link  # it had lapsed already: closed, and the relative's audit says how
     if link.status not in OPEN_STATUSES:
         return link  # already closed: unlinking twice is not an error
     was = link.status

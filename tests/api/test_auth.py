@@ -443,12 +443,13 @@ async def test_a_grace_retry_for_a_disabled_account_gets_nothing_and_spends_noth
     gql: GraphQLClient, state: AppState
 ) -> None:
     from sqlalchemy import update
+    from sqlmodel import col
 
     from api.auth.models import Account
 
     first = await gql.login("stranger")
     second = (await gql(REFRESH, {"t": first["refreshToken"]}))["data"]["refreshToken"]
-    account = Account.id == int(str(_claims_of(first["accessToken"])["sub"]))  # type: ignore[arg-type]
+    account = col(Account.id) == int(str(_claims_of(first["accessToken"])["sub"]))
     async with state.db.session() as session:
         await session.execute(update(Account).where(account).values(disabled=True))
         await session.commit()

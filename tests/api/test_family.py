@@ -985,6 +985,20 @@ async def test_an_expired_request_is_in_the_relatives_audit_once(gql: GraphQLCli
     assert _expiries(await everything_in_audit(gql, spouse.token), answered) == [("system", "系统")]
 
 
+async def test_unlinking_a_request_that_lapsed_records_the_lapse(gql: GraphQLClient, state: AppState) -> None:
+    # Before: a request past its expiry that nobody had read since was "removed" by the holder's
+    # unlink (link_removed pending), and the relative's audit never said that it had lapsed.
+    holder, spouse = await world.couple(state)
+    lapsed = data(await gql(REQUEST, ask(spouse, "SPOUSE"), token=holder.token))["requestFamilyLink"]["id"]
+    await _expire(state, lapsed)
+    ended = data(await gql(UNLINK, {"linkId": lapsed}, token=holder.token))["unlinkFamily"]
+    assert ended["status"] == "EXPIRED"
+    data(await gql(UNLINK, {"linkId": lapsed}, token=spouse.token))  # again, by the other side
+    entries = [e for e in await everything_in_audit(gql, spouse.token) if e["linkId"] == lapsed]
+    assert _expiries(entries, lapsed) == [("system", "系统")]
+    assert "link_removed" not in [e["action"] for e in entries]
+
+
 async def test_the_audit_actions_are_all_described(gql: GraphQLClient) -> None:
     # Before: a filing's bank-account reveal wrote `reveal:bank_account`, which the description omitted.
     body = await gql('{ __type(name: "AccessAuditEntry") { fields { name description } } }')
