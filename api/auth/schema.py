@@ -39,7 +39,8 @@ class AuthMutation:
     @strawberry.mutation(
         description=(
             "Trade a refresh token for a new pair; a reused token ends the login, except the one just"
-            " traded, presented again within a few seconds (a retry after a lost answer)."
+            " traded, presented again within the server's grace window (refresh_reuse_grace_seconds, 30 s by"
+            " default: a retry after a lost answer); that retry replaces the pair the first use gave."
         )
     )
     async def refresh_token(self, info: Info, refresh_token: str) -> AuthPayload:
