@@ -11,11 +11,18 @@
 //   is a function, so every reconnect carries a fresh token. A stream the server ends (an expired token)
 //   is restarted (every collection, on a new socket): the checkpoints are kept in the database, so
 //   nothing is skipped.
+// - A login that has ended (ReloginRequired: the refresh was refused, or another tab logged out) is
+//   reported once through onSessionLost and stops the replication: nothing it sends can succeed, and it
+//   must not carry on for whoever logs in next on the same client. It is never left as an unhandled
+//   rejection (graphql-ws's dispose re-throws what connectionParams threw).
+// - cancel() is safe on every state, started or not (RxDB 17.6's GraphQL cancel gives back a share of
+//   the socket that a state waiting for leadership never took, and throws).
 // - Conflicts: the server's master document wins (RxDB's default conflict handler); the server never
 //   overwrote anything for them (docs/replication-mobile.md).
 
 import { createRxDatabase, type RxCollection, type RxDatabase, type RxJsonSchema, type RxStorage } from "rxdb";
-import { replicateGraphQL, type RxGraphQLReplicationState } from "rxdb/plugins/replication-graphql";
+import { RxReplicationState } from "rxdb/plugins/replication";
+import { GRAPHQL_WEBSOCKET_BY_URL, replicateGraphQL, type RxGraphQLReplicationState } from "rxdb/plugins/replication-graphql";
 import { getRxStorageMemory } from "rxdb/plugins/storage-memory";
 
 import type { YibaoClient } from "./client.js";
@@ -246,6 +253,9 @@ export interface ReplicationOptions {
   webSocketImpl?: WebSocketConstructor;
   /** Distinguishes replicas of different logins kept in one database (default `yibao`). */
   replicationIdentifierPrefix?: string;
+  /** Called once when the login has ended (ReloginRequired from a pull, a push or the stream's token):
+   * the replication has stopped itself by then; log in again and start a new one. */
+  onSessionLost?: (error: Error) => void;
 }
 
 export interface YibaoReplication {
@@ -259,7 +269,48 @@ export interface YibaoReplication {
   awaitInSync(): Promise<void>;
   /** Pull again now, e.g. when the phone comes back online. */
   reSync(): void;
+  /** Stops every collection (safe in a tab that never led) and, with a multi-instance database, leaves
+   * the leader election first, so that this tab is not handed the lead while it closes. Final: close
+   * the database after it (another replication on it would never lead again in this tab). */
   cancel(): Promise<void>;
+  /** Set once the login has ended (see onSessionLost). */
+  readonly sessionLost: boolean;
+}
+
+type State = RxGraphQLReplicationState<Record<string, unknown>, { token: string }>;
+
+/** The SDK's client throws ReloginRequired; replication.ts is bundled apart from it, so not instanceof. */
+export function isReloginRequired(error: unknown): error is Error {
+  return error instanceof Error && error.name === "ReloginRequired";
+}
+
+const baseCancel = RxReplicationState.prototype.cancel;
+const guardedSockets = new WeakSet<object>();
+
+/** Makes state.cancel() safe whether or not the state started, and when called again: RxDB's GraphQL cancel gives back the
+ * socket share that start takes, which a state still waiting for leadership never took ("missing value
+ * from map", and the state is left running). Such a state is stopped by the base class's cancel. The
+ * shared socket's dispose is made quiet too: it re-throws what its last connection attempt failed with. */
+function guardState(state: State, ws: string | undefined): void {
+  let tookSocket = false;
+  let cancelling: ReturnType<State["cancel"]> | null = null;
+  const rxStart = state.start.bind(state);
+  state.start = () => {
+    if (cancelling) return Promise.resolve();
+    tookSocket = true; // RxDB's start takes its share synchronously, before its own start runs
+    const started = rxStart();
+    const entry = ws ? (GRAPHQL_WEBSOCKET_BY_URL.get(ws) as { socket: { dispose(): Promise<void> | void } } | undefined) : undefined;
+    if (entry && !guardedSockets.has(entry.socket)) {
+      guardedSockets.add(entry.socket);
+      const dispose = entry.socket.dispose.bind(entry.socket);
+      entry.socket.dispose = () => Promise.resolve(dispose()).catch(() => {});
+    }
+    return started;
+  };
+  // Once: RxDB's GraphQL cancel gives the share back at once but stops the state later, so a second
+  // cancel meanwhile (a lost login's, then the page's) would give it back twice.
+  const rxCancel = state.cancel.bind(state);
+  state.cancel = () => (cancelling ??= tookSocket ? rxCancel() : (baseCancel.call(state) as ReturnType<State["cancel"]>));
 }
 
 function wsUrl(httpUrl: string): string {
@@ -271,10 +322,25 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
   const http = options.baseUrl.replace(/\/+$/, "") + "/graphql";
   if (options.webSocketImpl) setWebSocketImpl(options.webSocketImpl);
   const names = options.collections ?? COLLECTION_NAMES;
-  const states = new Map<CollectionName, RxGraphQLReplicationState<Record<string, unknown>, { token: string }>>();
+  const states = new Map<CollectionName, State>();
   let cancelled = false;
+  const ws = options.live === false ? undefined : wsUrl(http);
 
-  const connectionParams = async () => ({ Authorization: `Bearer ${await client.accessToken()}` });
+  const endSession = (error: Error): void => {
+    if (replication.sessionLost) return;
+    replication.sessionLost = true;
+    void replication.cancel().catch(() => {});
+    options.onSessionLost?.(error);
+  };
+  // Re-thrown so that graphql-ws closes this attempt; the replication is stopped by then.
+  const connectionParams = async () => {
+    try {
+      return { Authorization: `Bearer ${await client.accessToken()}` };
+    } catch (error) {
+      if (isReloginRequired(error)) endSession(error);
+      throw error;
+    }
+  };
 
   const start = (name: CollectionName) => {
     const spec = COLLECTIONS[name];
@@ -282,7 +348,7 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
     const state = replicateGraphQL<Record<string, unknown>, { token: string }>({
       collection,
       replicationIdentifier: `${options.replicationIdentifierPrefix ?? "yibao"}-${name}-${http}`,
-      url: { http, ws: options.live === false ? undefined : wsUrl(http) },
+      url: { http, ws },
       live: options.live ?? true,
       retryTime: options.retryTimeMs ?? 5_000,
       waitForLeadership: db.multiInstance,
@@ -321,7 +387,15 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
     // RxDB's own request helper needs fetch, Request and Headers (a mini-program has none); the SDK's
     // client sends it instead (its transport, its token, one silent refresh, retries). Set before the
     // replication starts (RxDB starts it in a later microtask).
-    state.graphQLRequest = ((query: unknown) => client.execute(JSON.stringify(query), { idempotent: true })) as never;
+    state.graphQLRequest = (async (query: unknown) => {
+      try {
+        return await client.execute(JSON.stringify(query), { idempotent: true });
+      } catch (error) {
+        if (isReloginRequired(error)) endSession(error);
+        throw error;
+      }
+    }) as never;
+    guardState(state, ws);
     state.error$.subscribe((error: unknown) => {
       options.onError?.(name, error);
       // RxDB retries pulls and pushes itself (its errors are RxErrors, code RC_*); a stream the server
@@ -339,7 +413,7 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
   // Their checkpoints are in the database: the new start pulls what came meanwhile (RESYNC on connect).
   let restarting = false;
   const restartAll = () => {
-    if (cancelled || restarting) return;
+    if (cancelled || restarting || replication.sessionLost) return;
     restarting = true;
     replication.restarts += 1;
     void Promise.all([...states.values()].map((s) => s.cancel())).then(() => {
@@ -353,8 +427,9 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
 
   for (const name of names) start(name);
 
-  const replication: YibaoReplication = {
+  const replication: YibaoReplication & { sessionLost: boolean } = {
     restarts: 0,
+    sessionLost: false,
     states,
     async awaitInitialReplication() {
       await Promise.all([...states.values()].map((s) => s.awaitInitialReplication()));
@@ -367,6 +442,14 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
     },
     async cancel() {
       cancelled = true;
+      // Leaving the election first: the other tabs' closing must not hand this closing tab the lead.
+      if (db.multiInstance) {
+        try {
+          void db.leaderElector().die().catch(() => {});
+        } catch {
+          // no leader-election plugin: nothing waits for leadership
+        }
+      }
       await Promise.all([...states.values()].map((s) => s.cancel()));
     },
   };

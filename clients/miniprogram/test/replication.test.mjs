@@ -1,9 +1,22 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { WebSocketServer } from "ws";
+import { WebSocket as NodeWebSocket, WebSocketServer } from "ws";
 
-import { COLLECTIONS, COLLECTION_NAMES, pullQuery, pushQuery, rewriteMessage, rxSchema, streamQuery, toPushInput, wxWebSocket } from "../dist/yibao-replication.js";
+import { YibaoClient, memoryStorage } from "../dist/yibao-sdk.js";
+import {
+  COLLECTIONS,
+  COLLECTION_NAMES,
+  createYibaoDatabase,
+  pullQuery,
+  pushQuery,
+  rewriteMessage,
+  rxSchema,
+  startReplication,
+  streamQuery,
+  toPushInput,
+  wxWebSocket,
+} from "../dist/yibao-replication.js";
 import { fakeWx } from "./fake-backend.mjs";
 
 test("six collections; only Filing and Notification are pushed", () => {
@@ -68,6 +81,77 @@ test("wxWebSocket speaks to a WebSocket server through wx.connectSocket", async 
     assert.deepEqual(await closed, { code: 4400, reason: "bye" });
     assert.equal(socket.readyState, 3);
   } finally {
+    server.close();
+  }
+});
+
+let databases = 0;
+const newDatabase = () => createYibaoDatabase({ name: `test${++databases}` });
+
+test("cancel() is safe on a state that has not started (RxDB's GraphQL cancel threw: missing value from map)", async () => {
+  const db = await newDatabase();
+  const client = new YibaoClient({ transport: { request: async () => assert.fail("nothing is sent") }, storage: memoryStorage() });
+  // RxDB starts a state in a later microtask (after leadership, in a multi-tab page): cancelled before.
+  const replication = startReplication(db, client, { baseUrl: "http://127.0.0.1:9", collections: ["Settlement", "Filing"] });
+  const states = [...replication.states.values()];
+  await replication.cancel();
+  assert.ok(states.every((state) => state.isStopped() && !state.wasStarted));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.ok(states.every((state) => !state.wasStarted), "a cancelled state started after all");
+  await states[0].cancel(); // twice is fine too
+  await db.close(); // closing the collections cancels their states again
+});
+
+test("a login that ended while the stream's socket waited for a token: onSessionLost once, replication stopped, no unhandled rejection", async () => {
+  const unhandled = [];
+  const onUnhandled = (reason) => unhandled.push(reason);
+  process.on("unhandledRejection", onUnhandled);
+  const server = new WebSocketServer({ port: 0, host: "127.0.0.1", handleProtocols: (protocols) => [...protocols][0] });
+  await new Promise((resolve) => server.once("listening", resolve));
+  const socketOpened = new Promise((resolve) => server.once("connection", resolve));
+  const sent = [];
+  // The access token has run out; the refresh is refused, but only once the stream's socket is open and
+  // its connectionParams waits for the same refresh (a tab handed the lead as the login ended elsewhere).
+  const transport = {
+    async request({ body }) {
+      const { operationName } = JSON.parse(body);
+      sent.push(operationName);
+      if (operationName === "RefreshToken") await socketOpened;
+      return { status: 200, headers: {}, body: JSON.stringify({ data: null, errors: [{ message: "登录已失效", extensions: { code: "UNAUTHENTICATED" } }] }) };
+    },
+  };
+  const storage = memoryStorage({ "yibao.session": JSON.stringify({ accessToken: "old", refreshToken: "r1", expiresAt: 0 }) });
+  const client = new YibaoClient({ transport, storage, retries: 0 });
+  const db = await newDatabase();
+  try {
+    const lost = [];
+    let reportLost;
+    const reported = new Promise((resolve) => (reportLost = resolve));
+    const replication = startReplication(db, client, {
+      baseUrl: `http://127.0.0.1:${server.address().port}`,
+      collections: ["Settlement", "Filing"],
+      retryTimeMs: 50,
+      webSocketImpl: NodeWebSocket,
+      wsOptions: { retryAttempts: Infinity, retryWait: () => new Promise((resolve) => setTimeout(resolve, 20)) },
+      onSessionLost: (error) => {
+        lost.push(error);
+        reportLost();
+      },
+    });
+    await reported;
+    assert.equal(lost[0].name, "ReloginRequired");
+    assert.equal(replication.sessionLost, true);
+    await replication.cancel();
+    assert.ok([...replication.states.values()].every((state) => state.isStopped()));
+    // Long enough for graphql-ws's retries and dispose to settle (they would fail here, not later).
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(lost.length, 1);
+    assert.deepEqual(sent, ["RefreshToken"]);
+    assert.deepEqual(unhandled, []);
+    assert.equal(replication.restarts, 0);
+  } finally {
+    process.off("unhandledRejection", onUnhandled);
+    await db.close();
     server.close();
   }
 });

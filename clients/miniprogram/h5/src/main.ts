@@ -209,16 +209,9 @@ window.addEventListener(
 window.addEventListener("online", () => setOnline(true));
 window.addEventListener("offline", () => setOnline(false));
 window.addEventListener("hashchange", () => void render());
+// Also heard from a replica's stream (the SDK's replication reports a login that ended where no page
+// call sees it).
 sdk.onSessionLost(() => sessionLost("登录已失效，请重新登录"));
-// A login that ended can also show where no page call catches it: a replica's stream socket asks for a
-// token when it opens (graphql-ws), e.g. in a tab handed the lead just as the login ended elsewhere.
-window.addEventListener("unhandledrejection", (event) => {
-  if (!sdk.isReloginError(event.reason)) return;
-  event.preventDefault();
-  void sdk.client.isLoggedIn().then((loggedIn) => {
-    if (!loggedIn && app.me) sessionLost("登录已失效，请重新登录");
-  });
-});
 // The page's other tabs share the login (localStorage): follow what they do to it.
 window.addEventListener("storage", (event) => {
   if (event.storageArea !== localStorage) return;

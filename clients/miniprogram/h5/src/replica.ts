@@ -65,6 +65,9 @@ export class Replica {
       replicationIdentifierPrefix: `h5-${personId}`,
       retryTimeMs: 3_000,
       wsOptions: { retryAttempts: Infinity, shouldRetry: () => true },
+      // The login ended where no page call sees it (the stream's socket asking for a token, e.g. in a
+      // tab handed the lead as the login ended elsewhere): the replication has stopped; the page says so.
+      onSessionLost: () => sdk.reportSessionLost(),
     });
     const replica = new Replica(db, replication, personId);
     replica.forgetEndedLinks(sdk);
@@ -184,15 +187,8 @@ export class Replica {
 
   async close(): Promise<void> {
     for (const stop of this.stops) stop();
-    // A closing tab must not become the one that replicates (the others' closing hands it the lead):
-    // it leaves the election first.
-    if (this.db.multiInstance) void this.db.leaderElector().die().catch(() => {});
-    // RxDB's GraphQL replication takes its share of the socket when a state starts (in the tab that
-    // leads) but gives it back on every cancel: in a tab that never led, that cancel throws before
-    // stopping the state, the database stays open, and the state would start on a later leadership.
-    // A state that never started is stopped by the base class's cancel, which has nothing to give back.
-    const unstarted = [...this.replication.states.values()].filter((state) => !state.wasStarted);
-    await Promise.all(unstarted.map((state) => (Object.getPrototypeOf(state) as { cancel(): Promise<unknown> }).cancel.call(state)));
+    // The SDK's cancel leaves the leader election first (a closing tab must not be handed the lead) and
+    // is safe in a tab that never led.
     await this.replication.cancel();
     await this.db.close();
   }

@@ -109,6 +109,10 @@ export function createSdk(baseUrl: string) {
     onSessionLost(listener: () => void) {
       sessionLost.add(listener);
     },
+    /** The SDK's replication found the login ended (its onSessionLost). */
+    reportSessionLost(): void {
+      for (const listener of sessionLost) listener();
+    },
 
     /** Logs in; asks for my QR code and family links beside `me`, not after it (a round trip less
      * before the QR on a slow network). The QR page takes them with takePrefetched. */
