@@ -151,15 +151,19 @@ class _Clinic:
 _F = Facility.__table__.c  # type: ignore[attr-defined]
 _RS = ReplicationState.__table__.c  # type: ignore[attr-defined]
 _CL = ChangeLogEntry.__table__.c  # type: ignore[attr-defined]
-# What every pull reads first, in one statement built once (an empty pull is mostly this): the log's
-# state, whether any committed entry still awaits its seq (the partial index on seq IS NULL), and the
-# terminal's clinic. One statement is one snapshot, so "nothing pending" and the watermark agree: every
-# committed entry then has a seq <= last_seq, and the sequencer has nothing to do.
+_R = VoucherRevocation.__table__.c  # type: ignore[attr-defined]
+# What every pull reads first, in one statement built once (an empty pull is only this): the log's
+# state, whether any committed entry still awaits its seq (the partial index on seq IS NULL), whether
+# the revocation list has grown past the terminal's version, and the terminal's clinic. One statement
+# is one snapshot, so "nothing pending" and the watermark agree: every committed entry then has a
+# seq <= last_seq, and the sequencer has nothing to do. A revocation appended after it is sent by the
+# next pull (the checkpoint keeps the version this one saw).
 _START = select(
     _RS.epoch,
     _RS.last_seq,
     _RS.compacted_below,
     exists().where(_CL.seq.is_(None)).label("pending"),
+    exists().where(_R.version > bindparam("revocations")).label("revoked"),
     select(_F.id).where(_F.id == bindparam("clinic")).scalar_subquery().label("clinic_id"),
     select(_F.village_code).where(_F.id == bindparam("clinic")).scalar_subquery().label("village"),
 ).where(_RS.id == 1)
@@ -169,10 +173,15 @@ async def pull(
     session: AsyncSession, state: AppState, terminal: Terminal, checkpoint: str | None, limit: int
 ) -> dict[str, Any]:
     assert terminal.id is not None
-    start = (await session.execute(_START, {"clinic": terminal.clinic_id})).one_or_none()
+    held = _decode(state, terminal, checkpoint) if checkpoint is not None else None
+    start = (
+        await session.execute(
+            _START, {"clinic": terminal.clinic_id, "revocations": held.revocations if held else 0}
+        )
+    ).one_or_none()
     if start is None:
         raise RuntimeError("replication_state is missing: run the migrations")
-    epoch, last_seq, compacted_below, pending, clinic_id, village = start
+    epoch, last_seq, compacted_below, pending, revoked, clinic_id, village = start
     if clinic_id is None:
         raise BadUserInput("终端所属机构不存在", field="terminal")
     clinic = _Clinic(clinic_id, village)
@@ -180,10 +189,10 @@ async def pull(
     mark = await changelog.sequence(session) if pending else int(last_seq)
     keys_digest, keys_document = _keys_document(state)
     page = _Page(limit)
-    if checkpoint is None:
+    if held is None:
         current = Checkpoint(epoch, mark, 0, "", phase=_PHASES[0])
     else:
-        current = _decode(state, terminal, checkpoint)
+        current = held
         if current.epoch != epoch or current.seq > mark:
             return {"resync": True}  # another database's checkpoint, or one from a future we never had
         if current.seq < compacted_below:
@@ -196,9 +205,9 @@ async def pull(
     if current.phase is not None:
         await _snapshot(session, state, clinic, current, page)
     more = False
-    if current.phase is None and page.room > 0:
+    if current.phase is None and page.room > 0 and (revoked or held is None):
         more = await _revocations(session, current, page)
-    if current.phase is None and page.room > 0:
+    if current.phase is None and page.room > 0 and current.seq < mark:  # else nothing can be new
         more = await _deltas(session, state, clinic, _scopes(terminal, clinic), current, mark, page) or more
     # A full page may have more behind it: the terminal pulls again (an empty page ends it cheaply).
     has_more = current.phase is not None or more or page.room == 0
@@ -264,7 +273,6 @@ def _next_phase(current: Checkpoint) -> None:
     current.after = ""
 
 
-_R = VoucherRevocation.__table__.c  # type: ignore[attr-defined]
 # Built once, plain columns: every pull asks (an empty one too), and ORM entities cost more than the rows.
 _REVOCATIONS_AFTER = (
     select(_R.version, _R.kind, _R.ref, _R.reason)
