@@ -19,8 +19,10 @@ from api.errors import BadUserInput, Unauthenticated
 
 log = logging.getLogger("api.auth")
 
-# A grace retry that finds its successor replaced by a concurrent grace retry of the same token reads
-# again; each such loss is another request's win, so a handful of rounds settles any honest race.
+# A grace retry that finds its successor spent without a successor of its own (replaced by another
+# grace retry) reads again. With the token's row locked first (PostgreSQL) or SQLite's one writer, the
+# successor it reads is already the current one, so this is a bound, not an expected path; past it,
+# reuse.
 _GRACE_ROUNDS = 8
 
 
@@ -166,8 +168,7 @@ async def _spend_within_grace(
             )
             return
         # The successor is spent: presented itself (it has a successor of its own), this token is
-        # older than the previous one; replaced by a grace retry that held the token's lock before
-        # ours (its successor is committed now), read again.
+        # older than the previous one; else replaced by another grace retry: read again.
         onward = (
             await session.execute(
                 select(col(RefreshToken.replaced_by)).where(col(RefreshToken.jti) == successor)
