@@ -10,7 +10,7 @@ import { ed25519 } from "@noble/curves/ed25519.js";
 import type { YibaoClient } from "./client.js";
 import { YibaoError } from "./errors.js";
 import { type RandomBytes, type RandomSource, randomSource } from "./random.js";
-import type { Storage } from "./storage.js";
+import { forgetVoucherKeys, type Storage } from "./storage.js";
 import type { DeviceCertificateInfo } from "./types.js";
 
 export const OFFLINE_PREFIX = "YBD:";
@@ -303,8 +303,25 @@ export class OfflineVoucher {
     return this.status(linkId);
   }
 
+  /** Removes one certificate (mine with null, else the link's): no code of it is composed here any more. */
   async forget(linkId: string | null = null): Promise<void> {
     await this.storage.remove(this.certKey(linkId));
+  }
+
+  /** Removes everything this voucher keeps: the device key, every certificate, the counter (a logout
+   * on a shared phone; for another person's voucher without making one: forgetPerson in storage.ts). */
+  async forgetAll(): Promise<void> {
+    await forgetVoucherKeys(this.storage, this.prefix);
+  }
+
+  /** The links whose certificate this phone holds (not my own); empty without `storage.keys`. */
+  async certifiedLinks(): Promise<string[]> {
+    if (!this.storage.keys) return [];
+    const prefix = `${this.prefix}.certificate.`;
+    return (await this.storage.keys())
+      .filter((key) => key.startsWith(prefix))
+      .map((key) => key.slice(prefix.length))
+      .filter((linkId) => linkId !== "self");
   }
 
   /** What the stored certificate allows now, known without signal. */

@@ -182,5 +182,6 @@ export async function fakeWx() {
     getStorageSync: (key) => (storage.has(key) ? storage.get(key) : ""),
     setStorageSync: (key, value) => void storage.set(key, value),
     removeStorageSync: (key) => void storage.delete(key),
+    getStorageInfoSync: () => ({ keys: [...storage.keys()], currentSize: storage.size, limitSize: 10240 }),
   };
 }

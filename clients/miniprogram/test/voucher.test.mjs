@@ -10,12 +10,18 @@ import {
   base64Decode,
   base64Encode,
   composeOfflineCode,
+  forgetPerson,
   fromHex,
+  localStorageAdapter,
   memoryStorage,
+  personVoucherPrefix,
+  wxStorageAdapter,
   parseDeviceCertificate,
   signOfflineCode,
   toHex,
 } from "../dist/yibao-sdk.js";
+
+import { fakeWx } from "./fake-backend.mjs";
 
 const vectors = JSON.parse(readFileSync(new URL("../../../sync/vouchers/test_vectors.json", import.meta.url), "utf8"));
 const seed = (name) => fromHex(vectors.keys[name].seed);
@@ -174,4 +180,100 @@ test("two first uses at once keep one device key (the certificate must name the 
   const keys = await Promise.all([one.publicKey(), one.publicKey(), other.publicKey()]);
   assert.equal(new Set(keys).size, 1, keys.join(" "));
   assert.equal(await one.publicKey(), keys[0]);
+});
+
+/** A browser's localStorage (its key(i) order shifts as keys go, as the real one's may). */
+function fakeLocalStorage() {
+  const data = new Map();
+  return {
+    data,
+    get length() {
+      return data.size;
+    },
+    key: (index) => [...data.keys()][index] ?? null,
+    getItem: (key) => (data.has(key) ? data.get(key) : null),
+    setItem: (key, value) => void data.set(key, String(value)),
+    removeItem: (key) => void data.delete(key),
+  };
+}
+
+/** Two people's offline vouchers on one phone (person 7 certified for themself and for link 12, person
+ * 70 for themself), beside keys that are not theirs. */
+async function sharedPhone(storage) {
+  const entry = offline.find((e) => e.name === "offline, own code");
+  const certificate = Buffer.from(fromHex(entry.certificate_hex)).toString("base64");
+  const cert = parseDeviceCertificate(fromHex(entry.certificate_hex));
+  const client = {
+    certifyDevice: async (publicKey, linkId) => ({
+      certificate,
+      serial: cert.serial,
+      kid: cert.kid,
+      linkId,
+      notBefore: new Date(cert.notBefore * 1000).toISOString(),
+      notAfter: new Date(cert.notAfter * 1000).toISOString(),
+      revokedAt: null,
+    }),
+  };
+  const deviceKey = base64Encode(seed(entry.issue_device_certificate.device), { url: true });
+  const now = () => entry.compose_offline_code.now * 1000;
+  const vouchers = {};
+  for (const person of ["7", "70"]) {
+    await storage.set(`${personVoucherPrefix(person)}.device-key`, deviceKey);
+    vouchers[person] = new OfflineVoucher({ client, storage, now, keyPrefix: personVoucherPrefix(person) });
+    await vouchers[person].certify();
+    await vouchers[person].code();
+  }
+  await vouchers["7"].certify("12");
+  await storage.set("yibao.session", "{}");
+  await storage.set("yibao.h5.care.7", "1");
+  return vouchers;
+}
+
+const storages = {
+  "localStorage": () => {
+    const local = fakeLocalStorage();
+    return { storage: localStorageAdapter(local), keys: () => [...local.data.keys()].sort() };
+  },
+  "wx storage": async () => {
+    const wx = await fakeWx();
+    return { storage: wxStorageAdapter(wx), keys: () => [...wx.storage.keys()].sort() };
+  },
+  "memory": () => {
+    const storage = memoryStorage();
+    return { storage, keys: () => [...storage.data.keys()].sort() };
+  },
+};
+
+for (const [name, make] of Object.entries(storages)) {
+  test(`forgetPerson removes one person's device key, certificates and counter (${name})`, async () => {
+    const { storage, keys } = await make();
+    const vouchers = await sharedPhone(storage);
+    assert.deepEqual(await vouchers["7"].certifiedLinks(), ["12"]);
+    assert.ok(keys().includes("yibao.voucher.7.certificate.12") && keys().includes("yibao.voucher.7.counter"));
+    await forgetPerson(storage, "7");
+    assert.deepEqual(keys(), [
+      "yibao.h5.care.7",
+      "yibao.session",
+      "yibao.voucher.70.certificate.self",
+      "yibao.voucher.70.counter",
+      "yibao.voucher.70.device-key",
+    ]);
+    assert.equal((await vouchers["7"].status()).state, "none");
+    assert.equal((await vouchers["7"].status("12")).state, "none");
+    assert.deepEqual(await vouchers["7"].certifiedLinks(), []);
+    assert.match((await vouchers["70"].code()).code, /^YBD:/); // the other person's voucher still works
+    await vouchers["70"].forgetAll();
+    assert.deepEqual(keys(), ["yibao.h5.care.7", "yibao.session"]);
+  });
+}
+
+test("a wx without getStorageInfoSync: forgetPerson still removes the device key, counter and own certificate", async () => {
+  const wx = await fakeWx();
+  delete wx.getStorageInfoSync;
+  const storage = wxStorageAdapter(wx);
+  assert.equal(storage.keys, undefined);
+  await sharedPhone(storage);
+  await forgetPerson(storage, "7");
+  const left = [...wx.storage.keys()].filter((key) => key.startsWith("yibao.voucher.7."));
+  assert.deepEqual(left, ["yibao.voucher.7.certificate.12"]); // useless without the device key
 });

@@ -100,7 +100,7 @@ async function logOut(): Promise<void> {
     await replica?.closeReplicas().catch(() => {});
     await ending;
     if (me) {
-      sdk.forgetPerson(me.id);
+      await sdk.forgetPerson(me.id);
       // Offline without the chunk: the database stays until the next login of someone else removes it.
       await replica?.removeReplica(me.id).catch(() => {});
     }

@@ -2,7 +2,7 @@
 // offline voucher, and what the page keeps for offline use (who is logged in, the family links).
 import { YibaoClient } from "../../src/client";
 import { ReloginRequired, YibaoError, BadResponse } from "../../src/errors";
-import { localStorageAdapter } from "../../src/storage";
+import { type Storage, forgetPerson, localStorageAdapter, personVoucherPrefix } from "../../src/storage";
 import { NetworkError, createFetchTransport } from "../../src/transport";
 import type * as T from "../../src/types";
 import type { OfflineVoucher } from "../../src/voucher";
@@ -27,9 +27,9 @@ interface Prefetched {
 const SESSION_KEY = "yibao.session"; // the SDK's default, named here for the other tabs' storage events
 const ME_KEY = "yibao.h5.me";
 const LINKS_KEY = "yibao.h5.links.";
-const VOUCHER_KEY = "yibao.voucher.";
-/** Whose a stored key is: `yibao.h5.links.<id>[.all]` and `yibao.voucher.<id>.<...>`. Care mode
- * (`yibao.h5.care.<id>`, app.ts) is not among them: it is remembered per user, past a logout. */
+/** Whose a stored key is: `yibao.h5.links.<id>[.all]` (the page's) and the SDK's offline voucher
+ * under personVoucherPrefix(<id>). Care mode (`yibao.h5.care.<id>`, app.ts) is not among them: it is
+ * remembered per user, past a logout. */
 const PERSON_KEY = /^(?:yibao\.h5\.links\.|yibao\.voucher\.)([^.]*)/;
 
 function readJson<V>(key: string): V | null {
@@ -41,11 +41,12 @@ function readJson<V>(key: string): V | null {
   }
 }
 
-function storageKeys(): string[] {
+/** The SDK's localStorage adapter lists its keys synchronously. */
+function storageKeys(storage: Storage): string[] {
   try {
-    return Array.from({ length: localStorage.length }, (_, index) => localStorage.key(index)).filter((key): key is string => key !== null);
+    return (storage.keys?.() as string[] | undefined) ?? [];
   } catch {
-    return [];
+    return []; // storage disabled: nothing was kept
   }
 }
 
@@ -84,7 +85,7 @@ export function createSdk(baseUrl: string) {
     let voucher = vouchers.get(personId);
     if (!voucher) {
       const { OfflineVoucher } = await voucherModule();
-      voucher = new OfflineVoucher({ client, storage, keyPrefix: `yibao.voucher.${personId}` });
+      voucher = new OfflineVoucher({ client, storage, keyPrefix: personVoucherPrefix(personId) });
       vouchers.set(personId, voucher);
     }
     return voucher;
@@ -123,7 +124,7 @@ export function createSdk(baseUrl: string) {
       prefetched.links.catch(() => {});
       const me = await client.me();
       writeJson(ME_KEY, me);
-      sdk.forgetOthers(me.id);
+      await sdk.forgetOthers(me.id);
       return me;
     },
 
@@ -156,25 +157,25 @@ export function createSdk(baseUrl: string) {
     },
 
     /** Removes what this browser keeps of a person (a logout on a shared phone): the cached family
-     * links and the offline voucher's device key, certificates and counter. Care mode stays. */
-    forgetPerson(personId: string): void {
+     * links, and what the SDK keeps of them (the offline voucher's device key, certificates and
+     * counter: the SDK's forgetPerson, as a mini-program's logout does it). Care mode stays. */
+    async forgetPerson(personId: string): Promise<void> {
       vouchers.delete(personId);
-      for (const key of storageKeys()) {
-        if (PERSON_KEY.exec(key)?.[1] === personId) removeKey(key);
-      }
+      removeKey(LINKS_KEY + personId);
+      removeKey(`${LINKS_KEY}${personId}.all`);
       if (readJson<Me>(ME_KEY)?.id === personId) removeKey(ME_KEY);
+      try {
+        await forgetPerson(storage, personId);
+      } catch {
+        // storage disabled: nothing was kept
+      }
     },
 
     /** Removes what this browser keeps of anyone but `personId` (left by a login that ended without
      * a logout): one person's data on the phone at a time. */
-    forgetOthers(personId: string): void {
-      for (const key of storageKeys()) {
-        const owner = PERSON_KEY.exec(key)?.[1];
-        if (owner !== undefined && owner !== personId) {
-          vouchers.delete(owner);
-          removeKey(key);
-        }
-      }
+    async forgetOthers(personId: string): Promise<void> {
+      const owners = new Set(storageKeys(storage).map((key) => PERSON_KEY.exec(key)?.[1]));
+      for (const owner of owners) if (owner !== undefined && owner !== personId) await sdk.forgetPerson(owner);
     },
 
     /** Removes the offline certificate this phone holds for a relative's link (the link ended, or no
@@ -193,8 +194,8 @@ export function createSdk(baseUrl: string) {
 
     /** The links whose offline certificate this phone holds for `personId`. */
     certifiedLinks(personId: string): string[] {
-      const prefix = `${VOUCHER_KEY}${personId}.certificate.`;
-      return storageKeys()
+      const prefix = `${personVoucherPrefix(personId)}.certificate.`;
+      return storageKeys(storage)
         .filter((key) => key.startsWith(prefix))
         .map((key) => key.slice(prefix.length))
         .filter((linkId) => linkId !== "self");
