@@ -27,13 +27,13 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api.auth.models import Role
 from api.auth.service import Viewer
-from api.db import dialect_insert
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
 from api.people.models import Facility, FacilityKind
@@ -457,7 +457,7 @@ async def authenticate(
     issuer = claims.get("iss")
     if not isinstance(issuer, str) or not _TERMINAL_ID.fullmatch(issuer) or int(issuer) >= 2**63:
         raise _refuse("malformed")
-    terminal = await session.get(Terminal, int(issuer), populate_existing=True)
+    terminal = (await session.execute(_TERMINAL, {"id": int(issuer)})).scalar_one_or_none()
     if terminal is None:
         raise _refuse("unknown_terminal")
     try:
@@ -499,19 +499,29 @@ async def authenticate(
     return terminal
 
 
-async def _spend_jti(session: AsyncSession, jti: str, terminal_id: int, keep_until: datetime) -> bool:
-    """Records the jti in its own committed statement; False if any worker recorded it before.
+_REPLAY = TerminalAssertionReplay.__table__  # type: ignore[attr-defined]
+# Built once per dialect (every request spends a jti). ON CONFLICT DO NOTHING: on PostgreSQL a second
+# insert of the same key waits for the first transaction and then inserts nothing, so of two requests
+# at once exactly one gets a row back.
+_SPEND = {
+    dialect: insert(_REPLAY)
+    .values(jti=bindparam("jti"), terminal_id=bindparam("terminal"), expires_at=bindparam("until"))
+    .on_conflict_do_nothing(index_elements=["jti"])
+    .returning(_REPLAY.c.jti)
+    for dialect, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+# The terminal a request names, read afresh (its key, its status: a revoked terminal is refused on
+# its next request); a statement built once, not the per-call statement of `session.get`.
+_TERMINAL = (
+    select(Terminal).where(col(Terminal.id) == bindparam("id")).execution_options(populate_existing=True)
+)
 
-    ON CONFLICT DO NOTHING: on PostgreSQL a second insert of the same key waits for the first
-    transaction and then inserts nothing, so of two requests at once exactly one gets a row back."""
-    table = TerminalAssertionReplay.__table__  # type: ignore[attr-defined]
+
+async def _spend_jti(session: AsyncSession, jti: str, terminal_id: int, keep_until: datetime) -> bool:
+    """Records the jti in its own committed statement; False if any worker recorded it before."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     inserted = (
-        await session.execute(
-            dialect_insert(session)(table)
-            .values(jti=jti, terminal_id=terminal_id, expires_at=keep_until)
-            .on_conflict_do_nothing(index_elements=["jti"])
-            .returning(table.c.jti)
-        )
+        await session.execute(_SPEND[dialect], {"jti": jti, "terminal": terminal_id, "until": keep_until})
     ).first()
     await session.commit()
     return inserted is not None
