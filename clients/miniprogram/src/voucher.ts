@@ -10,7 +10,7 @@ import { ed25519 } from "@noble/curves/ed25519.js";
 import type { YibaoClient } from "./client.js";
 import { YibaoError } from "./errors.js";
 import { type RandomBytes, type RandomSource, randomSource } from "./random.js";
-import { forgetVoucherKeys, type Storage } from "./storage.js";
+import type { Storage } from "./storage.js";
 import type { DeviceCertificateInfo } from "./types.js";
 
 export const OFFLINE_PREFIX = "YBD:";
@@ -311,7 +311,11 @@ export class OfflineVoucher {
   /** Removes everything this voucher keeps: the device key, every certificate, the counter (a logout
    * on a shared phone; for another person's voucher without making one: forgetPerson in storage.ts). */
   async forgetAll(): Promise<void> {
-    await forgetVoucherKeys(this.storage, this.prefix);
+    // As storage.ts's forgetVoucherKeys, which is not imported: the H5 loads this module as a chunk of
+    // its own, and sharing storage.ts with its first load would split that into one more file.
+    const fixed = [`${this.prefix}.device-key`, `${this.prefix}.counter`, this.certKey(null)];
+    const listed = this.storage.keys ? (await this.storage.keys()).filter((key) => key.startsWith(`${this.prefix}.`)) : [];
+    for (const key of new Set([...fixed, ...listed])) await this.storage.remove(key);
   }
 
   /** The links whose certificate this phone holds (not my own); empty without `storage.keys`. */
