@@ -1,1 +1,0 @@
-import{a,b,c,d}from"./chunk-OMUB6CYR.js";import"./chunk-YUWLSZ53.js";import"./chunk-ORO53D36.js";import"./chunk-5K2JP7JI.js";export{a as Replica,d as closeReplicas,b as removeReplica,c as replicaFor};
