@@ -147,10 +147,14 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
         retry_after_max_s=settings.sync_retry_after_max_s,
     )
 
-    async def authenticated(request: Request, session: AsyncSession) -> Terminal:
+    async def authenticated(request: Request, session: AsyncSession, *, commit: bool = True) -> Terminal:
         try:
             return await service.authenticate(
-                session, settings, request.headers.get("authorization"), audience(request, state)
+                session,
+                settings,
+                request.headers.get("authorization"),
+                audience(request, state),
+                commit=commit,
             )
         except Unauthenticated as exc:
             metrics.sync_auth_failures.labels(str(exc.extra.get("reason", "unknown"))).inc()
@@ -183,9 +187,15 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
     async def pull(request: Request, session: AsyncSession, raw: bytes) -> dict[str, Any]:
         from api.replication import pull as pulling  # imported here: pull imports much of the server
 
-        terminal = await authenticated(request, session)  # before the body is even inflated
-        checkpoint, limit = parse_pull(body_of(request, raw))
-        answer = await pulling.pull(session, state, terminal, checkpoint, limit)
+        # Before the body is even inflated. The assertion's jti commits with the pull's first commit
+        # (an empty pull: one transaction, not two), always before the answer, a refusal's too.
+        terminal = await authenticated(request, session, commit=False)
+        try:
+            checkpoint, limit = parse_pull(body_of(request, raw))
+            answer = await pulling.pull(session, state, terminal, checkpoint, limit)
+        except (WireError, AppError):
+            await session.commit()
+            raise
         assert terminal.id is not None
         await service.record_sync(session, terminal, pulled=True)
         return answer

@@ -199,6 +199,11 @@ async def pull(
             # The entries after it are past the retention and gone; a snapshot paused that long
             # would read its deltas from there too.
             return {"resync": True}
+    if current.phase is not None or revoked or current.seq < mark:
+        # Reads ahead: first commit what the request has written so far (the assertion's jti, which
+        # http.py leaves to this transaction; on SQLite it holds the write lock), so that no snapshot
+        # page is read under it. An empty pull commits once, at the end.
+        await session.commit()
     if current.keys != keys_digest:
         page.add(keys_document)
         current.keys = keys_digest

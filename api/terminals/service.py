@@ -441,13 +441,17 @@ async def authenticate(
     authorization_header: str | None,
     audience: str,
     now: datetime | None = None,
+    *,
+    commit: bool = True,
 ) -> Terminal:
     """The terminal whose client assertion is in `authorization_header` (``Bearer <JWT>``), or
     Unauthenticated with a `reason`: missing, malformed, alg_not_allowed, unknown_terminal,
     bad_signature, wrong_subject, terminal_revoked, wrong_audience, lifetime_too_long, clock_skew
     (with `serverTime`: the terminal's clock is off by more than an assertion can live), expired,
     replayed. The `jti` is recorded and committed before this returns, so the assertion is spent
-    whatever the request does next."""
+    whatever the request does next. With `commit=False` it is recorded in the session's transaction
+    and the caller commits it, before answering, whatever the answer (a pull: one commit instead of
+    two); on PostgreSQL a replay of it at that moment waits for that commit and is refused."""
     now = now or utcnow()
     token = bearer_token(authorization_header)
     parts = _jws_parts(token)
@@ -493,7 +497,8 @@ async def authenticate(
     if not isinstance(jti, str) or not JTI_PATTERN.fullmatch(jti):
         raise _refuse("malformed")
     assert terminal.id is not None
-    if not await _spend_jti(session, jti, terminal.id, datetime.fromtimestamp(expires + leeway, UTC)):
+    keep_until = datetime.fromtimestamp(expires + leeway, UTC)
+    if not await _spend_jti(session, jti, terminal.id, keep_until, commit=commit):
         raise _refuse("replayed")
     await _maybe_purge(session)
     return terminal
@@ -517,13 +522,16 @@ _TERMINAL = (
 )
 
 
-async def _spend_jti(session: AsyncSession, jti: str, terminal_id: int, keep_until: datetime) -> bool:
-    """Records the jti in its own committed statement; False if any worker recorded it before."""
+async def _spend_jti(
+    session: AsyncSession, jti: str, terminal_id: int, keep_until: datetime, *, commit: bool
+) -> bool:
+    """Records the jti (and commits, if asked); False if any worker recorded it before."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     inserted = (
         await session.execute(_SPEND[dialect], {"jti": jti, "terminal": terminal_id, "until": keep_until})
     ).first()
-    await session.commit()
+    if commit:
+        await session.commit()
     return inserted is not None
 
 

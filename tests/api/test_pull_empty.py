@@ -4,11 +4,13 @@ what it then skips must still arrive the moment it exists."""
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from api.replication import changelog
 from api.state import AppState
 from api.terminals.models import Terminal
 from api.vouchers import revocations
+from tests.api import terminalworld as world
 from tests.api.test_pull import _pull, _pull_all, village  # noqa: F401  (village: the fixture)
 
 
@@ -47,3 +49,20 @@ async def test_an_empty_pull_moves_past_other_villages_entries(
     assert (
         state.cursors.decode(f"sync-pull:{terminal.id}", answer["checkpoint"], field="checkpoint")[1] == mark
     )
+
+
+async def test_a_pull_refused_for_its_body_still_spends_its_assertion(client: Any, state: AppState) -> None:
+    # The jti commits with the pull's transaction (http.py), so a refusal must commit it too.
+    enrolled = await world.enrol(client, state)
+    token = enrolled.assertion()
+    for body in ({"checkpoint": "not-a-checkpoint", "limit": 10}, {"limit": "many"}):
+        refused = await client.post("/sync/pull", json=body, headers=enrolled.headers(token))
+        assert refused.status_code in (400, 422), refused.text
+        again = await client.post(
+            "/sync/pull", json={"checkpoint": None, "limit": 1}, headers=enrolled.headers(token)
+        )
+        assert again.status_code == 401 and world.reason(again) == "replayed", again.text
+        token = enrolled.assertion()
+    answered = await world.pull(client, token)
+    assert answered.status_code == 200
+    assert world.reason(await world.pull(client, token)) == "replayed"
