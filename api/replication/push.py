@@ -527,9 +527,15 @@ async def _insert(
         return {}
     table = model.__table__  # type: ignore[attr-defined]
     known = _defaults(model)
-    # (Every row of a call is built by the same code, so has the first's columns: an executemany
-    # takes its columns from the first row anyway.)
-    defaults = {name: make() for name, make in known.items() if name not in rows[0]}
+    # An executemany takes its columns from the first row: every row must have them all. Rows built by
+    # one piece of code have the same columns (checked cheaply); otherwise a column any row lacks takes
+    # the model's default in that row (a later row without a column of the first is an error, not NULL).
+    first = rows[0].keys()
+    if all(row.keys() == first for row in rows):
+        defaults = {name: make() for name, make in known.items() if name not in first}
+    else:
+        missing = {name for row in rows for name in known.keys() - row.keys()}
+        defaults = {name: make() for name, make in known.items() if name in missing}
     values = [{**defaults, **row} for row in rows] if defaults else rows
     if key is None:
         await session.execute(insert(table), values)
