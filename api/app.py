@@ -87,14 +87,17 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         await state.broker.start()  # this worker's live notifications (LISTEN on PostgreSQL)
         # The worker's long-lived heap (modules, schema, policies, mappers) is built by now: move it out
         # of the cyclic GC's reach, or every full collection walks it again (15-20% of a push's CPU,
-        # bench/README issue 9). Collect first so no garbage is frozen for good; unfreeze at shutdown
-        # for a process that runs several apps in turn (tests).
-        gc.collect()
-        gc.freeze()
+        # bench/README issue 9). Collect first so no garbage is frozen for good. A process that runs
+        # several apps at once or in turn (tests) freezes once, for the first, and that one thaws.
+        froze = gc.get_freeze_count() == 0
+        if froze:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
-            gc.unfreeze()
+            if froze:
+                gc.unfreeze()
             await state.broker.stop()
             await state.db.dispose()
 
