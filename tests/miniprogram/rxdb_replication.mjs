@@ -78,12 +78,13 @@ try {
     if (answer.errors) step("graphql error", { operation: request.operationName, errors: answer.errors });
     return answer;
   };
-  if (mode === "revoke" || mode === "lossy" || mode === "wx" || mode === "read") {
+  if (mode === "revoke" || mode === "lossy" || mode === "wx" || mode === "read" || mode === "refused") {
     // A fresh person made by the test: its access token, handed over as a stored session.
     await client.storage.set("yibao.session", JSON.stringify({ accessToken: process.env.YIBAO_TEST_TOKEN, refreshToken: "unused", expiresAt: Date.now() + 600_000 }));
     if (mode === "revoke") await revoke(client, process.argv[4], process.argv[5]);
     else if (mode === "lossy") await lossy(client, process.argv[4], lost, pushes);
     else if (mode === "read") await markRead(client, process.argv[4]);
+    else if (mode === "refused") await refused(client, process.argv[4]);
     else await overWx(client, wx, process.argv[4]);
     throw "done";
   }
@@ -239,6 +240,31 @@ async function lossy(client, personId, lost, pushes) {
   await replication.awaitInSync();
   const onServer = (await client.myFilings({ first: 100 })).edges.map((e) => e.node);
   report.lossy = { id, lost, pushes: pushes.map((p) => ({ rows: p.rows.map((r) => r.newDocumentState.id), answer: p.answer })), local: { serverId: local.serverId, status: local.status, version: local.version }, onServer: onServer.map((f) => ({ id: f.id, clientId: f.clientId, status: f.status })) };
+}
+
+// A draft the server refuses for good (a typo made offline: a 5-digit region code), saved before a good
+// one: the good one still reaches the server, the refused one stays in the replica, unsent, and the
+// refusal is reported with the server's message; discarding it then goes through.
+async function refused(client, personId) {
+  db = await createYibaoDatabase({ name: `yibao-refused-${randomUUID().slice(0, 8)}` });
+  const refusals = [];
+  replication = startReplication(db, client, { baseUrl: base, retryTimeMs: 300, onPushRefused: (collection, id, error) => refusals.push({ collection, id, ...error }) });
+  await replication.awaitInitialReplication();
+  const today = new Date().toISOString().slice(0, 10);
+  const draft = (id, destinationRegion) => {
+    const now = new Date().toISOString();
+    return { id, personId, updatedAt: now, serverId: null, kind: "cross_region", kindLabel: null, status: "draft", statusLabel: null, stage: null, fields: { registrationType: "temporary_trip", destinationRegion, startOn: today, endOn: today, reason: "离线填写" }, amountFen: null, linkId: null, filedByPersonId: null, dueOn: null, decisionReason: null, createdAt: now, submittedAt: null, decidedAt: null, version: null };
+  };
+  const bad = uuid4();
+  const good = uuid4();
+  await db.collections.filings.bulkInsert([draft(bad, "31011"), draft(good, "310104")]);
+  const synced = await waitFor("the good draft's server id", async () => (await db.collections.filings.findOne(good).exec())?.toJSON().serverId ?? null);
+  await replication.awaitInSync();
+  const kept = (await db.collections.filings.findOne(bad).exec())?.toJSON();
+  await (await db.collections.filings.findOne(bad).exec()).remove();
+  await replication.awaitInSync();
+  const onServer = (await client.myFilings({ first: 100 })).edges.map((e) => e.node.clientId);
+  report.refused = { bad, good, synced, refusals, kept: kept && { serverId: kept.serverId, region: kept.fields.destinationRegion }, onServer, sessionLost: replication.sessionLost };
 }
 
 // The mini-program's path: HTTP over wx.request, the streams over wx.connectSocket (wxWebSocket), the

@@ -216,6 +216,32 @@ async def test_a_push_whose_answer_is_lost_is_sent_again_without_a_second_filing
     assert lossy["local"]["status"] == "draft" and lossy["local"]["version"] is not None
 
 
+async def test_a_draft_the_server_refuses_is_reported_and_does_not_hold_up_the_next(
+    live_server: str, state: AppState
+) -> None:
+    """RxDB sends a failed push's rows again as they were, forever: one refused draft (a typo made
+    offline) would keep every later draft off the server, with nothing said. The SDK sends the rows of
+    a refused push one at a time, reports the refused one and lets the rest through."""
+    require_node()
+    me = await familyworld.person(state)
+    assert me.token is not None
+    report = await asyncio.to_thread(
+        run_script, live_server, "refused", str(me.person_id), env={"YIBAO_TEST_TOKEN": me.token}
+    )
+    refused = report["refused"]
+    assert refused["onServer"] == [refused["good"]]  # the good draft, once; the refused one never
+    assert refused["synced"]
+    assert refused["kept"] == {"serverId": None, "region": "31011"}  # still on the phone, as typed
+    [refusal] = {(r["collection"], r["id"], r["code"], r["field"], r["message"]) for r in refused["refusals"]}
+    assert refusal[:4] == (
+        "Filing",
+        refused["bad"],
+        "BAD_USER_INPUT",
+        "rows[0].newDocumentState.fields.destinationRegion",
+    )
+    assert "行政区划代码" in refusal[4]
+
+
 async def test_the_mini_program_path_wx_request_and_wx_connect_socket(
     live_server: str, state: AppState
 ) -> None:

@@ -256,6 +256,31 @@ export interface ReplicationOptions {
   /** Called once when the login has ended (ReloginRequired from a pull, a push or the stream's token):
    * the replication has stopped itself by then; log in again and start a new one. */
   onSessionLost?: (error: Error) => void;
+  /** Called when the server refuses a pushed document for good (bad input such as a typo in an offline
+   * draft, no permission, not found, a client id already used): the document stays in the replica as
+   * it is, unsent, and the rest of the push goes through. Editing or discarding it sends it again.
+   * `field` is as the server names it for that row pushed alone (`rows[0].newDocumentState...`). */
+  onPushRefused?: (collection: CollectionName, documentId: string, error: PushRefusal) => void;
+}
+
+export interface PushRefusal {
+  code: string;
+  message: string;
+  field: string | null;
+}
+
+/** Errors that the same rows sent again would get again: the server's rules refused them. */
+const REFUSALS = new Set(["BAD_USER_INPUT", "FORBIDDEN", "NOT_FOUND", "CONFLICT"]);
+
+interface PushAnswer {
+  data?: Record<string, unknown> | null;
+  errors?: { message: string; extensions?: { code?: string; field?: string } }[];
+}
+
+function refusalOf(answer: PushAnswer, field: string): PushRefusal | null {
+  if (answer.data?.[field]) return null;
+  const error = answer.errors?.find((e) => REFUSALS.has(String(e.extensions?.code)));
+  return error ? { code: String(error.extensions?.code), message: error.message, field: error.extensions?.field ?? null } : null;
 }
 
 export interface YibaoReplication {
@@ -387,8 +412,33 @@ export function startReplication(db: RxDatabase, client: YibaoClient, options: R
     // RxDB's own request helper needs fetch, Request and Headers (a mini-program has none); the SDK's
     // client sends it instead (its transport, its token, one silent refresh, retries). Set before the
     // replication starts (RxDB starts it in a later microtask).
-    state.graphQLRequest = (async (query: unknown) => {
+    const send = (query: unknown): Promise<PushAnswer> => client.execute(JSON.stringify(query), { idempotent: true });
+    // RxDB sends a failed push's rows again as they were, forever: one row the server refuses (a typo
+    // in a draft made offline) would keep every later change of the collection off the server, with
+    // nothing said. A refused push is sent again one row at a time (rows the server applied before the
+    // refusal come back equal, a no-op, or as the same conflict); a refused row is reported and left
+    // out, so RxDB takes it as sent and goes on.
+    const push = async (query: { variables: { rows: { newDocumentState: { id?: unknown } | null }[] } }): Promise<PushAnswer> => {
+      const field = `push${name}`;
+      const whole = await send(query);
+      const rows = query.variables.rows;
+      if (!refusalOf(whole, field)) return whole;
+      const conflicts: unknown[] = [];
+      for (const row of rows) {
+        const alone = await send({ ...query, variables: { ...query.variables, rows: [row] } });
+        const refusal = refusalOf(alone, field);
+        if (refusal) {
+          options.onPushRefused?.(name, String(row.newDocumentState?.id ?? ""), refusal);
+          continue;
+        }
+        if (!alone.data?.[field]) return alone; // another failure (network, overload): RxDB retries
+        conflicts.push(...(alone.data[field] as unknown[]));
+      }
+      return { data: { [field]: conflicts } };
+    };
+    state.graphQLRequest = (async (query: { operationName?: string }) => {
       try {
+        if (spec.writable && query.operationName === `Push${name}`) return await push(query as never);
         return await client.execute(JSON.stringify(query), { idempotent: true });
       } catch (error) {
         if (isReloginRequired(error)) endSession(error);
