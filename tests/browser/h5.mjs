@@ -377,6 +377,31 @@ await runScenario(
       offlineOnServer: mine.myFilings.edges.filter((edge) => edge.node.clientId === clientId).length,
     };
 
+    // ---- a draft the server refuses (a region code with a digit missing): its card says why in
+    // Chinese, the next draft still reaches the server, and the refused one can be discarded
+    const filedBefore = await page.locator("[data-filing]").count();
+    await page.locator("#filing-region").fill("31011");
+    await page.locator("#filing-reason").fill("区划代码少填了一位");
+    await page.locator("#filing-save").click();
+    const refusedCard = page.locator('[data-status="REFUSED"]');
+    await refusedCard.waitFor({ timeout: 30_000 });
+    const refusedId = await refusedCard.getAttribute("data-client-id");
+    const refusalText = await refusedCard.locator('[data-role="refusal"]').textContent();
+    await page.locator("#filing-region").fill("310115");
+    await page.locator("#filing-reason").fill("改正后重新填写");
+    await page.locator("#filing-save").click();
+    const nextSynced = await until(async () => (await page.locator("[data-filing]").count()) > filedBefore);
+    await shot("filings-refused-normal");
+    await refusedCard.locator('[data-action="discard"]').click();
+    await page.locator(`[data-client-id="${refusedId}"]`).waitFor({ state: "detached" });
+    const afterRefusal = await gql("{ myFilings(first: 50) { edges { node { clientId } } } }", {}, residentToken);
+    report.steps.refusedDraft = {
+      text: refusalText,
+      nextSynced,
+      refusedOnServer: afterRefusal.myFilings.edges.filter((edge) => edge.node.clientId === refusedId).length,
+      refusalsKept: await page.evaluate((id) => localStorage.getItem(`yibao.h5.refused.${id}`), her.id),
+    };
+
     // ---- the session is lost mid-use (her login revoked, her access token refused): both tabs stop
     // replicating and say so; her data stays for her, and the next person's login removes it.
     await goto("#/records", "#settlements");

@@ -192,6 +192,13 @@ async def test_h5_offline_draft_syncs_then_is_attached_submitted_and_followed_li
     # Each draft reached the server exactly once, the one saved on Slow 3G too.
     assert steps["slowDraft"]["onServer"] == 1
     assert steps["slowDraft"]["offlineOnServer"] == 1
+    # A draft the server refuses says why on its card and does not hold up the next one (RxDB alone
+    # would send the refused push again forever); discarded, it leaves nothing behind.
+    refused = steps["refusedDraft"]
+    assert refused["text"].startswith("医保系统未接收这份草稿：") and "行政区划代码" in refused["text"]
+    assert refused["nextSynced"] is True
+    assert refused["refusedOnServer"] == 0
+    assert refused["refusalsKept"] is None
 
 
 async def test_h5_offline_qr_and_past_the_certificate(h5_report: dict[str, Any]) -> None:

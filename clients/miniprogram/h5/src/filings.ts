@@ -64,12 +64,35 @@ function materials(app: App, doc: Doc): Promise<Materials> {
   return pending;
 }
 
-function localItem(doc: Doc): HTMLElement {
+function localItem(app: App, doc: Doc, refusal: string | undefined): HTMLElement {
+  if (refusal === undefined) {
+    return h(
+      "div",
+      { class: "card", "data-client-id": doc.id, "data-status": "LOCAL" },
+      h("div", { class: "row" }, h("strong", {}, String(doc.kindLabel ?? "")), h("span", { class: "badge pending" }, "待同步")),
+      h("p", { class: "muted" }, `${localTime(String(doc.createdAt))} 在本机保存，联网后自动提交到医保系统`),
+    );
+  }
+  // The server refused it for good: it is not sent again; the resident discards it and fills in anew.
+  const discard = h("button", { class: "secondary danger", "data-action": "discard" }, "删除此草稿");
+  discard.addEventListener("click", async () => {
+    discard.disabled = true;
+    try {
+      await (await replicaFor(app.sdk, app.me!.id)).discardLocal(doc.id);
+      app.sdk.setRefusal(app.me!.id, doc.id, null);
+      app.toast("草稿已删除");
+    } catch (error) {
+      discard.disabled = false;
+      app.toast(errorText(error));
+    }
+  });
   return h(
     "div",
-    { class: "card", "data-client-id": doc.id, "data-status": "LOCAL" },
-    h("div", { class: "row" }, h("strong", {}, String(doc.kindLabel ?? "")), h("span", { class: "badge pending" }, "待同步")),
-    h("p", { class: "muted" }, `${localTime(String(doc.createdAt))} 在本机保存，联网后自动提交到医保系统`),
+    { class: "card", "data-client-id": doc.id, "data-status": "REFUSED" },
+    h("div", { class: "row" }, h("strong", {}, String(doc.kindLabel ?? "")), h("span", { class: "badge pending" }, "未能提交")),
+    h("p", { class: "error", "data-role": "refusal", role: "alert" }, `医保系统未接收这份草稿：${refusal}`),
+    h("p", { class: "muted" }, "请删除后按正确内容重新填写。"),
+    discard,
   );
 }
 
@@ -141,6 +164,7 @@ function createForm(app: App): HTMLElement {
   const start = h("input", { id: "filing-start", type: "date", value: chinaDate(0) });
   const end = h("input", { id: "filing-end", type: "date", value: chinaDate(364) });
   const reason = h("input", { id: "filing-reason", value: "随子女在外地长期居住", maxlength: 200 });
+  const hospital = h("input", { id: "filing-hospital", maxlength: 100 });
   const save = h("button", { id: "filing-save" }, "保存草稿");
   save.addEventListener("click", async () => {
     save.disabled = true;
@@ -149,7 +173,14 @@ function createForm(app: App): HTMLElement {
       await replica.addDraft(
         "cross_region",
         "异地就医备案",
-        { registrationType: type.value, destinationRegion: region.value.trim(), startOn: start.value, endOn: end.value, reason: reason.value.trim() },
+        {
+          registrationType: type.value,
+          destinationRegion: region.value.trim(),
+          startOn: start.value,
+          endOn: end.value,
+          reason: reason.value.trim(),
+          ...(hospital.value.trim() ? { hospital: hospital.value.trim() } : {}),
+        },
         app.me!.id,
         null,
       );
@@ -172,6 +203,9 @@ function createForm(app: App): HTMLElement {
     h("div", { class: "hide-in-care" }, h("label", { for: "filing-start" }, "开始日期"), start, h("label", { for: "filing-end" }, "结束日期"), end),
     h("label", { for: "filing-reason" }, "备案原因"),
     reason,
+    // A referral (转诊转院) names the hospital it goes to; the server refuses one without.
+    h("label", { for: "filing-hospital" }, "转入医院（转诊转院时填写）"),
+    hospital,
     h("div", { class: "row" }, save),
   );
 }
@@ -192,16 +226,26 @@ export async function filingsPage(app: App, page: HTMLElement): Promise<void> {
       seen.add(note.id);
       if (String(note.createdAt) > openedAt && String(note.kind).startsWith("filing")) app.toast(String(note.title));
     }
+    const refusals = app.sdk.refusals(app.me!.id);
     mount(
       list,
-      filings.map((doc) => (doc.serverId ? filingItem(app, doc, () => void draw()) : localItem(doc))),
+      filings.map((doc) => (doc.serverId ? filingItem(app, doc, () => void draw()) : localItem(app, doc, refusals[doc.id]))),
       filings.length ? null : h("p", { class: "muted" }, "还没有办理记录"),
     );
   };
   const stop = replica.watch(["filings", "notifications"], () => void draw());
+  // A refusal is heard by the tab that replicates (this one, or another: the storage event).
+  const onRefused = (): void => void draw();
+  const onStorage = (event: StorageEvent): void => {
+    if (event.key?.startsWith("yibao.h5.refused.")) void draw();
+  };
+  window.addEventListener("yibao:refused", onRefused);
+  window.addEventListener("storage", onStorage);
   app.onLeave(() => {
     gone = true;
     stop();
+    window.removeEventListener("yibao:refused", onRefused);
+    window.removeEventListener("storage", onStorage);
   });
   await draw();
 }

@@ -68,6 +68,11 @@ export class Replica {
       // The login ended where no page call sees it (the stream's socket asking for a token, e.g. in a
       // tab handed the lead as the login ended elsewhere): the replication has stopped; the page says so.
       onSessionLost: () => sdk.reportSessionLost(),
+      // A draft the server refused (a typo made offline, a region that needs no filing): it stays on the
+      // phone, its card says why, and the resident discards it; the drafts after it go through.
+      onPushRefused: (collection, id, error) => {
+        if (collection === "Filing") sdk.setRefusal(personId, id, error.message);
+      },
     });
     const replica = new Replica(db, replication, personId);
     replica.forgetEndedLinks(sdk);
@@ -164,6 +169,11 @@ export class Replica {
       version: null,
     });
     return id;
+  }
+
+  /** Removes a draft that never reached the server (RxDB pushes the removal, which the server drops). */
+  async discardLocal(clientId: string): Promise<void> {
+    await (await this.db.collections.filings!.findOne(clientId).exec())?.remove();
   }
 
   /** Calls `listener` after these collections change (at most every 150 ms: a first pull writes

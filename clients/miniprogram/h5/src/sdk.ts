@@ -27,10 +27,12 @@ interface Prefetched {
 const SESSION_KEY = "yibao.session"; // the SDK's default, named here for the other tabs' storage events
 const ME_KEY = "yibao.h5.me";
 const LINKS_KEY = "yibao.h5.links.";
-/** Whose a stored key is: `yibao.h5.links.<id>[.all]` (the page's) and the SDK's offline voucher
+/** The drafts the server refused for good (onPushRefused), by client id: `yibao.h5.refused.<id>`. */
+const REFUSED_KEY = "yibao.h5.refused.";
+/** Whose a stored key is: `yibao.h5.links.<id>[.all]` and `yibao.h5.refused.<id>` (the page's) and the SDK's offline voucher
  * under personVoucherPrefix(<id>). Care mode (`yibao.h5.care.<id>`, app.ts) is not among them: it is
  * remembered per user, past a logout. */
-const PERSON_KEY = /^(?:yibao\.h5\.links\.|yibao\.voucher\.)([^.]*)/;
+const PERSON_KEY = /^(?:yibao\.h5\.links\.|yibao\.h5\.refused\.|yibao\.voucher\.)([^.]*)/;
 
 function readJson<V>(key: string): V | null {
   try {
@@ -163,6 +165,7 @@ export function createSdk(baseUrl: string) {
       vouchers.delete(personId);
       removeKey(LINKS_KEY + personId);
       removeKey(`${LINKS_KEY}${personId}.all`);
+      removeKey(REFUSED_KEY + personId);
       if (readJson<Me>(ME_KEY)?.id === personId) removeKey(ME_KEY);
       try {
         await forgetPerson(storage, personId);
@@ -190,6 +193,22 @@ export function createSdk(baseUrl: string) {
         const links = readJson<LinkSummary[]>(key);
         if (links?.some((link) => link.id === linkId)) writeJson(key, links.filter((link) => link.id !== linkId));
       }
+    },
+
+    /** Why the server refused a person's drafts (client id -> its message), kept past a reload: RxDB
+     * takes a refused draft as sent and will not send it again by itself. */
+    refusals(personId: string): Record<string, string> {
+      return readJson<Record<string, string>>(REFUSED_KEY + personId) ?? {};
+    },
+
+    /** Records (or, with null, clears) the server's refusal of a draft; the filings page redraws. */
+    setRefusal(personId: string, clientId: string, message: string | null): void {
+      const refusals = sdk.refusals(personId);
+      if (message === null) delete refusals[clientId];
+      else refusals[clientId] = message;
+      if (Object.keys(refusals).length) writeJson(REFUSED_KEY + personId, refusals);
+      else removeKey(REFUSED_KEY + personId);
+      window.dispatchEvent(new CustomEvent("yibao:refused"));
     },
 
     /** The links whose offline certificate this phone holds for `personId`. */

@@ -1,1 +1,0 @@
-import{a,b,c,d}from"./chunk-JPW4OCC6.js";import"./chunk-4B2D6RU7.js";import"./chunk-ORO53D36.js";import"./chunk-5K2JP7JI.js";export{a as Replica,d as closeReplicas,b as removeReplica,c as replicaFor};
