@@ -49,8 +49,8 @@ from sync.vouchers import (
     verify_code,
 )
 from sync.vouchers.format import (
-    OFFLINE_PREFIX,
     ONLINE_PREFIX,
+    OnlineCode,
     from_text,
     parse_offline_payload,
     parse_online_payload,
@@ -233,22 +233,6 @@ async def report_device_lost(
     return certs
 
 
-def _claimed_refs(code: str) -> tuple[str | None, str | None, str | None]:
-    """(serial, link ref, person ref) as the code claims them, unauthenticated: only used to pick
-    which revocation entries to load; verify_code then checks everything in the normative order."""
-    try:
-        prefix, payload = from_text(code)
-        if prefix == ONLINE_PREFIX:
-            oc = parse_online_payload(payload)
-            return None, oc.link_ref.hex() if oc.link_ref else None, oc.person_ref.hex()
-        if prefix == OFFLINE_PREFIX:
-            cert = parse_offline_payload(payload).certificate
-            return cert.serial.hex(), cert.link_ref.hex() if cert.link_ref else None, cert.person_ref.hex()
-    except (VoucherFormatError, ValueError, TypeError):
-        pass
-    return None, None, None
-
-
 async def verify(
     session: AsyncSession,
     settings: Settings,
@@ -424,17 +408,20 @@ class BatchVerifier:
 
 
 def _claims(code: str) -> _Claims:
-    serial, link_ref, person_ref = _claimed_refs(code)
-    key = None
+    """Serial, link ref, person ref and replay key as the code claims them, unauthenticated, from one
+    decoding of the code: only used to pick which revocation entries, subjects and replay keys to
+    load; verify_code then checks everything in the normative order."""
     try:
         prefix, payload = from_text(code)
-        signed = (
-            parse_online_payload(payload) if prefix == ONLINE_PREFIX else parse_offline_payload(payload)
-        ).signed
-        key = replay_key(signed).hex()
+        parsed = parse_online_payload(payload) if prefix == ONLINE_PREFIX else parse_offline_payload(payload)
     except (VoucherFormatError, ValueError, TypeError):
-        pass
-    return _Claims(serial, link_ref, person_ref, key)
+        return _Claims(None, None, None, None)
+    if isinstance(parsed, OnlineCode):
+        serial, link, person = None, parsed.link_ref, parsed.person_ref
+    else:
+        cert = parsed.certificate
+        serial, link, person = cert.serial.hex(), cert.link_ref, cert.person_ref
+    return _Claims(serial, link.hex() if link else None, person.hex(), replay_key(parsed.signed).hex())
 
 
 def _with(result: VerificationResult, reason: Reason, detail: str | None = None) -> VerificationResult:
