@@ -13,6 +13,7 @@
 // link ended from the family page (with a confirmation step) takes the relative's QR, records and
 // offline certificate with it. Every page is shot in normal and care mode. Prints one JSON report
 // (lib/browser.mjs).
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -401,6 +402,24 @@ await runScenario(
       refusedOnServer: afterRefusal.myFilings.edges.filter((edge) => edge.node.clientId === refusedId).length,
       refusalsKept: await page.evaluate((id) => localStorage.getItem(`yibao.h5.refused.${id}`), her.id),
     };
+
+    // ---- a filing she makes for her father (file_on_behalf) is in her list, marked as his; withdrawn,
+    // the draft leaves her replica again
+    const links = await gql("{ familyLinks { id myRole relativeName relationship } }", {}, residentToken);
+    const father = links.familyLinks.find((link) => link.myRole === "holder" && link.relationship === "PARENT");
+    const today = new Date(Date.now() + 8 * 3600_000).toISOString().slice(0, 10);
+    const forFather = (
+      await gql(
+        "mutation($input: CreateFilingInput!) { createFiling(input: $input) { id } }",
+        { input: { clientId: randomUUID(), kind: "CROSS_REGION", linkId: father.id, fields: { registrationType: "temporary_trip", destinationRegion: "310115", startOn: today, endOn: today, reason: "女儿代办" } } },
+        residentToken,
+      )
+    ).createFiling;
+    const fatherCard = page.locator(`[data-filing="${forFather.id}"] [data-role="for"]`);
+    await fatherCard.waitFor({ timeout: 30_000 });
+    report.steps.forFather = { name: father.relativeName, text: await fatherCard.textContent(), mine: await page.locator(`[data-filing="${filingId}"] [data-role="for"]`).count() };
+    await gql("mutation($id: ID!) { withdrawFiling(id: $id) { status } }", { id: forFather.id }, residentToken);
+    report.steps.forFather.gone = await until(async () => (await page.locator(`[data-filing="${forFather.id}"]`).count()) === 0);
 
     // ---- the session is lost mid-use (her login revoked, her access token refused): both tabs stop
     // replicating and say so; her data stays for her, and the next person's login removes it.

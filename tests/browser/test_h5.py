@@ -199,6 +199,12 @@ async def test_h5_offline_draft_syncs_then_is_attached_submitted_and_followed_li
     assert refused["nextSynced"] is True
     assert refused["refusedOnServer"] == 0
     assert refused["refusalsKept"] is None
+    # A filing she makes for her father is in her list, marked as his (hers are not marked); withdrawn
+    # as a draft, it leaves her replica.
+    for_father = steps["forFather"]
+    assert for_father["text"] == f"为{for_father['name']}办理"
+    assert for_father["mine"] == 0
+    assert for_father["gone"] is True
 
 
 async def test_h5_offline_qr_and_past_the_certificate(h5_report: dict[str, Any]) -> None:

@@ -64,12 +64,13 @@ function materials(app: App, doc: Doc): Promise<Materials> {
   return pending;
 }
 
-function localItem(app: App, doc: Doc, refusal: string | undefined): HTMLElement {
+function localItem(app: App, doc: Doc, refusal: string | undefined, whom: HTMLElement | null): HTMLElement {
   if (refusal === undefined) {
     return h(
       "div",
       { class: "card", "data-client-id": doc.id, "data-status": "LOCAL" },
       h("div", { class: "row" }, h("strong", {}, String(doc.kindLabel ?? "")), h("span", { class: "badge pending" }, "待同步")),
+      whom,
       h("p", { class: "muted" }, `${localTime(String(doc.createdAt))} 在本机保存，联网后自动提交到医保系统`),
     );
   }
@@ -90,13 +91,20 @@ function localItem(app: App, doc: Doc, refusal: string | undefined): HTMLElement
     "div",
     { class: "card", "data-client-id": doc.id, "data-status": "REFUSED" },
     h("div", { class: "row" }, h("strong", {}, String(doc.kindLabel ?? "")), h("span", { class: "badge pending" }, "未能提交")),
+    whom,
     h("p", { class: "error", "data-role": "refusal", role: "alert" }, `医保系统未接收这份草稿：${refusal}`),
     h("p", { class: "muted" }, "请删除后按正确内容重新填写。"),
     discard,
   );
 }
 
-function filingItem(app: App, doc: Doc, redraw: () => void): HTMLElement {
+/** Whose filing it is, when not mine: a relative's (file_on_behalf) are in the same list. */
+function forWhom(app: App, doc: Doc, names: Map<string, string>): HTMLElement | null {
+  if (doc.personId === app.me!.id) return null;
+  return h("p", { class: "muted", "data-role": "for" }, `为${names.get(doc.personId) ?? "家人"}办理`);
+}
+
+function filingItem(app: App, doc: Doc, redraw: () => void, whom: HTMLElement | null): HTMLElement {
   const serverId = String(doc.serverId);
   const status = String(doc.status).toUpperCase();
   const actions = h("div", { class: "stack" });
@@ -152,6 +160,7 @@ function filingItem(app: App, doc: Doc, redraw: () => void): HTMLElement {
     "div",
     { class: "card", "data-filing": serverId, "data-client-id": doc.id, "data-status": status },
     h("div", { class: "row" }, h("strong", {}, String(doc.kindLabel ?? "")), h("span", { class: "badge", "data-role": "status" }, String(doc.statusLabel ?? status))),
+    whom,
     h("p", { class: "muted" }, `${localTime(String(doc.createdAt))}${doc.submittedAt ? ` 提交` : ""}${doc.dueOn ? ` · 办结期限 ${String(doc.dueOn)}` : ""}`),
     doc.decisionReason ? h("p", {}, `审核意见：${String(doc.decisionReason)}`) : null,
     actions,
@@ -218,7 +227,8 @@ export async function filingsPage(app: App, page: HTMLElement): Promise<void> {
   const seen = new Set<string>();
   let gone = false;
   const draw = async (): Promise<void> => {
-    const [filings, notifications] = await Promise.all([replica.filings(), replica.notifications()]);
+    const [filings, notifications, links] = await Promise.all([replica.filings(), replica.notifications(), replica.familyLinks()]);
+    const names = new Map(links.filter((link) => link.myRole === "holder").map((link) => [String(link.relativePersonId), String(link.relativeName)]));
     if (gone) return;
     // What the reviewers did, as it arrives (the notifications stream), in a toast.
     for (const note of notifications) {
@@ -229,11 +239,15 @@ export async function filingsPage(app: App, page: HTMLElement): Promise<void> {
     const refusals = app.sdk.refusals(app.me!.id);
     mount(
       list,
-      filings.map((doc) => (doc.serverId ? filingItem(app, doc, () => void draw()) : localItem(app, doc, refusals[doc.id]))),
+      filings.map((doc) =>
+        doc.serverId
+          ? filingItem(app, doc, () => void draw(), forWhom(app, doc, names))
+          : localItem(app, doc, refusals[doc.id], forWhom(app, doc, names)),
+      ),
       filings.length ? null : h("p", { class: "muted" }, "还没有办理记录"),
     );
   };
-  const stop = replica.watch(["filings", "notifications"], () => void draw());
+  const stop = replica.watch(["filings", "notifications", "familylinks"], () => void draw());
   // A refusal is heard by the tab that replicates (this one, or another: the storage event).
   const onRefused = (): void => void draw();
   const onStorage = (event: StorageEvent): void => {
