@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -92,6 +93,20 @@ def inflate(body: bytes, limit: int) -> bytes:
     return out
 
 
+_MAYBE_UNSTORABLE = re.compile(rb"\\u|\x00|\xed[\xa0-\xbf]")
+"""Where a NUL or a UTF-16 surrogate can come from in a JSON body: a \\u escape (also the false alarm
+of an escaped backslash before a u), a NUL byte (raw in a string it is malformed JSON, but it also
+makes json.loads guess UTF-16/32), or a surrogate encoded as UTF-8 (json.loads decodes bytes with
+surrogatepass)."""
+
+
+def _may_hold_bad_text(raw: bytes) -> bool:
+    """False when no string or key decoded from `raw` can fail jsonlimits.text_problem: the bytes
+    cannot hold one longer than MAX_TEXT_CHARS, nor a NUL or a surrogate. One scan in C instead of
+    a walk over every string of a push batch (about 1,400 for 60 settlements)."""
+    return len(raw) > jsonlimits.MAX_TEXT_CHARS or _MAYBE_UNSTORABLE.search(raw) is not None
+
+
 def decode_body(request: Request, raw: bytes, inflated_limit: int) -> Any:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip"):
@@ -106,7 +121,7 @@ def decode_body(request: Request, raw: bytes, inflated_limit: int) -> Any:
         raise BadRequest(f"JSON嵌套过深（上限 {exc.limit} 层）", reason="json_too_deep") from None
     except json.JSONDecodeError:
         raise BadRequest("请求内容不是有效的JSON", reason="malformed_json") from None
-    bad = jsonlimits.find_bad_text(body)
+    bad = jsonlimits.find_bad_text(body) if _may_hold_bad_text(raw) else None
     if bad is not None:
         where, problem = bad
         message = "内容过长" if problem == "too_long" else "内容包含无法保存的字符"

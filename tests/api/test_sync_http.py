@@ -118,6 +118,10 @@ async def test_json_nested_10000_deep_is_a_400_json(client: httpx.AsyncClient, s
         (b'{"code": "x"}', {"content-encoding": "br"}, 400, "unsupported_encoding"),
         (b'{"code": "A\\u0000B", "publicKey": "x"}', {}, 422, "unstorable"),
         (b'{"code": "\\ud800", "publicKey": "x"}', {}, 422, "unstorable"),
+        # The same surrogate as UTF-8 bytes (json.loads decodes with surrogatepass), and NUL in a key.
+        (b'{"code": "\xed\xa0\x80", "publicKey": "x"}', {}, 422, "unstorable"),
+        (b'{"code": "x", "publicKey": "x", "a\\u0000": 1}', {}, 422, "unstorable"),
+        (b'{"code": "' + b"x" * 100_001 + b'", "publicKey": "x"}', {}, 422, "too_long"),
     ],
 )
 async def test_bad_bodies_are_4xx_json(
