@@ -25,7 +25,7 @@ from api.filings import service as filings
 from api.filings.models import Filing, FilingInvoice
 from api.notifications import service as notifications
 from api.notifications.models import Notification
-from api.people.models import AccountFlow, Contribution, Facility, Settlement
+from api.people.models import AccountFlow, Contribution, Facility, PersonalAccount, Settlement
 from api.replication import changelog
 from api.replication.mobile import service as mobile
 from api.replication.mobile.documents import iso
@@ -148,10 +148,19 @@ async def seed_records(state: AppState, person_id: int, count: int = 2) -> list[
             session.add(row)
             await session.flush()
             assert row.id is not None
+            # A person with a personal account has it moved, as a writer would: the account always
+            # equals the sum of its flows (test_people checks that over the shared database).
+            moved = await session.execute(
+                update(PersonalAccount)
+                .where(col(PersonalAccount.person_id) == person_id)
+                .values(balance_fen=col(PersonalAccount.balance_fen) - 1000)
+                .returning(col(PersonalAccount.balance_fen))
+            )
+            after = moved.scalar_one_or_none()
             session.add(
                 AccountFlow(
                     person_id=person_id, occurred_at=row.settled_at, year=2026, kind="settlement",
-                    amount_fen=-1000, balance_after_fen=0, settlement_id=row.id,
+                    amount_fen=-1000, balance_after_fen=0 if after is None else after, settlement_id=row.id,
                 )
             )  # fmt: skip
             await changelog.record(
