@@ -6,10 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Boolean, any_, bindparam, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from api.settings import Settings
 
@@ -29,9 +33,51 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(database_url, poolclass=NullPool if ":memory:" in database_url else None)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    if database_url.startswith("postgresql+asyncpg") and "prepared_statement_cache_size" not in database_url:
+        # asyncpg keeps 100 prepared statements per connection by default; the sync endpoints alone use
+        # more than 100 statement texts, so an LRU of 100 prepares again (a round trip and a parse) what it
+        # just evicted.
+        database_url += ("&" if "?" in database_url else "?") + "prepared_statement_cache_size=1000"
     return create_async_engine(
         database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
     )
+
+
+class OneOf(ColumnElement[bool]):
+    """`column IN (<the list bound as `name` at execution>)`, compiled per dialect: on PostgreSQL
+    `column = ANY($1)` with the whole list as one array parameter, elsewhere an expanding IN.
+
+    An expanding IN renders one placeholder per value, so every distinct length is a statement text of
+    its own: on PostgreSQL another prepared statement per connection (a round trip and a parse) and a
+    bind parameter rendered per value. One array parameter is one text whatever the length."""
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True  # a comparison: no "= 1" around it where booleans are integers
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy reads this class attribute for the cache key)
+        ("column", InternalTraversal.dp_clauseelement),
+        ("name", InternalTraversal.dp_string),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], name: str) -> None:
+        self.column = column
+        self.name = name
+
+
+def one_of(column: Any, name: str) -> OneOf:
+    """`column` is one of the list passed as parameter `name` when the statement is executed."""
+    return OneOf(column, name)
+
+
+@compiles(OneOf)
+def _expanding_in(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column.in_(bindparam(element.name, expanding=True)), **kw)
+
+
+@compiles(OneOf, "postgresql")
+def _any_of_array(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    array = bindparam(element.name, type_=postgresql.ARRAY(element.column.type))
+    return compiler.process(element.column == any_(array), **kw)
 
 
 def dialect_insert(session: AsyncSession) -> Any:

@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from api.db import dialect_insert
+from api.db import dialect_insert, one_of
 from api.errors import BadUserInput
 from api.pagination import local_today
 from api.people import idnumbers
@@ -400,13 +400,15 @@ async def roster_documents(
     statement = select(*(col(c) for c in _ROSTER_COLUMNS)).where(
         col(InsuredPerson.village_code) == village_code
     )
+    params: dict[str, Any] = {}
     if ids is not None:
-        statement = statement.where(col(InsuredPerson.id).in_(ids))
+        statement = statement.where(one_of(col(InsuredPerson.id), "ids"))
+        params["ids"] = list(ids)
     else:
         statement = (
             statement.where(col(InsuredPerson.id) > after).order_by(col(InsuredPerson.id)).limit(limit)
         )
-    people = (await session.execute(statement)).all()
+    people = (await session.execute(statement, params)).all()
     person_ids = [int(p.id) for p in people]
     if not person_ids:
         return []
@@ -414,8 +416,9 @@ async def roster_documents(
     totals = await settlement_service.year_to_date_many(session, person_ids, local_today().year)
     balance_rows = await session.execute(
         select(col(PersonalAccount.person_id), col(PersonalAccount.balance_fen)).where(
-            col(PersonalAccount.person_id).in_(person_ids)
-        )
+            one_of(col(PersonalAccount.person_id), "people")
+        ),
+        {"people": person_ids},
     )
     balances = {pid: balance for pid, balance in balance_rows}
     periods: dict[int, list[dict[str, Any]]] = {pid: [] for pid in person_ids}
@@ -427,8 +430,9 @@ async def roster_documents(
             col(Enrolment.start_on),
             col(Enrolment.end_on),
         )
-        .where(col(Enrolment.person_id).in_(person_ids))
-        .order_by(col(Enrolment.start_on))
+        .where(one_of(col(Enrolment.person_id), "people"))
+        .order_by(col(Enrolment.start_on)),
+        {"people": person_ids},
     )
     for pid, insurance, region, start, end in enrolments:
         periods[pid].append(
@@ -485,8 +489,9 @@ async def _voucher_refs(session: AsyncSession, person_ids: list[int]) -> dict[in
     async def known() -> dict[int, str]:
         rows = await session.execute(
             select(col(VoucherSubject.person_id), col(VoucherSubject.ref)).where(
-                col(VoucherSubject.person_id).in_(person_ids)
-            )
+                one_of(col(VoucherSubject.person_id), "people")
+            ),
+            {"people": person_ids},
         )
         return {pid: ref for pid, ref in rows}
 
@@ -517,10 +522,12 @@ async def _issue_documents(
         col(PushedMutation.terminal_id).in_(terminals),
         col(PushedMutation.status).in_(["rejected", "adjusted"]),
     )
+    params: dict[str, Any] = {}
     if ids is not None:
         if not ids:
             return []
-        statement = statement.where(col(PushedMutation.id).in_(ids))
+        statement = statement.where(one_of(col(PushedMutation.id), "ids"))
+        params["ids"] = list(ids)
     else:
         statement = statement.where(col(PushedMutation.id) > (int(after) if after else 0))
     statement = statement.order_by(col(PushedMutation.id))
@@ -542,5 +549,5 @@ async def _issue_documents(
                 "resolutionNote": row.resolution_note,
             },
         }
-        for row in (await session.execute(statement)).scalars()
+        for row in (await session.execute(statement, params)).scalars()
     ]

@@ -66,6 +66,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col
 
+from api.db import one_of
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict
 from api.filings import registrations
@@ -150,27 +151,27 @@ _PEOPLE_BY_REF = (
     select(_V.ref, _P.id, _P.birth_date, _P.village_code, _P.assistance_category, _P.chronic_diseases,
            _P.two_diseases)
     .select_from(_SUBJECTS.join(_PEOPLE, _V.person_id == _P.id))
-    .where(_V.ref.in_(bindparam("refs", expanding=True)))
+    .where(one_of(_V.ref, "refs"))
 )  # fmt: skip
-_PEOPLE_OF_REFS = select(_V.person_id).where(_V.ref.in_(bindparam("refs", expanding=True)))
+_PEOPLE_OF_REFS = select(_V.person_id).where(one_of(_V.ref, "refs"))
 _ENROLMENTS = select(_E.person_id, _E.insurance_type, _E.region_code, _E.start_on, _E.end_on).where(
-    _E.person_id.in_(bindparam("people", expanding=True))
+    one_of(_E.person_id, "people")
 )
-_BALANCES = select(_A.person_id, _A.balance_fen).where(_A.person_id.in_(bindparam("people", expanding=True)))
+_BALANCES = select(_A.person_id, _A.balance_fen).where(one_of(_A.person_id, "people"))
 _RECENT = select(_S.id, _S.person_id, _S.settled_at, _S.category, _S.total_fen, _S.visit).where(
-    _S.person_id.in_(bindparam("people", expanding=True)),
+    one_of(_S.person_id, "people"),
     _S.facility_id == bindparam("clinic"),
     _S.settled_at >= bindparam("since"),
     _S.voided_at.is_(None),
-    _S.total_fen.in_(bindparam("totals", expanding=True)),
+    one_of(_S.total_fen, "totals"),
 )
-_TAKEN = select(_S.client_ref).where(_S.client_ref.in_(bindparam("ids", expanding=True)))
-_USED_VOUCHERS = select(_S.voucher_ref).where(_S.voucher_ref.in_(bindparam("keys", expanding=True)))
+_TAKEN = select(_S.client_ref).where(one_of(_S.client_ref, "ids"))
+_USED_VOUCHERS = select(_S.voucher_ref).where(one_of(_S.voucher_ref, "keys"))
 
 _STORED = select(PushedMutation).where(
     col(PushedMutation.terminal_id) == bindparam("terminal"),
-    col(PushedMutation.mutation_id).in_(bindparam("ids", expanding=True))
-    | col(PushedMutation.seq).in_(bindparam("seqs", expanding=True)),
+    one_of(col(PushedMutation.mutation_id), "ids")
+    | one_of(col(PushedMutation.seq), "seqs"),
 )
 
 
@@ -688,9 +689,10 @@ async def _lock_people(session: AsyncSession, person_ids: set[int]) -> None:
     if person_ids and _is_postgres(session):
         await session.execute(
             select(col(InsuredPerson.id))
-            .where(col(InsuredPerson.id).in_(sorted(person_ids)))
+            .where(one_of(col(InsuredPerson.id), "people"))
             .order_by(col(InsuredPerson.id))
-            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: rows that reference them may still be added
+            .with_for_update(key_share=True),  # FOR NO KEY UPDATE: rows that reference them may still be added
+            {"people": sorted(person_ids)},
         )
 
 
@@ -776,8 +778,9 @@ async def _people_of(
                     .join(PushedMutation, col(PushedMutation.settlement_id) == col(Settlement.id))
                     .where(
                         col(PushedMutation.terminal_id) == terminal_id,
-                        col(PushedMutation.mutation_id).in_(voided),
-                    )
+                        one_of(col(PushedMutation.mutation_id), "voided"),
+                    ),
+                    {"voided": voided},
                 )
             ).scalars()
         )

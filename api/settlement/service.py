@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api import jsonlimits
+from api.db import one_of
 from api.errors import BadUserInput, Conflict, NotFound
 from api.filings import registrations
 from api.pagination import SHANGHAI
@@ -323,7 +324,7 @@ async def year_to_date(
 
 def _ytd_statement(before: bool) -> Select[Any]:
     s = Settlement.__table__.c  # type: ignore[attr-defined]
-    filters = [s.person_id.in_(bindparam("people", expanding=True)), s.year == bindparam("year")]
+    filters = [one_of(s.person_id, "people"), s.year == bindparam("year")]
     filters.append(s.voided_at.is_(None))
     if before:
         filters.append(s.settled_at < bindparam("before"))

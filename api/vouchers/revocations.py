@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, literal, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from api.db import one_of
 from api.dbtypes import UTCDateTime, utcnow
 from api.vouchers.models import DeviceCertificateRecord, VoucherRevocation, VoucherSubject
 from sync.vouchers import RevocationList
@@ -142,12 +143,14 @@ async def revocations_for_many(
     """The entries that could concern any of a batch's codes, in one query. (Entries about another code
     of the batch change nothing for this one: each check looks up the code's own serial and refs.)"""
     conditions = []
+    params: dict[str, list[str]] = {}
     for kind, refs in ((CERTIFICATE, cert_serials), (LINK, link_refs), (PERSON, person_refs)):
         wanted = sorted(set(refs))
         if wanted:
-            conditions.append((col(VoucherRevocation.kind) == kind) & col(VoucherRevocation.ref).in_(wanted))
+            params[kind] = wanted
+            conditions.append((col(VoucherRevocation.kind) == kind) & one_of(col(VoucherRevocation.ref), kind))
     rows = (
-        (await session.execute(select(VoucherRevocation).where(or_(*conditions)))).scalars().all()
+        (await session.execute(select(VoucherRevocation).where(or_(*conditions)), params)).scalars().all()
         if conditions
         else []
     )

@@ -24,7 +24,7 @@ from sqlmodel import col
 
 from api import ratelimit
 from api.auth.service import Viewer
-from api.db import dialect_insert
+from api.db import dialect_insert, one_of
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Forbidden, NotFound
 from api.family import service as family
@@ -323,8 +323,9 @@ class BatchVerifier:
         if refs:
             rows = await session.execute(
                 select(col(VoucherSubject.ref), col(VoucherSubject.person_id)).where(
-                    col(VoucherSubject.ref).in_(refs)
-                )
+                    one_of(col(VoucherSubject.ref), "refs")
+                ),
+                {"refs": refs},
             )
             self.subjects.update({ref: int(pid) for ref, pid in rows})
         if replays:
@@ -335,7 +336,7 @@ class BatchVerifier:
         if not keys:
             return set()
         rows = await self.session.execute(
-            select(col(VoucherReplay.key)).where(col(VoucherReplay.key).in_(keys))
+            select(col(VoucherReplay.key)).where(one_of(col(VoucherReplay.key), "keys")), {"keys": list(keys)}
         )
         return set(rows.scalars())
 
