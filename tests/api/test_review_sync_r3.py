@@ -97,3 +97,37 @@ async def test_a_forged_request_naming_a_terminal_does_not_lock_that_terminal_ou
             outcome = await task
             if isinstance(outcome, Slot):
                 outcome.release()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="push stores a rejected mutation's payload whole (pushed_mutations.payload): the per-mutation "
+    "bounds reject a 5 MB field as bad_payload but keep the 5 MB, so one terminal can write ~8 MB "
+    "(sync_max_inflated_bytes) of junk per push, kept forever and loaded by every issue page",
+)
+async def test_a_rejected_oversized_payload_is_not_stored_whole(state: AppState) -> None:
+    import json
+
+    from tests.api.test_push import (
+        clinic,
+        create,
+        items,
+        local_day,
+        morning,
+        mutation,
+        pushed,
+        run,
+        terminal,
+        villager,
+    )
+
+    place = await clinic(state)
+    term = await terminal(state, place)
+    who = await villager(state, place.village_code)
+    at = morning()
+    payload = create(items(1_000), local_day(at), person_ref=who.roster_ref)
+    payload["junk"] = "x" * 5_000_000
+    [result] = (await run(state, term, [mutation(1, payload, at)]))["results"]
+    assert (result["status"], result["reason"]) == ("rejected", "bad_payload")
+    [row] = await pushed(state, term)
+    assert len(json.dumps(row.payload)) <= 64 * 1024
