@@ -303,13 +303,19 @@ async def drive(plan: dict[str, Any]) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
     causes: dict[str, int] = {}
-
-    def retried(exc: Any, delay: float) -> None:
-        cause = f"{exc.details.get('reason')}:{exc.details.get('status', '')}"
-        causes[cause] = causes.get(cause, 0) + 1
+    network: dict[str, int] = {}
 
     async def drain(store: Store, client: SyncClient) -> dict[str, Any]:
         queued = store.queue_stats()[0]
+        waited = [0.0]  # seconds this terminal was told (or chose) to wait before asking again
+
+        def retried(exc: Any, delay: float) -> None:
+            cause = f"{exc.details.get('reason')}:{exc.details.get('status', '')}"
+            causes[cause] = causes.get(cause, 0) + 1
+            if exc.details.get("reason") == "network":
+                network[str(exc)[:120]] = network.get(str(exc)[:120], 0) + 1
+            waited[0] += delay
+
         syncer = Syncer(
             store,
             client,
@@ -319,7 +325,13 @@ async def drive(plan: dict[str, Any]) -> None:
             on_retry=retried,
         )
         report = await syncer.run()
-        return {"queued": queued, "done": time.time(), **report.to_dict(), "left": store.queue_stats()[0]}
+        return {
+            "queued": queued,
+            "done": time.time(),
+            "waitedS": waited[0],
+            **report.to_dict(),
+            "left": store.queue_stats()[0],
+        }
 
     cpu = time.process_time()
     results = await asyncio.gather(*(drain(s, c) for s, c in homes))
@@ -327,10 +339,19 @@ async def drive(plan: dict[str, Any]) -> None:
     await http.aclose()
     for store, _ in homes:
         store.close()
-    print(json.dumps({"results": results, "causes": causes, "cpuS": cpu}), flush=True)
+    print(json.dumps({"results": results, "causes": causes, "network": network, "cpuS": cpu}), flush=True)
 
 
 # ------------------------------------------------------------------------------------------- main
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values) or [0.0]
+    return {
+        "median": round(ordered[len(ordered) // 2], 1),
+        "p90": round(ordered[int(len(ordered) * 0.9)], 1),
+        "max": round(ordered[-1], 1),
+    }
 
 
 async def create_pg(url: str) -> tuple[str, str]:
@@ -508,12 +529,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 driver.stdin.flush()
             results: list[dict[str, Any]] = []
             causes: dict[str, int] = {}
+            network: dict[str, int] = {}
             for driver in drivers:
                 out, _ = driver.communicate(timeout=3600)
                 answer = json.loads(out.strip().splitlines()[-1])
                 results += answer["results"]
                 for cause, n in answer["causes"].items():
                     causes[cause] = causes.get(cause, 0) + n
+                for what, n in answer["network"].items():
+                    network[what] = network.get(what, 0) + n
                 drivers_cpu_s += answer["cpuS"]  # each driver's own, from "go" to its last terminal
             server_cpu = tree_cpu_s(server.pid) - server_cpu
         load_after = os.getloadavg()
@@ -547,6 +571,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "pulledAll": all(r["pullComplete"] for r in results),
             "retries": sum(r["retries"] for r in results),
             "retryCauses": causes,
+            "networkErrors": network,
+            # The last tenth to finish: how long they had been told (or chose) to wait in all.
+            "slowestTenthWaitedS": _spread(
+                [
+                    r["waitedS"]
+                    for r in sorted(results, key=lambda r: r["done"])[-max(1, len(results) // 10) :]
+                ]
+            ),
+            "waitedS": _spread([r["waitedS"] for r in results]),
             "slowestTerminalS": round(drain, 1),
             "medianTerminalS": round(sorted(r["done"] - go for r in results)[len(results) // 2], 1),
             "serverPeakRssMb": round(rss.peak_kb / 1024, 1),
