@@ -170,8 +170,7 @@ _USED_VOUCHERS = select(_S.voucher_ref).where(one_of(_S.voucher_ref, "keys"))
 
 _STORED = select(PushedMutation).where(
     col(PushedMutation.terminal_id) == bindparam("terminal"),
-    one_of(col(PushedMutation.mutation_id), "ids")
-    | one_of(col(PushedMutation.seq), "seqs"),
+    one_of(col(PushedMutation.mutation_id), "ids") | one_of(col(PushedMutation.seq), "seqs"),
 )
 
 
@@ -691,7 +690,8 @@ async def _lock_people(session: AsyncSession, person_ids: set[int]) -> None:
             select(col(InsuredPerson.id))
             .where(one_of(col(InsuredPerson.id), "people"))
             .order_by(col(InsuredPerson.id))
-            .with_for_update(key_share=True),  # FOR NO KEY UPDATE: rows that reference them may still be added
+            # FOR NO KEY UPDATE: rows that reference them may still be added
+            .with_for_update(key_share=True),
             {"people": sorted(person_ids)},
         )
 

@@ -148,7 +148,9 @@ async def revocations_for_many(
         wanted = sorted(set(refs))
         if wanted:
             params[kind] = wanted
-            conditions.append((col(VoucherRevocation.kind) == kind) & one_of(col(VoucherRevocation.ref), kind))
+            conditions.append(
+                (col(VoucherRevocation.kind) == kind) & one_of(col(VoucherRevocation.ref), kind)
+            )
     rows = (
         (await session.execute(select(VoucherRevocation).where(or_(*conditions)), params)).scalars().all()
         if conditions
