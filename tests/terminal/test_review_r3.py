@@ -30,11 +30,6 @@ async def _pull_through(answer: Callable[[httpx.Request], httpx.Response]) -> Ba
     raise AssertionError("the pull was answered")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client._retry_after: str.isdigit() accepts '²' (a Latin-1 header byte), float() then raises "
-    "ValueError out of SyncClient._post: not a TerminalError, watch dies",
-)
 async def test_a_retry_after_that_is_not_ascii_digits_is_ignored() -> None:
     exc = await _pull_through(
         lambda r: httpx.Response(503, headers=[(b"retry-after", b"\xb2")], content=b"{}")
@@ -42,11 +37,6 @@ async def test_a_retry_after_that_is_not_ascii_digits_is_ignored() -> None:
     assert isinstance(exc, Unreachable), repr(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client._json catches ValueError only: a deeply nested JSON answer is a RecursionError out of "
-    "SyncClient._post: not a TerminalError, watch dies",
-)
 @pytest.mark.parametrize("status", [200, 400, 401])
 async def test_a_deeply_nested_answer_is_a_bad_response_not_a_crash(status: int) -> None:
     exc = await _pull_through(lambda r: httpx.Response(status, content=b"[" * 100_000))

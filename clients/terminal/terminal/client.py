@@ -38,6 +38,9 @@ from terminal.errors import ServerRefused, TerminalRevoked, Unreachable
 GZIP_ABOVE = 1024
 USER_AGENT = "yibao-terminal/1"
 DEFAULT_TIMEOUT_S = 30.0
+MAX_RETRY_AFTER_S = 600.0
+MAX_ANSWER_DEPTH = 64
+"""Our server's answers nest a dozen levels at most; anything deeper is not one of them."""
 
 
 class TooLarge(Exception):
@@ -214,14 +217,39 @@ class SyncClient:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """A Retry-After in seconds (delta-seconds only; a date is ignored), at most 10 minutes."""
-    if value is None or not value.strip().isdigit():
+    """A Retry-After in seconds (delta-seconds only, ASCII digits; a date is ignored), at most 10
+    minutes. Anything else (`²`, `-1`, `1.5`, a date) is no ask at all: the caller's own backoff."""
+    if value is None:
         return None
-    return min(float(value.strip()), 600.0)
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return min(float(value), MAX_RETRY_AFTER_S)
 
 
 def _json(raw: bytes) -> Any:
+    """The answer's JSON, or None for anything that is not usable JSON: not JSON, not UTF-8, an
+    integer past Python's digit limit, or nested deeper than MAX_ANSWER_DEPTH (json.loads itself
+    raises RecursionError near a thousand levels; below that, str(), json.dumps and the store would)."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
+    return parsed if _depth_within(parsed, MAX_ANSWER_DEPTH) else None
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and dicts at most `limit` deep (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
