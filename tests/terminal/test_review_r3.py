@@ -43,12 +43,6 @@ async def test_a_deeply_nested_answer_is_a_bad_response_not_a_crash(status: int)
     assert isinstance(exc, TerminalError), repr(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._watch (attempts=1) answers every Unreachable with backoff.delay(failures) + 0.2 s and "
-    "ignores retryAfterS: a watching terminal told 'Retry-After: 30' by an overloaded server comes back "
-    "within ~1 s (docs/sync.md: the agent waits what Retry-After says)",
-)
 async def test_watch_waits_at_least_the_retry_after_of_an_overloaded_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

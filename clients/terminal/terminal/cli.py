@@ -353,7 +353,14 @@ async def _watch(args: argparse.Namespace, store: Store) -> int:
                     say({"event": "synced", **report.to_dict()}, _report_text(report))
                 wait = args.interval
             elif isinstance(exc, Unreachable):
-                wait = backoff.delay(failures) + 0.2
+                asked = exc.details.get("retryAfterS")
+                if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > 0:
+                    # The server said when (an overloaded 503, a 429): then, never before, plus the
+                    # syncer's jitter (as `sync` does; docs/sync.md). Its schedule already spreads the
+                    # terminals it turned away: our own doubling on top would only leave slots empty.
+                    wait = backoff.after(float(asked))
+                else:
+                    wait = backoff.delay(failures) + 0.2
                 failures += 1
                 say(
                     {"event": "offline", "error": exc.to_dict(), "retryInS": round(wait, 1)},
