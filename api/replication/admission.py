@@ -22,11 +22,14 @@ flood can take the slots and make terminals wait (what it cannot do is make the 
 what it gets in is refused at authentication, which frees the slot within a database round trip).
 Verifying the assertion first would cost every refused request a terminal look-up and a `jti` insert,
 which is the work the storm must not cause. Fairness is kept cheaply per claimed terminal: the
-assertion's unverified `iss` is read (base64 and JSON, no crypto) and a terminal may hold at most one
-slot or place in the queue; its second request at once (a retry after its own timeout, while the
-first is still being served) is refused at once. A flood needs many terminal ids to take the slots,
-which per-address connection limits at the reverse proxy in front bound; that is where a flood of
-strangers belongs.
+assertion's unverified `iss` is read (base64 and JSON, no crypto), and a request is refused at once
+while a request that has *proved* to be that terminal is being served (its retry after its own
+timeout: `Slot.claim` after the assertion is verified). Only a verified claim counts, so a stranger's
+forged request naming a terminal's (sequential, guessable) id cannot lock that terminal out; nor is
+a request refused at authentication counted in the service time the return schedule is built on, so
+fast-failing forgeries cannot make it promise slots the server does not have. A flood of strangers
+can still take the slots for as long as their refusals take; per-address connection limits at the
+reverse proxy in front bound it, and that is where a flood of strangers belongs.
 
 Per worker, in its event loop: nothing here is shared between processes or threads.
 """
@@ -64,11 +67,18 @@ class Slot:
 
     __slots__ = ("_admission", "_key", "_released", "_started")
 
-    def __init__(self, admission: Admission, key: str | None, started: float) -> None:
+    def __init__(self, admission: Admission, started: float) -> None:
         self._admission = admission
-        self._key = key
+        self._key: str | None = None
         self._started = started
         self._released = False
+
+    def claim(self, terminal: str) -> None:
+        """The request has proved to be `terminal` (its assertion verified): until the release, that
+        terminal's other requests are refused at once, and this one's time counts as service time."""
+        if not self._released and self._key is None:
+            self._key = terminal
+            self._admission._holders[terminal] = self._admission._holders.get(terminal, 0) + 1
 
     def release(self) -> None:
         if not self._released:
@@ -96,7 +106,7 @@ class Admission:
         self.in_flight = 0
         self.service_s = SERVICE_PRIOR_S
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._holders: set[str] = set()  # claimed terminal ids admitted or waiting
+        self._holders: dict[str, int] = {}  # verified terminal ids being served -> their slots
         self._horizon = 0.0  # clock time up to which return slots have been handed out
 
     @property
@@ -109,51 +119,52 @@ class Admission:
 
     async def admit(self, key: str | None) -> Slot | Refused:
         """A slot now, a slot after a short wait, or a refusal with when to come back. `key`: the
-        terminal the request claims to be (None if it names none)."""
+        terminal the request claims to be, unverified (None if it names none)."""
         if key is not None and key in self._holders:
-            # The same terminal is already being served: this is its retry after its own timeout.
+            # That terminal, verified, is being served: this is its retry after its own timeout (or
+            # a forgery naming it, which loses nothing by being refused).
             return Refused(self._round(max(1.0, self.service_s)), "duplicate")
         now = self.clock()
         if self.in_flight < self.limit and not self.waiting:
-            return self._enter(key, now)
+            return self._enter(now)
         waiting = self.waiting
         expected_wait = (waiting + 1) / self._rate()
         if waiting >= self.max_waiting or expected_wait > self.max_wait_s:
             return self._refuse(now, "full")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        if key is not None:
-            self._holders.add(key)
         try:
             await asyncio.wait({waiter}, timeout=self.max_wait_s)
         except BaseException:  # cancelled while waiting: a slot handed over meanwhile is given back
             if waiter.done():
-                Slot(self, key, self.clock()).release()
+                Slot(self, self.clock()).release()
             else:
-                self._leave_queue(waiter, key)
+                self._leave_queue(waiter)
             raise
         if not waiter.done():
-            self._leave_queue(waiter, key)
+            self._leave_queue(waiter)
             return self._refuse(self.clock(), "waited")
-        return Slot(self, key, self.clock())  # _release handed its slot over: in_flight already counts it
+        return Slot(self, self.clock())  # _release handed its slot over: in_flight already counts it
 
-    def _leave_queue(self, waiter: asyncio.Future[None], key: str | None) -> None:
+    def _leave_queue(self, waiter: asyncio.Future[None]) -> None:
         waiter.cancel()
         self._waiters.remove(waiter)
-        if key is not None:
-            self._holders.discard(key)
 
-    def _enter(self, key: str | None, now: float) -> Slot:
+    def _enter(self, now: float) -> Slot:
         self.in_flight += 1
-        if key is not None:
-            self._holders.add(key)
-        return Slot(self, key, now)
+        return Slot(self, now)
 
     def _release(self, key: str | None, started: float) -> None:
-        elapsed = self.clock() - started
-        self.service_s += SERVICE_EWMA_WEIGHT * (elapsed - self.service_s)
         if key is not None:
-            self._holders.discard(key)
+            # Only a verified request's time is service time: a forgery refused at authentication
+            # is quick, and counting it would make the schedule promise slots the server lacks.
+            elapsed = self.clock() - started
+            self.service_s += SERVICE_EWMA_WEIGHT * (elapsed - self.service_s)
+            left = self._holders.get(key, 0) - 1
+            if left > 0:
+                self._holders[key] = left
+            else:
+                self._holders.pop(key, None)
         if self._waiters:
             self._waiters.popleft().set_result(None)  # the slot passes on: in_flight is unchanged
         else:
@@ -194,7 +205,7 @@ def claimed_terminal(authorization: str | None) -> str | None:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." claims
         return None
     issuer = payload.get("iss") if isinstance(payload, dict) else None
     return issuer if isinstance(issuer, str) and 0 < len(issuer) <= 20 else None

@@ -25,7 +25,7 @@ from terminal.syncer import Syncer
 
 from api.people.models import Settlement
 from api.replication import push as pushing
-from api.replication.admission import Admission, Refused, Slot, claimed_terminal
+from api.replication.admission import SERVICE_PRIOR_S, Admission, Refused, Slot, claimed_terminal
 from api.replication.models import PushedMutation
 from api.settings import Settings
 from api.state import AppState
@@ -80,12 +80,32 @@ async def test_a_terminal_already_served_is_refused_its_second_request_at_once()
     gate = admission(4, waiting=4)
     slot = await gate.admit("7")
     assert isinstance(slot, Slot)
+    slot.claim("7")  # its assertion verified
     again = await gate.admit("7")
     assert isinstance(again, Refused) and again.why == "duplicate" and again.retry_after_s >= 1
     assert isinstance(await gate.admit("8"), Slot)  # another terminal still gets in
     slot.release()
     slot.release()  # a second release does not free a second slot
     assert gate.in_flight == 1
+    assert isinstance(await gate.admit("7"), Slot)
+
+
+async def test_only_a_verified_request_holds_its_terminal_and_counts_as_service_time() -> None:
+    now = [100.0]
+    gate = admission(4, waiting=4)
+    gate.clock = lambda: now[0]
+    forged = await gate.admit("7")  # names terminal 7, refused at authentication: never claims
+    assert isinstance(forged, Slot)
+    real = await gate.admit("7")
+    assert isinstance(real, Slot)  # not refused as a duplicate of the forgery
+    now[0] += 0.001
+    forged.release()
+    assert gate.service_s == SERVICE_PRIOR_S  # the forgery's quick refusal is not service time
+    real.claim("7")
+    now[0] += 2.0
+    assert isinstance(await gate.admit("7"), Refused)  # while the verified one is served
+    real.release()
+    assert gate.service_s > SERVICE_PRIOR_S
     assert isinstance(await gate.admit("7"), Slot)
 
 
