@@ -164,7 +164,7 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
 
     async def authenticated(request: Request, session: AsyncSession, *, commit: bool = True) -> Terminal:
         try:
-            return await service.authenticate(
+            terminal = await service.authenticate(
                 session,
                 settings,
                 request.headers.get("authorization"),
@@ -174,6 +174,10 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
         except Unauthenticated as exc:
             metrics.sync_auth_failures.labels(str(exc.extra.get("reason", "unknown"))).inc()
             raise
+        slot: Slot | None = getattr(request.state, "admission_slot", None)
+        if slot is not None:
+            slot.claim(str(terminal.id))  # proved: its other requests wait until this one is done
+        return terminal
 
     def body_of(request: Request, raw: bytes) -> Any:
         return decode_body(request, raw, settings.sync_max_inflated_bytes)
@@ -210,6 +214,12 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
             answer = await pulling.pull(session, state, terminal, checkpoint, limit)
         except (WireError, AppError):
             await session.commit()
+            raise
+        except Exception:
+            # A failure (a bug, the database gone): the rollback takes the jti with it, so spend it
+            # again in a transaction of its own; the assertion must not work twice whatever happened.
+            await session.rollback()
+            await service.keep_spent(session)
             raise
         assert terminal.id is not None
         await service.record_sync(session, terminal, pulled=True)
@@ -252,6 +262,7 @@ def sync_routes(state: AppState) -> list[BaseRoute]:
                         outcome = "shed_" + decision.why
                         return _overloaded(decision.retry_after_s)
                     slot = decision
+                    request.state.admission_slot = slot
                 try:
                     async with state.db.session() as session:
                         answer = await handler(request, session, raw)

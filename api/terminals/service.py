@@ -320,6 +320,7 @@ async def clinic_of(session: AsyncSession, terminal: Terminal) -> Facility:
 _MAX_ASSERTION_CHARS = 2048
 _TERMINAL_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
 _PURGE_BATCH = 1000
+_KEEP_MARGIN_S = 60
 _PURGE_INTERVAL_S = 60.0
 _next_purge = 0.0
 """time.monotonic() after which this worker purges expired jtis again. Only a schedule: what an
@@ -403,7 +404,7 @@ def _json_object(raw: bytes, *, header: bool = False) -> dict[str, Any]:
     and `b64` (an unencoded payload) are malformed, as a `kid` that is not a string."""
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nesting
         raise _refuse("malformed") from None
     if not isinstance(value, dict):
         raise _refuse("malformed")
@@ -497,7 +498,9 @@ async def authenticate(
     if not isinstance(jti, str) or not JTI_PATTERN.fullmatch(jti):
         raise _refuse("malformed")
     assert terminal.id is not None
-    keep_until = datetime.fromtimestamp(expires + leeway, UTC)
+    # Kept past the last moment it could be accepted by a margin: acceptance is judged at this
+    # request's clock reading, the insert comes later, and a purge in between must not free the jti.
+    keep_until = datetime.fromtimestamp(expires + leeway + _KEEP_MARGIN_S, UTC)
     if not await _spend_jti(session, jti, terminal.id, keep_until, commit=commit):
         raise _refuse("replayed")
     await _maybe_purge(session)
@@ -527,12 +530,27 @@ async def _spend_jti(
 ) -> bool:
     """Records the jti (and commits, if asked); False if any worker recorded it before."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    inserted = (
-        await session.execute(_SPEND[dialect], {"jti": jti, "terminal": terminal_id, "until": keep_until})
-    ).first()
+    spent = {"jti": jti, "terminal": terminal_id, "until": keep_until}
+    inserted = (await session.execute(_SPEND[dialect], spent)).first()
     if commit:
         await session.commit()
+    else:
+        session.info[_SPENT] = spent
     return inserted is not None
+
+
+_SPENT = "yibao.spent_assertion"
+
+
+async def keep_spent(session: AsyncSession) -> None:
+    """After a rollback of a transaction that `authenticate(commit=False)` recorded a jti in: records
+    it again and commits, so the assertion stays spent whatever the request did after it."""
+    spent = session.info.pop(_SPENT, None)
+    if spent is None:
+        return
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    await session.execute(_SPEND[dialect], spent)
+    await session.commit()
 
 
 async def _maybe_purge(session: AsyncSession) -> None:

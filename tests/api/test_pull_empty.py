@@ -66,3 +66,29 @@ async def test_a_pull_refused_for_its_body_still_spends_its_assertion(client: An
     answered = await world.pull(client, token)
     assert answered.status_code == 200
     assert world.reason(await world.pull(client, token)) == "replayed"
+
+
+async def test_a_pull_that_fails_still_spends_its_assertion(
+    app: Any, state: AppState, monkeypatch: Any
+) -> None:
+    # A failure rolls the pull's transaction back, the jti with it: it is spent again on its own.
+    import httpx
+
+    from api.replication import pull as pulling
+    from api.terminals import service as terminals_service
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the pull")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://yibao.test") as client:
+        enrolled = await world.enrol(client, state)
+        token = enrolled.assertion()
+        monkeypatch.setattr(pulling, "pull", broken)
+        # (No purge of old jtis in this request: its commit would save the jti by the way.)
+        monkeypatch.setattr(terminals_service, "_next_purge", float("inf"))
+        failed = await world.pull(client, token)
+        assert failed.status_code == 500, failed.text
+        monkeypatch.undo()
+        again = await world.pull(client, token)
+        assert again.status_code == 401 and world.reason(again) == "replayed", again.text
