@@ -145,7 +145,12 @@ def _timestamp(value: object, field: str) -> datetime:
         raise WireError(field, "must be an ISO 8601 timestamp with a zone") from None
     if parsed.tzinfo is None:
         raise WireError(field, "needs a time zone")
-    return parsed.astimezone(UTC)
+    try:
+        # 9999-12-31T23:59:59-23:59 is a valid ISO 8601 text whose UTC instant is past datetime.max
+        # (0001-01-01T00:00:00+23:59 before datetime.min): OverflowError, not a ValueError.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise WireError(field, "is out of the range of a timestamp") from None
 
 
 @dataclass(frozen=True, slots=True)
