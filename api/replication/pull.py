@@ -508,6 +508,19 @@ async def _voucher_refs(session: AsyncSession, person_ids: list[int]) -> dict[in
     return refs
 
 
+_ISSUE_COLUMNS = (
+    col(PushedMutation.id),
+    col(PushedMutation.mutation_id),
+    col(PushedMutation.terminal_id),
+    col(PushedMutation.seq),
+    col(PushedMutation.status),
+    col(PushedMutation.reason),
+    col(PushedMutation.result),
+    col(PushedMutation.resolved_at),
+    col(PushedMutation.resolution_note),
+)
+
+
 async def _issue_documents(
     session: AsyncSession,
     clinic: _Clinic,
@@ -518,7 +531,9 @@ async def _issue_documents(
 ) -> list[dict[str, Any]]:
     """The clinic's rejected and adjusted pushes (open or resolved), as the terminal shows them."""
     terminals = select(col(Terminal.id)).where(col(Terminal.clinic_id) == clinic.id)
-    statement = select(PushedMutation).where(
+    # Only the columns the document shows: not the payload, which the terminal has in its own outbox
+    # (up to 64 KiB for a rejected one, megabytes for an applied bill of MAX_BILL_ITEMS items).
+    statement = select(*_ISSUE_COLUMNS).where(
         col(PushedMutation.terminal_id).in_(terminals),
         col(PushedMutation.status).in_(["rejected", "adjusted"]),
     )
@@ -549,5 +564,5 @@ async def _issue_documents(
                 "resolutionNote": row.resolution_note,
             },
         }
-        for row in (await session.execute(statement, params)).scalars()
+        for row in (await session.execute(statement, params)).all()
     ]
