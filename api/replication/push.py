@@ -50,12 +50,17 @@ Every write to a synced row records change-log entries in the same transaction: 
 entry (`person` in `village:<code>`, its year-to-date totals changed), the settlement and the personal
 account for the resident's own replication (`person:<id>`), and each rejected or adjusted mutation as a
 `push_issue` in `clinic:<clinic id>` (its document is the PushedMutation row; see pull.py).
+
+A rejected mutation's payload is kept whole up to MAX_KEPT_REJECTED_PAYLOAD characters of JSON; past
+that, as a stand-in `{"truncated": true, "bytes", "sha256", "prefix"}` (the answer is kept whole).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +129,18 @@ SETTLEMENT_ENTITY = "settlement"
 ACCOUNT_ENTITY = "personal_account"
 VOID_FLOW_KIND = "settlement_void"
 """The account flow that credits back a voided settlement's personal-account payment."""
+MAX_KEPT_REJECTED_PAYLOAD = 64 * 1024
+"""Characters of a rejected mutation's payload, as stored (its json.dumps text, ASCII: so bytes too),
+kept whole; a longer one is kept as a stand-in (_kept_payload). A rejected payload may have failed the
+protocol's per-mutation bounds (a bad_payload is as large as the push body lets it be,
+sync_max_inflated_bytes), and it is kept forever and read with every page of push issues. A village
+clinic's visit is a handful of items, each about 150 characters (a drug's code and its Chinese name,
+escaped as \\uXXXX): 64 KiB keeps a bill of some 400 such items whole for the reviewer, and past it
+the payload is junk or a bill the terminal keeps in full in its own outbox anyway. An applied or
+adjusted payload is kept whole: it passed sync.protocol's per-mutation bounds (at most MAX_BILL_ITEMS
+items of short text)."""
+KEPT_PAYLOAD_PREFIX = 4096
+"""Characters of the payload's JSON text kept in the stand-in: enough to tell what was sent."""
 
 _VOUCHER_REASONS = {
     Reason.MALFORMED: RejectReason.VOUCHER_INVALID,
@@ -483,7 +500,7 @@ class _Batch:
                 "kind": w.mutation.kind.value,
                 "client_time": w.mutation.client_time,
                 "received_at": self.now,
-                "payload": w.mutation.payload,
+                "payload": _kept_payload(w.mutation.payload, w.outcome.status),
                 "status": w.outcome.status.value,
                 "reason": w.outcome.reason,
                 "result": w.outcome.body,
@@ -499,6 +516,26 @@ class _Batch:
             if row["status"] != ResultStatus.APPLIED.value
         )
         await changelog.record(session, changes)
+
+
+def _kept_payload(payload: dict[str, Any], status: ResultStatus) -> dict[str, Any]:
+    """What pushed_mutations keeps of a mutation's payload: all of it, unless it was rejected and its
+    JSON is longer than MAX_KEPT_REJECTED_PAYLOAD; then a stand-in that says so, with the size and the
+    sha256 of that JSON (json.dumps with sorted keys: the terminal can check its own copy against it)
+    and its first KEPT_PAYLOAD_PREFIX characters. The answer (`result`: reason, field, message) is
+    kept whole either way, so reviewers and the clinic still see what was rejected and why."""
+    if status != ResultStatus.REJECTED:
+        return payload
+    text = json.dumps(payload, sort_keys=True)  # the length of what the column stores (any key order)
+    if len(text) <= MAX_KEPT_REJECTED_PAYLOAD:
+        return payload
+    raw = text.encode("ascii")  # json.dumps escapes everything else
+    return {
+        "truncated": True,
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "prefix": text[:KEPT_PAYLOAD_PREFIX],
+    }
 
 
 @functools.cache

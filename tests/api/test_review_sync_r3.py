@@ -94,12 +94,6 @@ async def test_a_forged_request_naming_a_terminal_does_not_lock_that_terminal_ou
                 outcome.release()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="push stores a rejected mutation's payload whole (pushed_mutations.payload): the per-mutation "
-    "bounds reject a 5 MB field as bad_payload but keep the 5 MB, so one terminal can write ~8 MB "
-    "(sync_max_inflated_bytes) of junk per push, kept forever and loaded by every issue page",
-)
 async def test_a_rejected_oversized_payload_is_not_stored_whole(state: AppState) -> None:
     import json
 
