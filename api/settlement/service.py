@@ -298,6 +298,35 @@ async def create_version(
 # ------------------------------------------------------------------------------- year to date
 
 
+async def lock_people(session: AsyncSession, person_ids: Iterable[int]) -> None:
+    """Holds the people's rows until commit, so that their year-to-date totals (and balances) read
+    after this stay final until this transaction has stored what it settles against them. Every
+    writer of settlements takes it before it reads totals: the same lock in the same order (ids
+    ascending) as a terminal push (api.replication.push._lock_people), so two writers wait for each
+    other instead of paying twice out of one annual cap, and never wait in a circle.
+
+    PostgreSQL: SELECT ... FOR NO KEY UPDATE (rows that reference the people may still be inserted).
+    SQLite: a no-op UPDATE of the rows takes the database's single write lock; without a write, the
+    reads that follow run outside any transaction and may miss a concurrent writer's commit."""
+    wanted = sorted(set(person_ids))
+    if not wanted:
+        return
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(
+            select(col(InsuredPerson.id))
+            .where(one_of(col(InsuredPerson.id), "people"))
+            .order_by(col(InsuredPerson.id))
+            .with_for_update(key_share=True),
+            {"people": wanted},
+        )
+        return
+    table = InsuredPerson.__table__  # type: ignore[attr-defined]
+    await session.execute(
+        update(table).where(one_of(table.c.id, "people")).values(region_code=table.c.region_code),
+        {"people": wanted},
+    )
+
+
 def ytd_columns(
     version: PolicyVersion, visit: Visit, before: YearToDate, result: SettlementResult
 ) -> dict[str, Any]:
