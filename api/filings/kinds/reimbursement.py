@@ -330,6 +330,9 @@ class Reimbursement(Kind):
         return self.summary(await self.price(ctx, values))
 
     async def approve(self, ctx: Context, filing: Filing, values: Mapping[str, Any]) -> None:
+        # Before the year-to-date totals are read: a terminal push for the same person waits (or is
+        # waited for), instead of both paying out of the same remaining annual cap.
+        await settlement.lock_people(ctx.session, [filing.person_id])
         computed = self.summary(await self.price(ctx, values, record=filing))
         filing.amount_fen = computed.amount_fen
         filing.computation = computed.details
