@@ -10,6 +10,10 @@ What an answer means is decided here, once:
 - no answer, a timeout, a 5xx, garbage, a truncated or broken gzip body, a 429, a 409
   `concurrent_push`: `Unreachable` (retry later, not before a `Retry-After` if the server sent one;
   nothing was lost, the server is exactly-once);
+- garbage includes whatever no server of ours sends: JSON nested past MAX_ANSWER_DEPTH or holding a
+  lone surrogate, a body past MAX_ANSWER_BYTES inflated, a content-encoding other than one gzip layer.
+  Whatever answers on the way (a proxy, a captive portal, a forger on plain http) ends as a
+  TerminalError, never another exception: `watch` would die of it;
 - 401 `clock_skew` or `expired` (a fresh assertion can only be expired if our clock is behind): the
   clock learns the server's time and the request is made again at once;
 - 401 `terminal_revoked`: `TerminalRevoked` (stop, and say why);
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -39,6 +45,13 @@ GZIP_ABOVE = 1024
 USER_AGENT = "yibao-terminal/1"
 DEFAULT_TIMEOUT_S = 30.0
 MAX_RETRY_AFTER_S = 600.0
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""An answer (inflated) past this is refused as bad: a pull page of MAX_PULL_LIMIT changes is a few
+MiB; a gzip bomb on the way must not take the agent's memory."""
+MAX_MESSAGE_CHARS = 500
+MAX_CODE_CHARS = 100
+EARLIEST_SERVER_TIME = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+LATEST_SERVER_TIME = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 MAX_ANSWER_DEPTH = 64
 """Our server's answers nest a dozen levels at most; anything deeper is not one of them."""
 
@@ -127,8 +140,10 @@ class SyncClient:
                 headers["authorization"] = "Bearer " + self._assertion()
             sent = local_time()
             try:
-                response = await self.http.post(self.server + path, content=data, headers=headers)
-                raw = response.content  # read (and inflated) here: a truncated gzip body fails now
+                async with self.http.stream(
+                    "POST", self.server + path, content=data, headers=headers
+                ) as response:
+                    raw = await _read_answer(response)  # inflated here: a truncated gzip body fails now
             except httpx.DecodingError as exc:
                 raise Unreachable(
                     "服务器应答数据损坏（压缩数据不完整）", reason="bad_response", detail=str(exc)[:200]
@@ -160,7 +175,7 @@ class SyncClient:
                 )
             self._learn_time(response.headers.get("date"), sent, received)
             reason = error.get("reason")
-            message = str(error.get("message") or f"HTTP {status}")
+            message = _text(error.get("message"), MAX_MESSAGE_CHARS) or f"HTTP {status}"
             # A fresh assertion refused as off the server's clock (`clock_skew`) or as already expired
             # (`expired`: our clock is a few minutes behind) means our clock: the answer's time fixes it.
             if status == 401 and reason in ("clock_skew", "expired") and auth:
@@ -175,9 +190,9 @@ class SyncClient:
             raise ServerRefused(
                 message,
                 status=status,
-                reason=reason if isinstance(reason, str) else None,
-                serverCode=error.get("code"),
-                field=error.get("field"),
+                reason=_text(reason, MAX_CODE_CHARS),
+                serverCode=_text(error.get("code"), MAX_CODE_CHARS),
+                field=_text(error.get("field"), MAX_CODE_CHARS),
             )
         raise Unreachable("终端时钟与服务器相差过大，且校准未成功", reason="clock_skew")
 
@@ -195,7 +210,7 @@ class SyncClient:
             return
         try:
             server = parsedate_to_datetime(header).timestamp()
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return
         self._observe(server, sent, received)
 
@@ -203,12 +218,18 @@ class SyncClient:
         if not isinstance(text, str):
             return
         try:
-            server = datetime.fromisoformat(text).timestamp()
+            when = datetime.fromisoformat(text)
         except ValueError:
             return
-        self._observe(server, sent, received)
+        if when.tzinfo is None:
+            return  # the server says UTC with an offset; a naive time is not its own, nor a known zone
+        self._observe(when.timestamp(), sent, received)
 
     def _observe(self, server: float, sent: float, received: float) -> None:
+        # A time past the plausible range is no server's (and would leave corrected_now(), so every
+        # assertion and every voucher check, past what a datetime can hold): it teaches nothing.
+        if not EARLIEST_SERVER_TIME <= server < LATEST_SERVER_TIME:
+            return
         # The Date header has whole seconds: the server's clock was somewhere in [server, server + 1).
         before = self.clock.offset_s
         self.clock.observe(server + 0.5, sent, received)
@@ -217,8 +238,10 @@ class SyncClient:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """A Retry-After in seconds (delta-seconds only, ASCII digits; a date is ignored), at most 10
-    minutes. Anything else (`²`, `-1`, `1.5`, a date) is no ask at all: the caller's own backoff."""
+    """A Retry-After in seconds (delta-seconds only, ASCII digits), at most 10 minutes. Anything else
+    (`²`, `-1`, `1.5`) is no ask at all: the caller's own backoff. The HTTP-date form is ignored too:
+    our server sends seconds, and a date means trusting one clock or another; a proxy's date only
+    costs the backoff instead."""
     if value is None:
         return None
     value = value.strip()
@@ -227,29 +250,83 @@ def _retry_after(value: str | None) -> float | None:
     return min(float(value), MAX_RETRY_AFTER_S)
 
 
+async def _read_answer(response: httpx.Response) -> bytes:
+    """The answer's body, inflated, at most MAX_ANSWER_BYTES. Only what we asked for is inflated
+    (`accept-encoding: gzip`, one layer): httpx would inflate a stack of them, each multiplying a bomb."""
+    status = response.status_code
+    encodings = [
+        value.strip().lower()
+        for value in response.headers.get_list("content-encoding", split_commas=True)
+        if value.strip().lower() not in ("", "identity")
+    ]
+    if encodings not in ([], ["gzip"]):
+        raise Unreachable(
+            "服务器应答使用了不支持的压缩方式",
+            reason="bad_response",
+            status=status,
+            contentEncoding=",".join(encodings)[:MAX_CODE_CHARS],
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise Unreachable(
+                "服务器应答数据过大", reason="bad_response", status=status, limitBytes=MAX_ANSWER_BYTES
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _text(value: object, limit: int) -> str | None:
+    """A string of the server's for our messages, `status` and the store: a string only, at most
+    `limit` characters, no lone surrogates (SQLite and stdout refuse them), no control characters."""
+    if not isinstance(value, str):
+        return None
+    value = value[:limit].encode("utf-8", "replace").decode("utf-8")
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in value)
+
+
 def _json(raw: bytes) -> Any:
     """The answer's JSON, or None for anything that is not usable JSON: not JSON, not UTF-8, an
-    integer past Python's digit limit, or nested deeper than MAX_ANSWER_DEPTH (json.loads itself
-    raises RecursionError near a thousand levels; below that, str(), json.dumps and the store would)."""
+    integer past Python's digit limit, nested deeper than MAX_ANSWER_DEPTH (json.loads itself raises
+    RecursionError near a thousand levels; below that, str(), json.dumps and the store would), or a
+    string holding a lone surrogate (`"\\ud800"`: SQLite refuses to store it)."""
     try:
         parsed = json.loads(raw)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
-    return parsed if _depth_within(parsed, MAX_ANSWER_DEPTH) else None
+    surrogates = _SURROGATE_ESCAPE.search(raw) is not None  # a pair is fine; only then look closer
+    return parsed if _usable(parsed, MAX_ANSWER_DEPTH, surrogates) else None
 
 
-def _depth_within(value: Any, limit: int) -> bool:
-    """Whether `value` nests lists and dicts at most `limit` deep (iteratively: no recursion)."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _usable(value: Any, limit: int, surrogates: bool) -> bool:
+    """Whether `value` nests lists and dicts at most `limit` deep and, if `surrogates`, every string
+    in it (keys too) is valid Unicode. Iterative: a deep value must not recurse."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
-            children: Any = item.values()
+            if depth > limit:
+                return False
+            if surrogates and not all(_encodable(key) for key in item):
+                return False
+            stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
+            if depth > limit:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+        elif surrogates and isinstance(item, str) and not _encodable(item):
             return False
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
