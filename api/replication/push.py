@@ -69,6 +69,7 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 from sqlmodel import SQLModel, col
 
 from api.db import one_of
@@ -185,9 +186,15 @@ _RECENT = select(_S.id, _S.person_id, _S.settled_at, _S.category, _S.total_fen, 
 _TAKEN = select(_S.client_ref).where(one_of(_S.client_ref, "ids"))
 _USED_VOUCHERS = select(_S.voucher_ref).where(one_of(_S.voucher_ref, "keys"))
 
-_STORED = select(PushedMutation).where(
-    col(PushedMutation.terminal_id) == bindparam("terminal"),
-    one_of(col(PushedMutation.mutation_id), "ids") | one_of(col(PushedMutation.seq), "seqs"),
+_STORED = (
+    select(PushedMutation)
+    .where(
+        col(PushedMutation.terminal_id) == bindparam("terminal"),
+        one_of(col(PushedMutation.mutation_id), "ids") | one_of(col(PushedMutation.seq), "seqs"),
+    )
+    # A repeat is answered with its stored `result`: the payload (megabytes for a bill of MAX_BILL_ITEMS
+    # long items) is never read here, so it is not loaded.
+    .options(defer(PushedMutation.payload))  # type: ignore[arg-type]  # sqlmodel types it a dict
 )
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 
+from sqlalchemy import inspect as sa_inspect
+
 from api.auth.models import Role
 from api.replication import pull as pulling
+from api.replication import push as push_module
 from api.replication.push import KEPT_PAYLOAD_PREFIX, MAX_KEPT_REJECTED_PAYLOAD
 from api.state import AppState
 from api.terminals.models import Terminal
@@ -104,3 +107,18 @@ async def test_an_applied_payload_past_the_bound_is_kept_whole(state: AppState) 
     assert result["status"] in {"applied", "adjusted"}, result
     [row] = await pushed(state, term)
     assert row.payload == payload
+
+
+async def test_a_repeat_is_answered_without_loading_the_stored_payloads(state: AppState) -> None:
+    place = await clinic(state)
+    term = await terminal(state, place)
+    who = await villager(state, place.village_code)
+    at = morning()
+    sent = mutation(1, create(items(1_000), local_day(at), person_ref=who.roster_ref), at)
+    answer = await run(state, term, [sent])
+    async with state.db.session() as session:
+        assert term.id is not None
+        [row] = await push_module._stored(session, term.id, [sent])
+        assert row.result == answer["results"][0]
+        assert "payload" in sa_inspect(row).unloaded
+    assert await run(state, term, [sent]) == answer
