@@ -170,3 +170,19 @@ async def test_a_malformed_http_answer_on_a_real_socket_is_a_terminal_error(head
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"changes": [{"entity": "revocation", "id": "r", "op": "upsert", '
+        b'"data": {"version": 99999999999999999999, "kind": "k", "ref": "x"}}], "checkpoint": "c", "hasMore": false}',
+        b'{"changes": [{"entity": "policy_version", "id": "p", "op": "upsert", "data": {"cap": NaN}}], '
+        b'"checkpoint": "c", "hasMore": false}',
+        b'{"changes": [{"entity": "policy_version", "id": "p", "op": "upsert", "data": {"cap": 1e400}}], '
+        b'"checkpoint": "c", "hasMore": false}',
+    ],
+)
+async def test_a_number_sqlite_or_the_engine_cannot_take_is_a_bad_response(body: bytes) -> None:
+    _, exc = await _pull(lambda r: httpx.Response(200, content=body))
+    assert isinstance(exc, Unreachable) and exc.reason == "bad_response", repr(exc)

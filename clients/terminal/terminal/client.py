@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -214,27 +215,29 @@ class SyncClient:
             return
         self._observe(server, sent, received)
 
-    def _learn_time_iso(self, text: object, sent: float, received: float) -> None:
+    def _learn_time_iso(self, text: object, sent: float, received: float) -> bool:
+        """Whether `text` (a refusal's serverTime) was a time the clock could learn."""
         if not isinstance(text, str):
-            return
+            return False
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            return
+            return False
         if when.tzinfo is None:
-            return  # the server says UTC with an offset; a naive time is not its own, nor a known zone
-        self._observe(when.timestamp(), sent, received)
+            return False  # the server says UTC with an offset; a naive time is not its own
+        return self._observe(when.timestamp(), sent, received)
 
-    def _observe(self, server: float, sent: float, received: float) -> None:
+    def _observe(self, server: float, sent: float, received: float) -> bool:
         # A time past the plausible range is no server's (and would leave corrected_now(), so every
         # assertion and every voucher check, past what a datetime can hold): it teaches nothing.
         if not EARLIEST_SERVER_TIME <= server < LATEST_SERVER_TIME:
-            return
+            return False
         # The Date header has whole seconds: the server's clock was somewhere in [server, server + 1).
         before = self.clock.offset_s
         self.clock.observe(server + 0.5, sent, received)
         if abs(self.clock.offset_s - before) > 0.0:
             self.clock_changed = True
+        return True
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -290,8 +293,9 @@ def _text(value: object, limit: int) -> str | None:
 def _json(raw: bytes) -> Any:
     """The answer's JSON, or None for anything that is not usable JSON: not JSON, not UTF-8, an
     integer past Python's digit limit, nested deeper than MAX_ANSWER_DEPTH (json.loads itself raises
-    RecursionError near a thousand levels; below that, str(), json.dumps and the store would), or a
-    string holding a lone surrogate (`"\\ud800"`: SQLite refuses to store it)."""
+    RecursionError near a thousand levels; below that, str(), json.dumps and the store would), a
+    number SQLite or the settlement engine cannot take, or a string holding a lone surrogate
+    (`"\\ud800"`: SQLite refuses to store it). See `_usable`."""
     try:
         parsed = json.loads(raw)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -304,8 +308,10 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _usable(value: Any, limit: int, surrogates: bool) -> bool:
-    """Whether `value` nests lists and dicts at most `limit` deep and, if `surrogates`, every string
-    in it (keys too) is valid Unicode. Iterative: a deep value must not recurse."""
+    """Whether `value` nests lists and dicts at most `limit` deep, holds only integers SQLite can
+    store (64-bit: a larger one is an OverflowError out of the store) and finite numbers (no NaN,
+    Infinity or 1e400), and, if `surrogates`, every string in it (keys too) is valid Unicode.
+    Iterative: a deep value must not recurse."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -319,9 +325,24 @@ def _usable(value: Any, limit: int, surrogates: bool) -> bool:
             if depth > limit:
                 return False
             stack.extend((child, depth + 1) for child in item)
-        elif surrogates and isinstance(item, str) and not _encodable(item):
+        elif not _scalar_usable(item, surrogates):
             return False
     return True
+
+
+def _scalar_usable(item: Any, surrogates: bool) -> bool:
+    if isinstance(item, str):
+        return not surrogates or _encodable(item)
+    if isinstance(item, bool):
+        return True
+    if isinstance(item, int):
+        return _INT64_MIN <= item <= _INT64_MAX
+    if isinstance(item, float):
+        return math.isfinite(item)
+    return True
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _encodable(text: str) -> bool:
