@@ -1,5 +1,5 @@
-"""Review r3 of the /sync server (issue 9): defects confirmed by a reviewer, kept as strict xfails until
-they are fixed (then drop the marker). Every answer to bad input must be a 4xx JSON, never a 500."""
+"""Review r3 of the /sync server (issue 9): defects a reviewer confirmed, now fixed (strict xfails until
+then). Every answer to bad input must be a 4xx JSON, never a 500."""
 
 from __future__ import annotations
 
@@ -27,11 +27,6 @@ def _no_raise(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://yibao.test")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admission.claimed_terminal json.loads a 1,400-deep claims segment: RecursionError escapes "
-    "http.py's handler, a plain-text 500 to an unauthenticated stranger",
-)
 @pytest.mark.parametrize("path", ["/sync/pull", "/sync/push"])
 async def test_deeply_nested_assertion_claims_are_a_401_not_a_500(app: Starlette, path: str) -> None:
     token = _b64(b'{"alg":"EdDSA"}') + "." + _b64(b"[" * 1400) + ".AAAA"
@@ -40,11 +35,6 @@ async def test_deeply_nested_assertion_claims_are_a_401_not_a_500(app: Starlette
     assert response.status_code == 401, (response.status_code, response.text[:200])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="terminals.service._json_object catches ValueError only: a 1,400-deep JWS header is a "
-    "RecursionError, answered 500 INTERNAL_SERVER_ERROR (and logged with a traceback) per request",
-)
 @pytest.mark.parametrize("path", ["/sync/pull", "/sync/push"])
 async def test_deeply_nested_assertion_header_is_a_401_not_a_500(app: Starlette, path: str) -> None:
     token = _b64(b"[" * 1400) + "." + _b64(b"{}") + ".AAAA"
@@ -68,12 +58,6 @@ async def test_a_client_time_at_the_edge_of_the_calendar_is_a_400_not_a_500(
     assert response.status_code == 400, (response.status_code, response.text[:200])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admission keeps one slot per *unverified* iss: a stranger's forged request naming a "
-    "terminal's (sequential, guessable) id takes its place, and the real terminal is refused "
-    "'duplicate' for as long as the forgery waits (up to sync_max_wait_s)",
-)
 async def test_a_forged_request_naming_a_terminal_does_not_lock_that_terminal_out() -> None:
     gate = Admission(1, max_waiting=4, max_wait_s=5.0, retry_after_max_s=60, rng=random.Random(3))
     busy = await gate.admit("1")  # some other terminal is being served
