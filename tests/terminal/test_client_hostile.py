@@ -186,3 +186,10 @@ async def test_a_malformed_http_answer_on_a_real_socket_is_a_terminal_error(head
 async def test_a_number_sqlite_or_the_engine_cannot_take_is_a_bad_response(body: bytes) -> None:
     _, exc = await _pull(lambda r: httpx.Response(200, content=body))
     assert isinstance(exc, Unreachable) and exc.reason == "bad_response", repr(exc)
+
+
+async def test_a_413_to_a_pull_is_a_terminal_error() -> None:
+    # TooLarge was a bare Exception: a proxy's 413 to a pull went past Syncer.run and killed watch.
+    _, exc = await _pull(lambda r: httpx.Response(413, json={"error": {"message": "太大"}}))
+    assert isinstance(exc, ServerRefused) and exc.status == 413, repr(exc)
+    _stores_and_prints(exc)

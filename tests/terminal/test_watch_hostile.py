@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,8 +46,7 @@ HOSTILE = [
 ]
 
 
-async def test_watch_survives_every_hostile_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from terminal import cli
+def _enrolled(tmp_path: Path) -> tuple[Store, Path, Any]:
     from terminal.keys import load_or_create_key
 
     home = tmp_path / "home"
@@ -64,7 +64,18 @@ async def test_watch_survives_every_hostile_answer(tmp_path: Path, monkeypatch: 
             "audience": "http://yibao.test/sync",
         }
     )
-    answers = list(HOSTILE)
+    return store, home, key
+
+
+async def _watch_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, responses: list[httpx.Response]
+) -> tuple[int, Store, list[str]]:
+    """watch, answered `responses` in turn, stopped once they are all spent: (its status, the
+    store, the paths asked). The store is closed by the caller."""
+    from terminal import cli
+
+    store, home, key = _enrolled(tmp_path)
+    answers = list(responses)
     asked: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -86,10 +97,30 @@ async def test_watch_survives_every_hostile_answer(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(cli, "_wait_or_stop", wait_or_stop)
     args = argparse.Namespace(home=home, interval=60.0, max_wait=300.0, timeout=5.0, json=True)
     try:
-        assert await cli._watch(args, store) == 0
-        assert not answers and len(asked) == len(HOSTILE)
+        return await cli._watch(args, store), store, asked
+    finally:
+        await http.aclose()
+
+
+async def test_watch_survives_every_hostile_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    status, store, asked = await _watch_through(tmp_path, monkeypatch, HOSTILE)
+    try:
+        assert status == 0
+        assert len(asked) == len(HOSTILE)
         assert store.get("last_sync_at", None) is not None  # the last, good answer was a sync
         store.clock().corrected_now()
     finally:
-        await http.aclose()
+        store.close()
+
+
+async def test_watch_stops_and_says_why_on_a_413_to_a_pull(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, store, _ = await _watch_through(
+        tmp_path, monkeypatch, [httpx.Response(413, json={"error": {"message": "请求过大"}})]
+    )
+    try:
+        assert status == 5
+        assert store.get("last_error", None)["status"] == 413
+    finally:
         store.close()

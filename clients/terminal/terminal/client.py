@@ -17,7 +17,7 @@ What an answer means is decided here, once:
 - 401 `clock_skew` or `expired` (a fresh assertion can only be expired if our clock is behind): the
   clock learns the server's time and the request is made again at once;
 - 401 `terminal_revoked`: `TerminalRevoked` (stop, and say why);
-- 413: `TooLarge` (the caller sends less at a time);
+- 413: `TooLarge`, a `ServerRefused` (the push sends less at a time);
 - any other 4xx: `ServerRefused`, with the server's message.
 """
 
@@ -57,8 +57,13 @@ MAX_ANSWER_DEPTH = 64
 """Our server's answers nest a dozen levels at most; anything deeper is not one of them."""
 
 
-class TooLarge(Exception):
-    pass
+class TooLarge(ServerRefused):
+    """A 413: the push sends fewer mutations at a time (syncer.push_all). Anywhere else (a proxy's
+    413 to a pull) it is a refusal like any other 4xx: a TerminalError, so `watch` stops and says
+    why instead of dying of it."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, status=413, reason="too_large", **details)
 
 
 @dataclass
