@@ -193,3 +193,15 @@ async def test_a_413_to_a_pull_is_a_terminal_error() -> None:
     _, exc = await _pull(lambda r: httpx.Response(413, json={"error": {"message": "太大"}}))
     assert isinstance(exc, ServerRefused) and exc.status == 413, repr(exc)
     _stores_and_prints(exc)
+
+
+@pytest.mark.parametrize("name", ["audience", "clinicName", "villageCode", "regionCode", "facilityLevel"])
+async def test_an_enrolment_answer_with_a_non_string_identity_field_is_a_bad_response(name: str) -> None:
+    answer = {"terminalId": "7", "clinicId": "1", "audience": "http://yibao.test/sync", name: {"x": 1}}
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer)))
+    try:
+        with pytest.raises(Unreachable) as caught:
+            await SyncClient("http://yibao.test", ClockState(), http=http).enrol("code", "key")
+    finally:
+        await http.aclose()
+    assert caught.value.details == {"reason": "bad_response", "field": name}

@@ -112,6 +112,10 @@ class SyncClient:
         for name in ("terminalId", "clinicId"):
             if not isinstance(answer.get(name), str):
                 raise Unreachable("服务器的登记应答不完整", reason="bad_response", field=name)
+        # What cli._enrol stores as the identity, and every later request signs with (`audience`).
+        for name in ("clinicName", "villageCode", "regionCode", "facilityLevel", "audience"):
+            if not isinstance(answer.get(name), str | None):
+                raise Unreachable("服务器的登记应答格式有误", reason="bad_response", field=name)
         return answer
 
     async def pull(self, checkpoint: str | None, limit: int) -> dict[str, Any]:
