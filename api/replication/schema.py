@@ -79,7 +79,10 @@ class TerminalSettlementIssueType:
         description="The terminal's clock when it settled the visit: recorded, never trusted."
     )
     received_at: dt.datetime
-    payload: JSON = strawberry.field(description="The mutation's payload as the terminal sent it.")
+    payload: JSON = strawberry.field(
+        description="The mutation's payload as the terminal sent it; for a rejected one larger than 64 KiB "
+        'of JSON, a stand-in `{"truncated": true, "bytes", "sha256", "prefix"}` (the terminal keeps it whole).'
+    )
     result: JSON = strawberry.field(description="The answer the terminal got (and gets again on a repeat).")
     settlement_id: strawberry.ID | None = strawberry.field(
         description="The stored settlement, when adjusted."
