@@ -1,9 +1,19 @@
 """零星报销: manual reimbursement of visits paid in full at a hospital that could not settle directly.
 
-The payable amount is what the settlement engine computes for each visit with the person's
-year-to-date totals as of that visit (earlier visits of the same filing counted in), without the
-personal account (the bill was paid in cash). Approval records each visit as a settlement (source
-``reimbursement``), so it counts in the year-to-date totals of every later settlement."""
+The payable amount is what the settlement engine computes for each visit without the personal account
+(the bill was paid in cash), against the person's whole-year totals: every stored, not voided
+settlement of the visit's insurance year, including those dated after the visit, plus the visits of
+the same filing priced before it (in date order). Not the year as it stood at the visit: a reimbursed
+visit is a late arrival, and like a late (offline) terminal push it is the one adjusted to what the
+year has left, so that per person and year basic insurance never pays past a cap whatever order visits
+arrive in (api.replication.push prices the same way); a settlement stored after the reimbursement
+counts it likewise, whatever the dates.
+
+The amount shown before approval (computed at create, edit and resubmit) is an estimate against the
+year as stored then, and says so (``computation.estimate``). Approval takes the person's row lock,
+prices again and records each visit as a settlement (source ``reimbursement``),
+so it counts in the year-to-date totals of every later settlement; the filing then carries what was
+recorded."""
 
 from __future__ import annotations
 
@@ -108,31 +118,6 @@ class Priced:
     version: Any
 
 
-def _plus(base: YearToDate, earlier: Sequence[tuple[YearToDate, YearToDate]]) -> YearToDate:
-    """`base` plus what the earlier visits of the filing (not stored yet) added to the same year."""
-    ded, bas = dict(base.deductible_used_fen), dict(base.basic_paid_fen)
-    oop, crit, thr, aid = (
-        base.critical_oop_fen,
-        base.critical_paid_fen,
-        base.assistance_threshold_used_fen,
-        base.assistance_paid_fen,
-    )
-    for before, after in earlier:
-        for acc, b, a in (
-            (ded, before.deductible_used_fen, after.deductible_used_fen),
-            (bas, before.basic_paid_fen, after.basic_paid_fen),
-        ):
-            for key in set(a) | set(b):
-                delta = a.get(key, 0) - b.get(key, 0)
-                if delta:
-                    acc[key] = acc.get(key, 0) + delta
-        oop += after.critical_oop_fen - before.critical_oop_fen
-        crit += after.critical_paid_fen - before.critical_paid_fen
-        thr += after.assistance_threshold_used_fen - before.assistance_threshold_used_fen
-        aid += after.assistance_paid_fen - before.assistance_paid_fen
-    return YearToDate(base.year, ded, bas, oop, crit, thr, aid)
-
-
 def _settled_at(day: dt.date) -> dt.datetime:
     """A reimbursed visit counts as settled at noon of its day (Asia/Shanghai)."""
     return dt.datetime.combine(day, dt.time(12), SHANGHAI).astimezone(dt.UTC)
@@ -177,7 +162,7 @@ class Reimbursement(Kind):
     stages = review_stages(first=10, second=5, payment=5)
     depends: ClassVar[Mapping[str, frozenset[str]]] = {"visits": frozenset({"discharge_summary"})}
     sources = (
-        "报销金额由结算引擎按就诊当时的年度累计计算（不使用个人账户）",
+        "报销金额由结算引擎按当年已记录的全部结算累计计算（含就诊日之后已结算的，不超过年度限额；不使用个人账户），审核通过前为预估，以审核通过时计算的为准",
         "期限为承诺时限示例（初审10个、复审5个、支付5个工作日，合计20个工作日）[typical]",
     )
 
@@ -215,11 +200,21 @@ class Reimbursement(Kind):
     async def price(
         self, ctx: Context, values: Mapping[str, Any], *, record: Filing | None = None
     ) -> list[Priced]:
-        """Each visit through the engine, in date order. With `record`, each is stored as a settlement
-        (and flushed) before the next is priced, so the next one's year-to-date totals include it."""
+        """Each visit through the engine, in date order, against the person's whole-year totals (see the
+        module docstring): every stored, not voided settlement of the visit's year, plus the visits of
+        this filing priced before it. With `record`, each is stored as a settlement (and flushed) before
+        the next is priced."""
         visits = list(values["visits"])
         order = sorted(range(len(visits)), key=lambda i: (visits[i]["visitDate"], i))
         policies = await settlement.policy_set(ctx.session)
+        person_id = ctx.person.id or 0
+        # Per year: the stored totals, read first (before anything else of the visits), then carried
+        # from visit to visit as the engine answers them (what year_to_date answers once the visit is
+        # stored, as a terminal push carries them).
+        totals = {
+            year: await settlement.year_to_date(ctx.session, person_id, year)
+            for year in sorted({v["visitDate"].year for v in visits})
+        }
         priced: list[Priced] = []
         for i in order:
             visit = visits[i]
@@ -242,22 +237,19 @@ class Reimbursement(Kind):
                 use_personal_account=False,
             )
             try:
-                estimate = await settlement.estimate(
-                    ctx.session, ctx.person.id or 0, request, today=ctx.today
-                )
+                # The visit as the engine sees it (the person that day, locality, policy), checked.
+                # Its result is priced with the year only up to the visit day, so it is not used.
+                estimate = await settlement.estimate(ctx.session, person_id, request, today=ctx.today)
             except BadUserInput as exc:
                 tail = (exc.field or "").split(".", 1)[1] if "." in (exc.field or "") else ""
                 raise BadUserInput(exc.message, field=f"{at}.{tail}" if tail else at) from None
-            before, result = estimate.ytd_before, estimate.result
-            earlier = [
-                (p.before, p.result.ytd) for p in priced if p.visit.visit_date.year == visit["visitDate"].year
-            ]
-            if record is None and earlier:
-                before = _plus(before, earlier)
-                try:
-                    result = compute(policies, estimate.visit, before, today=ctx.today)
-                except SettlementInputError as exc:
-                    raise BadUserInput(f"结算信息有误：{exc.message}", field=at) from None
+            year = estimate.visit.visit_date.year
+            before = totals[year]
+            try:
+                result = compute(policies, estimate.visit, before, today=ctx.today)
+            except SettlementInputError as exc:
+                raise BadUserInput(f"结算信息有误：{exc.message}", field=at) from None
+            totals[year] = result.ytd
             version = policies.get(result.policy_version_id)
             priced.append(Priced(i, estimate.visit, before, result, version))
             if record is not None:
@@ -299,11 +291,17 @@ class Reimbursement(Kind):
         )
 
     @staticmethod
-    def summary(priced: Sequence[Priced]) -> KindComputation:
+    def summary(priced: Sequence[Priced], *, estimate: bool) -> KindComputation:
+        """`estimate`: before approval, priced against the year as stored at that time; approval prices
+        again under the person's lock and records that (a settlement stored in between counts)."""
         total = sum(p.result.insurance_fen for p in priced)
+        lines = [f"应报销合计 {total}分（基本医保 + 大病保险 + 医疗救助）"]
+        if estimate:
+            lines.append("此为预估：审核通过时按届时当年已记录的全部结算重新计算，以通过时的金额为准")
         return KindComputation(
             total,
             {
+                "estimate": estimate,
                 "visits": [
                     {
                         "index": p.index,
@@ -322,18 +320,18 @@ class Reimbursement(Kind):
                     }
                     for p in sorted(priced, key=lambda p: p.index)
                 ],
-                "lines": [f"应报销合计 {total}分（基本医保 + 大病保险 + 医疗救助）"],
+                "lines": lines,
             },
         )
 
     async def compute(self, ctx: Context, values: Mapping[str, Any]) -> KindComputation:
-        return self.summary(await self.price(ctx, values))
+        return self.summary(await self.price(ctx, values), estimate=True)
 
     async def approve(self, ctx: Context, filing: Filing, values: Mapping[str, Any]) -> None:
         # Before the year-to-date totals are read: a terminal push for the same person waits (or is
         # waited for), instead of both paying out of the same remaining annual cap.
         await settlement.lock_people(ctx.session, [filing.person_id])
-        computed = self.summary(await self.price(ctx, values, record=filing))
+        computed = self.summary(await self.price(ctx, values, record=filing), estimate=False)
         filing.amount_fen = computed.amount_fen
         filing.computation = computed.details
 
