@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+import terminal.client as client_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from terminal.client import MAX_ANSWER_BYTES, Identity, SyncClient
 from terminal.clock import ClockState
@@ -205,3 +206,40 @@ async def test_an_enrolment_answer_with_a_non_string_identity_field_is_a_bad_res
     finally:
         await http.aclose()
     assert caught.value.details == {"reason": "bad_response", "field": name}
+
+
+class _Trickle(httpx.AsyncByteStream):
+    """A body that starts and then never ends (a byte a read would do the same to httpx's timeout)."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"{"
+        await asyncio.sleep(3600)
+
+
+async def test_an_answer_that_never_ends_is_cut_off_at_the_exchange_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_EXCHANGE_S", 0.2, raising=False)
+    _, exc = await asyncio.wait_for(_pull(lambda r: httpx.Response(200, stream=_Trickle())), 10)
+    assert isinstance(exc, Unreachable) and exc.details.get("detail") == "exchange deadline", repr(exc)
+
+
+async def test_a_stored_offset_past_the_calendar_starts_again_from_the_local_clock() -> None:
+    # What a year-9999 Date header left in a terminal's store before such times were refused.
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, headers={"date": _http_now()}, json=PAGE))
+    )
+    identity = Identity("1", Ed25519PrivateKey.generate(), "http://yibao.test/sync")
+    client = SyncClient("http://yibao.test", ClockState(offset_s=1e12, server_time=1e12), identity, http=http)
+    try:
+        assert await client.pull(None, 10) == PAGE
+    finally:
+        await http.aclose()
+    assert abs(client.clock.offset_s) < 60 and client.clock_changed
+    client.clock.corrected_now()
+
+
+def _http_now() -> str:
+    from email.utils import formatdate
+
+    return formatdate(usegmt=True)

@@ -23,6 +23,7 @@ What an answer means is decided here, once:
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import math
@@ -46,6 +47,8 @@ GZIP_ABOVE = 1024
 USER_AGENT = "yibao-terminal/1"
 DEFAULT_TIMEOUT_S = 30.0
 MAX_RETRY_AFTER_S = 600.0
+MAX_EXCHANGE_S = 600.0
+"""One request and its whole answer, at most: a pull page of a few MiB at 10 KiB/s still fits."""
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 """An answer (inflated) past this is refused as bad: a pull page of MAX_PULL_LIMIT changes is a few
 MiB; a gzip bomb on the way must not take the agent's memory."""
@@ -150,10 +153,19 @@ class SyncClient:
                 headers["authorization"] = "Bearer " + self._assertion()
             sent = local_time()
             try:
-                async with self.http.stream(
-                    "POST", self.server + path, content=data, headers=headers
-                ) as response:
+                # `timeout` bounds each read; this the whole exchange (a path trickling a byte a read
+                # would otherwise hold `watch` for ever).
+                async with (
+                    asyncio.timeout(MAX_EXCHANGE_S),
+                    self.http.stream("POST", self.server + path, content=data, headers=headers) as response,
+                ):
                     raw = await _read_answer(response)  # inflated here: a truncated gzip body fails now
+            except TimeoutError:
+                raise Unreachable(
+                    f"服务器应答超时（超过 {MAX_EXCHANGE_S:.0f} 秒）",
+                    reason="network",
+                    detail="exchange deadline",
+                ) from None
             except httpx.DecodingError as exc:
                 raise Unreachable(
                     "服务器应答数据损坏（压缩数据不完整）", reason="bad_response", detail=str(exc)[:200]
@@ -208,12 +220,15 @@ class SyncClient:
 
     def _assertion(self) -> str:
         assert self.identity is not None, "an assertion needs an enrolled terminal"
-        return make_assertion(
-            self.identity.key,
-            self.identity.terminal_id,
-            self.identity.audience,
-            now=self.clock.corrected_now(),
-        )
+        try:
+            now = self.clock.corrected_now()
+        except (ValueError, OverflowError, OSError):
+            # An offset past what a datetime holds (stored before such times were refused, see
+            # _observe): start again from the local clock; the server's answer teaches the offset anew.
+            self.clock.offset_s = 0.0
+            self.clock_changed = True
+            now = self.clock.corrected_now()
+        return make_assertion(self.identity.key, self.identity.terminal_id, self.identity.audience, now=now)
 
     def _learn_time(self, header: str | None, sent: float, received: float) -> None:
         if not header:
