@@ -4,11 +4,15 @@ voided settlement of that year, also those dated after the reimbursed visit, as 
 Without that, a reimbursed visit dated before an already-stored settlement was priced with the year as
 it stood at the end of its visit day and ignored the later settlement: 30,000 fen basic pushed for
 yesterday plus 33,000 approved for a visit five days earlier, against the 40,000 fen 门诊统筹 cap. The
-later-arriving record is the one adjusted, whatever the visit dates; no concurrency is needed."""
+later-arriving record is the one adjusted, whatever the visit dates; no concurrency is needed.
+
+Also: the approval re-reads the person after it has taken the person's row lock, so that a change
+committed in between (a 门诊慢特病 approval) is in what it records."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -16,6 +20,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from api.people.models import Settlement
+from api.settlement import service as settlement_service
 from api.state import AppState
 from tests.api import filingworld as fw
 from tests.api.test_push import (
@@ -157,3 +162,52 @@ async def test_two_visits_of_one_filing_share_the_remaining_cap_in_date_order(
     assert {v["index"]: v["basicFen"] for v in done["computation"]["visits"]} == estimated
     assert done["amountFen"] == filing["amountFen"]
     assert sum(await _basic_paid(state, person, day.year)) == CAP
+
+
+async def test_the_approval_records_the_person_as_they_are_once_it_holds_their_lock(
+    state: AppState, gql: GraphQLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 门诊慢特病 approval commits after the reimbursement's decision has loaded the person and before it
+    takes the person's lock (forced: it runs just before the lock is taken). The recorded settlement's
+    visit carries the person as they are under the lock, the disease included."""
+    who = await fw.resident(state, gql)
+    chronic = await fw.submitted(state, who, "CHRONIC_DISEASE")
+    chronic_first, chronic_second = await fw.reviewer(state, gql), await fw.reviewer(state, gql)
+    fw.data(await chronic_first(fw.CLAIM, {"id": chronic["id"]}))
+    fw.data(await chronic_first(fw.DECIDE, {"id": chronic["id"], "decision": "APPROVE", "reason": "齐全"}))
+    fw.data(await chronic_second(fw.CLAIM, {"id": chronic["id"]}))
+
+    filing = await fw.submitted(state, who, "REIMBURSEMENT", fw.reimbursement(visits=[fw.visit()]))
+    first, second, finance = [await fw.reviewer(state, gql) for _ in range(3)]
+    assert (await fw.through_stages([first, second], filing["id"]))["stage"] == "payment"
+    fw.data(await finance(fw.CLAIM, {"id": filing["id"]}))
+
+    original = settlement_service.lock_people
+    approved: list[str] = []
+
+    async def chronic_approval_first(session: Any, person_ids: Iterable[int]) -> None:
+        ids = list(person_ids)
+        if not approved and who.member.person_id in ids:
+            decided = fw.data(
+                await chronic_second(
+                    fw.DECIDE, {"id": chronic["id"], "decision": "APPROVE", "reason": "认定"}
+                )
+            )["decideFiling"]
+            approved.append(decided["status"])
+        await original(session, ids)
+
+    monkeypatch.setattr(settlement_service, "lock_people", chronic_approval_first)
+    done = fw.data(
+        await finance(fw.DECIDE, {"id": filing["id"], "decision": "APPROVE", "reason": "材料齐全"})
+    )["decideFiling"]
+    assert approved == ["APPROVED"] and done["status"] == "APPROVED"
+    async with state.db.session() as session:
+        [recorded] = (
+            await session.execute(
+                select(Settlement).where(
+                    col(Settlement.person_id) == who.member.person_id,
+                    col(Settlement.source) == "reimbursement",
+                )
+            )
+        ).scalars()
+    assert recorded.visit["chronic_diseases"] == ["copd"]

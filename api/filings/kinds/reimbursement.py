@@ -11,7 +11,7 @@ counts it likewise, whatever the dates.
 
 The amount shown before approval (computed at create, edit and resubmit) is an estimate against the
 year as stored then, and says so (``computation.estimate``). Approval takes the person's row lock,
-prices again and records each visit as a settlement (source ``reimbursement``),
+re-reads the person, prices again and records each visit as a settlement (source ``reimbursement``),
 so it counts in the year-to-date totals of every later settlement; the filing then carries what was
 recorded."""
 
@@ -44,7 +44,7 @@ from api.filings.kinds.fields import (
 )
 from api.filings.models import Filing
 from api.pagination import SHANGHAI
-from api.people.models import Facility, Settlement
+from api.people.models import Facility, InsuredPerson, Settlement
 from api.replication import changelog
 from api.settlement import service as settlement
 from sync.settlement import (
@@ -331,6 +331,12 @@ class Reimbursement(Kind):
         # Before the year-to-date totals are read: a terminal push for the same person waits (or is
         # waited for), instead of both paying out of the same remaining annual cap.
         await settlement.lock_people(ctx.session, [filing.person_id])
+        # The person was loaded before the lock; what committed since (a 门诊慢特病 approval, which
+        # locks the same row) must be in the visits priced and recorded. settlement.estimate reads the
+        # person from the session's identity map, so the refresh reaches it too.
+        person = await ctx.session.get(InsuredPerson, filing.person_id, populate_existing=True)
+        assert person is not None
+        ctx.person = person
         computed = self.summary(await self.price(ctx, values, record=filing), estimate=False)
         filing.amount_fen = computed.amount_fen
         filing.computation = computed.details
