@@ -243,3 +243,10 @@ def _http_now() -> str:
     from email.utils import formatdate
 
     return formatdate(usegmt=True)
+
+
+async def test_a_utf16_answer_is_a_bad_response() -> None:
+    # json.loads reads UTF-16 too, and there a lone-surrogate escape hides from a UTF-8 byte search.
+    body = '{"changes": [{"name": "\\ud800"}], "checkpoint": "c", "hasMore": false}'.encode("utf-16")
+    _, exc = await _pull(lambda r: httpx.Response(200, content=body))
+    assert isinstance(exc, Unreachable) and exc.reason == "bad_response", repr(exc)

@@ -321,14 +321,15 @@ def _json(raw: bytes) -> Any:
     number SQLite or the settlement engine cannot take, or a string holding a lone surrogate
     (`"\\ud800"`: SQLite refuses to store it). See `_usable`."""
     try:
-        parsed = json.loads(raw)
+        text = raw.decode("utf-8")  # ours is UTF-8; json.loads would take UTF-16 and -32 too
+        parsed = json.loads(text)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
-    surrogates = _SURROGATE_ESCAPE.search(raw) is not None  # a pair is fine; only then look closer
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None  # a pair is fine; only then look closer
     return parsed if _usable(parsed, MAX_ANSWER_DEPTH, surrogates) else None
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _usable(value: Any, limit: int, surrogates: bool) -> bool:
