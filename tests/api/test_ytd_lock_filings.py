@@ -125,7 +125,7 @@ async def _world(state: AppState, gql: GraphQLClient) -> tuple[Callable[[], Awai
     villager_ = await villager(state, place.village_code, person_id=person)
     at = morning()
     day = local_day(at)
-    # The same day as the push's visit: the reimbursement's totals (as of its visit day) include it.
+    # The same day as the push's visit (the reimbursement is priced against the whole year: 8b30dcc).
     visit = fw.visit(
         visitDate=day.isoformat(),
         hospitalName="凤台县人民医院",
