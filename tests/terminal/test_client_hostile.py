@@ -250,3 +250,12 @@ async def test_a_utf16_answer_is_a_bad_response() -> None:
     body = '{"changes": [{"name": "\\ud800"}], "checkpoint": "c", "hasMore": false}'.encode("utf-16")
     _, exc = await _pull(lambda r: httpx.Response(200, content=body))
     assert isinstance(exc, Unreachable) and exc.reason == "bad_response", repr(exc)
+
+
+async def test_a_checkpoint_the_server_would_refuse_next_time_is_a_bad_response() -> None:
+    # Stored, a 513-character checkpoint made every later pull a 400 (sync.protocol allows 512).
+    page = {"changes": [], "checkpoint": "c" * 513, "hasMore": False}
+    _, exc = await _pull(lambda r: httpx.Response(200, json=page))
+    assert isinstance(exc, Unreachable) and exc.reason == "bad_response", repr(exc)
+    _, answer = await _pull(lambda r: httpx.Response(200, json={**page, "checkpoint": "c" * 512}))
+    assert answer["checkpoint"] == "c" * 512

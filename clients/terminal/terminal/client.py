@@ -54,6 +54,7 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MiB; a gzip bomb on the way must not take the agent's memory."""
 MAX_MESSAGE_CHARS = 500
 MAX_CODE_CHARS = 100
+MAX_CHECKPOINT_CHARS = 512
 EARLIEST_SERVER_TIME = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 LATEST_SERVER_TIME = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 MAX_ANSWER_DEPTH = 64
@@ -129,6 +130,8 @@ class SyncClient:
             not isinstance(answer.get("changes"), list)
             or not isinstance(answer.get("checkpoint"), str)
             or not isinstance(answer.get("hasMore"), bool)
+            # The server refuses a longer one (sync.protocol): stored, it would fail every pull after.
+            or len(answer["checkpoint"]) > MAX_CHECKPOINT_CHARS
         ):
             raise Unreachable("服务器的同步应答格式有误", reason="bad_response")
         return answer
