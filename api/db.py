@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Boolean, any_, bindparam, event, text
+from sqlalchemy import Boolean, String, any_, bindparam, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
@@ -76,7 +76,12 @@ def _expanding_in(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(OneOf, "postgresql")
 def _any_of_array(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
-    array = bindparam(element.name, type_=postgresql.ARRAY(element.column.type))
+    item = element.column.type
+    if isinstance(item, String):
+        # Without its length: a cast to varchar(n)[] cuts longer values down to n characters, so a
+        # value longer than the column would match a stored value that is its prefix.
+        item = String()
+    array = bindparam(element.name, type_=postgresql.ARRAY(item))
     return compiler.process(element.column == any_(array), **kw)
 
 

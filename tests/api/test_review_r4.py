@@ -1,5 +1,5 @@
 """Review r4 (fresh-eyes review of the changes since 1bd3fff): defects a reviewer confirmed, as strict
-xfails until they are fixed."""
+xfails until they were fixed."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ from api.db import one_of
 from api.state import AppState
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api.db.one_of on PostgreSQL binds ARRAY(column.type): a VARCHAR(n) column's list is cast "
-    "to VARCHAR(n)[], and an explicit cast to varchar(n) truncates, so a longer value matches the "
-    "stored value that is its prefix (the expanding IN it replaced cast to plain VARCHAR)",
-)
 async def test_one_of_does_not_match_a_longer_value_by_its_prefix(state: AppState) -> None:
     if not state.db.is_postgres:
         pytest.skip("the ANY(array) form is PostgreSQL's; SQLite compiles an expanding IN")
