@@ -14,7 +14,7 @@ import httpx
 import pytest
 import terminal.client as client_module
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from terminal.client import MAX_ANSWER_BYTES, Identity, SyncClient
+from terminal.client import MAX_ANSWER_BYTES, Identity, SyncClient, TooLarge
 from terminal.clock import ClockState
 from terminal.errors import ServerRefused, TerminalError, Unreachable
 
@@ -187,6 +187,14 @@ async def test_a_malformed_http_answer_on_a_real_socket_is_a_terminal_error(head
 async def test_a_number_sqlite_or_the_engine_cannot_take_is_a_bad_response(body: bytes) -> None:
     _, exc = await _pull(lambda r: httpx.Response(200, content=body))
     assert isinstance(exc, Unreachable) and exc.reason == "bad_response", repr(exc)
+
+
+async def test_a_proxys_html_413_is_too_large_too() -> None:
+    # Only a 413 in our JSON shape was TooLarge: nginx's HTML page was a bad response, "offline", so a
+    # push never halved its batch and asked again with the same body.
+    page = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>"
+    _, exc = await _pull(lambda r: httpx.Response(413, content=page, headers={"content-type": "text/html"}))
+    assert isinstance(exc, TooLarge) and exc.status == 413, repr(exc)
 
 
 async def test_a_413_to_a_pull_is_a_terminal_error() -> None:

@@ -194,6 +194,10 @@ class SyncClient:
                 )
             error = _json(raw)
             error = error.get("error") if isinstance(error, dict) else None
+            if status == 413 and not isinstance(error, dict):
+                # A proxy's own page (nginx's client_max_body_size): too large all the same, so that
+                # the push halves its batch instead of retrying the same body as if offline.
+                raise TooLarge(f"服务器拒收：数据过大（HTTP {status}）")
             if not isinstance(error, dict):
                 raise Unreachable(
                     f"服务器应答格式有误（HTTP {status}）", reason="bad_response", status=status
