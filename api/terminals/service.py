@@ -452,7 +452,9 @@ async def authenticate(
     replayed. The `jti` is recorded and committed before this returns, so the assertion is spent
     whatever the request does next. With `commit=False` it is recorded in the session's transaction
     and the caller commits it, before answering, whatever the answer (a pull: one commit instead of
-    two); on PostgreSQL a replay of it at that moment waits for that commit and is refused."""
+    two); on PostgreSQL a replay of it at that moment waits for that commit and is refused (unless
+    the first request fails and rolls back: then the waiting replay gets the jti, and the first one's
+    `keep_spent` finds it taken; the first answered only a 500, so nothing was done twice)."""
     now = now or utcnow()
     token = bearer_token(authorization_header)
     parts = _jws_parts(token)
