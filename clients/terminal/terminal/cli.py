@@ -519,7 +519,12 @@ def parser() -> argparse.ArgumentParser:
 
     watch_p = sub.add_parser("watch", help="持续同步，直到收到停止信号", parents=[common])
     watch_p.add_argument("--interval", type=float, default=60.0, help="联网时两次同步的间隔秒数")
-    watch_p.add_argument("--max-wait", type=float, default=300.0, help="断网时两次尝试的最长间隔秒数（服务器繁忙时按其要求的等待时间）")
+    watch_p.add_argument(
+        "--max-wait",
+        type=float,
+        default=300.0,
+        help="断网时两次尝试的最长间隔秒数（服务器繁忙时按其要求的等待时间）",
+    )
     watch_p.add_argument("--timeout", type=float, default=30.0, help="每次请求的超时秒数（默认 30）")
     watch_p.set_defaults(func=cmd_watch)
     return root
