@@ -450,10 +450,17 @@ def age_group(birth: dt.date, on: dt.date) -> str:
 
 
 async def estimate(
-    session: AsyncSession, person_id: int, request: EstimateRequest, *, today: dt.date | None = None
+    session: AsyncSession,
+    person_id: int,
+    request: EstimateRequest,
+    *,
+    today: dt.date | None = None,
+    ytd: YearToDate | None = None,
 ) -> Estimate:
     """预结算: what the person would pay for this bill today, with their real year-to-date totals.
 
+    `ytd`: the totals to price against instead (a reimbursement prices against the whole year, see
+    api.filings.kinds.reimbursement); by default the visit's year up to the end of the visit day.
     Nothing is stored. Raises BadUserInput naming the field for any bad input."""
     today = today or shanghai_today()
     person = await session.get(InsuredPerson, person_id)
@@ -513,11 +520,14 @@ async def estimate(
         use_personal_account=request.use_personal_account and account is not None,
     )
     policies = await policy_set(session)
-    # Totals of the visit's year up to the end of the visit day: a back-dated estimate sees the year
-    # as it was then, a forward-dated one everything settled so far.
-    ytd = await year_to_date(
-        session, person_id, day.year, before=_local_midnight_utc(day + dt.timedelta(days=1))
-    )
+    if ytd is None:
+        # Totals of the visit's year up to the end of the visit day: a back-dated estimate sees the
+        # year as it was then, a forward-dated one everything settled so far.
+        ytd = await year_to_date(
+            session, person_id, day.year, before=_local_midnight_utc(day + dt.timedelta(days=1))
+        )
+    elif ytd.year != day.year:
+        raise ValueError(f"totals of {ytd.year} given for a visit in {day.year}")
     try:
         result = compute(policies, visit, ytd, today=today)
     except SettlementInputError as exc:

@@ -51,11 +51,9 @@ from sync.settlement import (
     FACILITY_LEVELS,
     ITEM_CLASSES,
     VISIT_CATEGORIES,
-    SettlementInputError,
     SettlementResult,
     Visit,
     YearToDate,
-    compute,
 )
 
 MAX_AGE_DAYS = 366
@@ -206,7 +204,6 @@ class Reimbursement(Kind):
         the next is priced."""
         visits = list(values["visits"])
         order = sorted(range(len(visits)), key=lambda i: (visits[i]["visitDate"], i))
-        policies = await settlement.policy_set(ctx.session)
         person_id = ctx.person.id or 0
         # Per year: the stored totals, read first (before anything else of the visits), then carried
         # from visit to visit as the engine answers them (what year_to_date answers once the visit is
@@ -236,22 +233,16 @@ class Reimbursement(Kind):
                 visit_region=visit["region"],
                 use_personal_account=False,
             )
+            year = visit["visitDate"].year
             try:
-                # The visit as the engine sees it (the person that day, locality, policy), checked.
-                # Its result is priced with the year only up to the visit day, so it is not used.
-                estimate = await settlement.estimate(ctx.session, person_id, request, today=ctx.today)
+                estimate = await settlement.estimate(
+                    ctx.session, person_id, request, today=ctx.today, ytd=totals[year]
+                )
             except BadUserInput as exc:
                 tail = (exc.field or "").split(".", 1)[1] if "." in (exc.field or "") else ""
                 raise BadUserInput(exc.message, field=f"{at}.{tail}" if tail else at) from None
-            year = estimate.visit.visit_date.year
-            before = totals[year]
-            try:
-                result = compute(policies, estimate.visit, before, today=ctx.today)
-            except SettlementInputError as exc:
-                raise BadUserInput(f"结算信息有误：{exc.message}", field=at) from None
-            totals[year] = result.ytd
-            version = policies.get(result.policy_version_id)
-            priced.append(Priced(i, estimate.visit, before, result, version))
+            totals[year] = estimate.result.ytd
+            priced.append(Priced(i, estimate.visit, estimate.ytd_before, estimate.result, estimate.version))
             if record is not None:
                 await self._record(ctx, record, visit, priced[-1])
         return priced
