@@ -727,17 +727,11 @@ async def _lock_terminal(session: AsyncSession, terminal_id: int) -> Terminal:
 
 async def _lock_people(session: AsyncSession, person_ids: set[int]) -> None:
     """Locks the people's rows in id order (two batches never wait for each other in a circle), so
-    year-to-date totals and balances read after this are final until the commit. SQLite: the write
-    lock taken with the terminal already serialises every writer."""
-    if person_ids and _is_postgres(session):
-        await session.execute(
-            select(col(InsuredPerson.id))
-            .where(one_of(col(InsuredPerson.id), "people"))
-            .order_by(col(InsuredPerson.id))
-            # FOR NO KEY UPDATE: rows that reference them may still be added
-            .with_for_update(key_share=True),
-            {"people": sorted(person_ids)},
-        )
+    year-to-date totals and balances read after this are final until the commit: the lock every
+    writer of settlements takes (settlement_service.lock_people). SQLite: the write lock taken with
+    the terminal already serialises every writer, so no second statement for it."""
+    if _is_postgres(session):
+        await settlement_service.lock_people(session, person_ids)
 
 
 async def _stored(

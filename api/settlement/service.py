@@ -301,9 +301,9 @@ async def create_version(
 async def lock_people(session: AsyncSession, person_ids: Iterable[int]) -> None:
     """Holds the people's rows until commit, so that their year-to-date totals (and balances) read
     after this stay final until this transaction has stored what it settles against them. Every
-    writer of settlements takes it before it reads totals: the same lock in the same order (ids
-    ascending) as a terminal push (api.replication.push._lock_people), so two writers wait for each
-    other instead of paying twice out of one annual cap, and never wait in a circle.
+    writer of settlements takes it before it reads totals (a terminal push too, api.replication.push
+    ._lock_people), in the same order (ids ascending), so two writers wait for each other instead of
+    paying twice out of one annual cap, and never wait in a circle.
 
     PostgreSQL: SELECT ... FOR NO KEY UPDATE (rows that reference the people may still be inserted).
     SQLite: a no-op UPDATE of the rows takes the database's single write lock; without a write, the
