@@ -6,8 +6,8 @@
     POST /sync/push   {"mutations": [...]}      -> api.replication.push.push's answer
 
 Pull and push pass admission control (below), then authenticate the terminal's client assertion
-before anything else (api.terminals.service.authenticate, audience: `Settings.sync_audience`, or this server's base URL + "/sync"; enrol tells the terminal
-which). Bodies: at most `max_body_bytes` as sent (BodySizeLimitMiddleware, 413), gzip request bodies
+before anything else (api.terminals.service.authenticate, audience: `Settings.sync_audience`, or this
+server's base URL + "/sync"; enrol tells the terminal which). Bodies: at most `max_body_bytes` as sent (BodySizeLimitMiddleware, 413), gzip request bodies
 (`Content-Encoding: gzip`) inflate to at most `sync_max_inflated_bytes` (413, so a gzip bomb never
 exhausts memory), and every body goes through api.jsonlimits.loads (too deep: 400). Answers are
 gzip-compressed when the client accepts it.
