@@ -39,6 +39,8 @@ ASSERTION_TTL_S = 300
 ASSERTION_ALGORITHM = "EdDSA"
 MAX_PULL_LIMIT = 1000
 DEFAULT_PULL_LIMIT = 500
+MAX_CHECKPOINT_CHARS = 512
+"""A pull checkpoint, as the server hands it out and takes it back (the terminal refuses a longer one)."""
 MAX_PUSH_BATCH = 200
 """Mutations in one push; a longer outbox goes over several pushes."""
 MAX_BILL_ITEMS = 2_000
@@ -215,7 +217,7 @@ def parse_pull(body: object) -> tuple[str | None, int]:
     if not isinstance(body, dict) or set(body) - {"checkpoint", "limit"}:
         raise WireError("body", 'must be {"checkpoint": string|null, "limit": integer}')
     checkpoint = body.get("checkpoint")
-    if checkpoint is not None and (not isinstance(checkpoint, str) or len(checkpoint) > 512):
+    if checkpoint is not None and (not isinstance(checkpoint, str) or len(checkpoint) > MAX_CHECKPOINT_CHARS):
         raise WireError("checkpoint", "must be the string a previous pull returned, or null")
     limit = body.get("limit", DEFAULT_PULL_LIMIT)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PULL_LIMIT:

@@ -39,7 +39,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync.assertion import make_assertion
-from sync.protocol import Mutation, PushResult, WireError, parse_push_answer
+from sync.protocol import MAX_CHECKPOINT_CHARS, Mutation, PushResult, WireError, parse_push_answer
 from terminal.clock import ClockState, local_time
 from terminal.errors import ServerRefused, TerminalRevoked, Unreachable
 
@@ -54,7 +54,6 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MiB; a gzip bomb on the way must not take the agent's memory."""
 MAX_MESSAGE_CHARS = 500
 MAX_CODE_CHARS = 100
-MAX_CHECKPOINT_CHARS = 512
 EARLIEST_SERVER_TIME = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 LATEST_SERVER_TIME = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 MAX_ANSWER_DEPTH = 64
