@@ -85,10 +85,14 @@ def _any_of_array(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.column == any_(array), **kw)
 
 
+def dialect_name(session: AsyncSession) -> str:
+    """The dialect the session's engine speaks: "postgresql" or "sqlite"."""
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
 def dialect_insert(session: AsyncSession) -> Any:
     """The dialect's INSERT, which has ON CONFLICT (SQLAlchemy's generic insert does not)."""
-    name = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return postgresql.insert if name == "postgresql" else sqlite.insert
+    return postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
 
 
 class Database:

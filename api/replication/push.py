@@ -72,7 +72,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 from sqlmodel import SQLModel, col
 
-from api.db import one_of
+from api.db import dialect_name, one_of
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Conflict
 from api.filings import registrations
@@ -703,7 +703,7 @@ async def _push(
 
 
 def _is_postgres(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
+    return dialect_name(session) == "postgresql"
 
 
 async def _lock_terminal(session: AsyncSession, terminal_id: int) -> Terminal:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api import jsonlimits
-from api.db import one_of
+from api.db import dialect_name, one_of
 from api.errors import BadUserInput, Conflict, NotFound
 from api.filings import registrations
 from api.pagination import SHANGHAI
@@ -164,7 +164,7 @@ async def _serialise_policy_writes(session: AsyncSession) -> None:
     """One version is created at a time: each is checked against all stored versions, and two checked
     side by side could both pass and overlap each other. PostgreSQL: a transaction-scoped advisory
     lock. SQLite: a no-op write takes the database's single write lock before anything is read."""
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POLICY_WRITE_LOCK})
     else:
         await session.execute(
@@ -311,7 +311,7 @@ async def lock_people(session: AsyncSession, person_ids: Iterable[int]) -> None:
     wanted = sorted(set(person_ids))
     if not wanted:
         return
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(
             select(col(InsuredPerson.id))
             .where(one_of(col(InsuredPerson.id), "people"))

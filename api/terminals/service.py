@@ -34,6 +34,7 @@ from sqlmodel import col
 
 from api.auth.models import Role
 from api.auth.service import Viewer
+from api.db import dialect_name
 from api.dbtypes import utcnow
 from api.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
 from api.people.models import Facility, FacilityKind
@@ -531,7 +532,7 @@ async def _spend_jti(
     session: AsyncSession, jti: str, terminal_id: int, keep_until: datetime, *, commit: bool
 ) -> bool:
     """Records the jti (and commits, if asked); False if any worker recorded it before."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    dialect = dialect_name(session)
     spent = {"jti": jti, "terminal": terminal_id, "until": keep_until}
     inserted = (await session.execute(_SPEND[dialect], spent)).first()
     if commit:
@@ -550,7 +551,7 @@ async def keep_spent(session: AsyncSession) -> None:
     spent = session.info.pop(_SPENT, None)
     if spent is None:
         return
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    dialect = dialect_name(session)
     await session.execute(_SPEND[dialect], spent)
     await session.commit()
 
@@ -571,7 +572,7 @@ async def purge_expired_assertions(session: AsyncSession, now: datetime | None =
     table = TerminalAssertionReplay.__table__  # type: ignore[attr-defined]
     cutoff = now or utcnow()
     stale = select(table.c.jti).where(table.c.expires_at < cutoff).limit(_PURGE_BATCH)
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         stale = stale.with_for_update(skip_locked=True)
     result = await session.execute(delete(table).where(table.c.jti.in_(stale)))
     await session.commit()
